@@ -1,0 +1,73 @@
+"""fnn: functional neural networks in JAX with hand-written backpropagation.
+
+Every layer, activation and loss is a pair of pure functions, forward and backward, over
+a parameter pytree; the backward is written by hand and checked against `jax.grad`.
+"""
+
+from fnn import initializers
+from fnn.activations import (
+    elu,
+    gelu,
+    get_activation,
+    identity,
+    leaky_relu,
+    log_softmax,
+    relu,
+    sigmoid,
+    silu,
+    softmax,
+    softplus,
+    tanh,
+)
+from fnn.check import CheckResult, check_layer, check_loss, check_model, run_checks
+from fnn.core import Layer, Loss, apply, init
+from fnn.grad import as_custom_vjp, loss_as_custom_vjp, value_and_grad
+from fnn.layers import dense
+from fnn.losses import (
+    binary_cross_entropy,
+    get_loss,
+    huber,
+    mean_squared_error,
+    sigmoid_binary_cross_entropy,
+    softmax_cross_entropy,
+)
+from fnn.network import mlp, serial
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CheckResult",
+    "Layer",
+    "Loss",
+    "apply",
+    "as_custom_vjp",
+    "binary_cross_entropy",
+    "check_layer",
+    "check_loss",
+    "check_model",
+    "dense",
+    "elu",
+    "gelu",
+    "get_activation",
+    "get_loss",
+    "huber",
+    "identity",
+    "init",
+    "initializers",
+    "leaky_relu",
+    "log_softmax",
+    "loss_as_custom_vjp",
+    "mean_squared_error",
+    "mlp",
+    "relu",
+    "run_checks",
+    "serial",
+    "sigmoid",
+    "sigmoid_binary_cross_entropy",
+    "silu",
+    "softmax",
+    "softmax_cross_entropy",
+    "softplus",
+    "tanh",
+    "value_and_grad",
+]

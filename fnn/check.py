@@ -1,0 +1,370 @@
+"""Verification of hand-written backward passes.
+
+Each check compares a hand-written derivative with JAX's own:
+
+- **against `jax.vjp`**: the layer's `backward(params, residuals, dy)` with
+  `jax.vjp(forward)(dy)` on random params, inputs and cotangents, leaf by leaf;
+- **against finite differences**: `jax.test_util.check_grads` on the custom_vjp bridge
+  (so the derivative it differences against is the hand-written one), float64 only.
+
+Errors, per leaf (each parameter and the input): `abs = max|manual − ref|` and
+`rel = abs / max|ref|` (a norm-wise relative error, which does not blow up at entries
+near zero). An item passes when every leaf's `rel ≤ rtol` (default 1e-10 in float64,
+1e-4 in float32), the trees have the same structure and shapes, and, in float64, the
+finite-difference check passes.
+
+Users check their own layer with one call::
+
+    result = fnn.check_layer(my_layer, in_shape=(8,))
+    assert result.passed, result
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import jax.test_util
+import numpy as np
+
+from fnn import activations as A
+from fnn import initializers, losses
+from fnn.core import Layer, Loss, choose
+from fnn.grad import as_custom_vjp, loss_as_custom_vjp, value_and_grad
+from fnn.layers import dense
+from fnn.network import mlp, serial
+
+DEFAULT_RTOL = {"float64": 1e-10, "float32": 1e-4}
+DTYPES = tuple(DEFAULT_RTOL)
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckResult:
+    """The outcome of one check.
+
+    Attributes:
+      name: what was checked.
+      dtype: "float64" or "float32".
+      max_abs_err, max_rel_err: the largest errors over all leaves.
+      rtol: the relative tolerance applied.
+      passed: whether every leaf is within `rtol` and finite differences agree.
+      leaves: per leaf path (e.g. "params[0]['W']", "x"): {"abs": ..., "rel": ...}.
+      finite_differences: "passed", "skipped (...)" or "failed: <message>".
+      error: a structural problem (a missing or misshapen gradient), else "".
+    """
+
+    name: str
+    dtype: str
+    max_abs_err: float
+    max_rel_err: float
+    rtol: float
+    passed: bool
+    leaves: dict[str, dict[str, float]]
+    finite_differences: str
+    error: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _x64(dtype: str):
+    """A context that enables 64-bit types when `dtype` is float64."""
+    return jax.enable_x64(dtype == "float64")
+
+
+def _as_key(key) -> jax.Array:
+    return jax.random.PRNGKey(key) if isinstance(key, int) else key
+
+
+def _compare(manual, reference) -> tuple[dict[str, dict[str, float]], str]:
+    """Per-leaf errors between two pytrees; a structural problem is returned as text."""
+    m_leaves, m_def = jax.tree_util.tree_flatten_with_path(manual)
+    r_leaves, r_def = jax.tree_util.tree_flatten_with_path(reference)
+    if m_def != r_def:
+        return {}, f"gradient tree structure {m_def} differs from the expected {r_def}"
+    errors = {}
+    for (path, m), (_, r) in zip(m_leaves, r_leaves, strict=True):
+        label = re.sub(r"^\['(\w+)'\]", r"\1", jax.tree_util.keystr(path))  # params['W']
+        m, r = np.asarray(m), np.asarray(r)
+        if m.shape != r.shape:
+            return errors, f"{label}: gradient shape {m.shape}, expected {r.shape}"
+        if m.size == 0:
+            errors[label] = {"abs": 0.0, "rel": 0.0}
+            continue
+        diff = np.abs(m.astype(np.float64) - r.astype(np.float64))
+        abs_err = float(np.max(diff))
+        scale = float(np.max(np.abs(r.astype(np.float64))))
+        rel_err = abs_err / scale if scale > 0 else (0.0 if abs_err == 0 else math.inf)
+        if not np.isfinite(abs_err):
+            abs_err = rel_err = math.inf
+        errors[label] = {"abs": abs_err, "rel": rel_err}
+    return errors, ""
+
+
+def _finite_differences(f: Callable, args: tuple, dtype: str) -> str:
+    if dtype != "float64":
+        return "skipped (float64 only)"
+    try:
+        jax.test_util.check_grads(f, args, order=1, modes=("rev",))
+    except AssertionError as error:
+        first = next((line for line in str(error).splitlines() if line.strip()), "")
+        return f"failed: {first.strip()}"
+    return "passed"
+
+
+def _result(name, dtype, rtol, manual, reference, fd) -> CheckResult:
+    rtol = DEFAULT_RTOL[dtype] if rtol is None else rtol
+    leaves, error = _compare(manual, reference)
+    max_abs = max((e["abs"] for e in leaves.values()), default=0.0)
+    max_rel = max((e["rel"] for e in leaves.values()), default=0.0)
+    if error:
+        max_abs = max_rel = math.inf
+    passed = not error and max_rel <= rtol and not fd.startswith("failed")
+    return CheckResult(name, dtype, max_abs, max_rel, rtol, passed, leaves, fd, error)
+
+
+def _check_dtype(dtype: str) -> str:
+    dtype = str(jnp.dtype(dtype)) if not isinstance(dtype, str) else dtype
+    choose("check dtype", dtype, dict.fromkeys(DTYPES))
+    return dtype
+
+
+def check_layer(
+    layer: Layer,
+    in_shape: Sequence[int],
+    *,
+    batch: int = 4,
+    dtype: str = "float64",
+    key: int | jax.Array = 0,
+    rtol: float | None = None,
+    input_scale: float = 2.0,
+    name: str | None = None,
+    finite_differences: bool = True,
+) -> CheckResult:
+    """Checks `layer.backward` against `jax.vjp` of `layer.forward` and finite differences.
+
+    Arguments:
+      layer: any Layer, a whole network included.
+      in_shape: the input shape without the batch axis.
+      batch: the batch size of the random input.
+      dtype: "float64" (the default; 64-bit types are enabled for the check only) or
+        "float32".
+      key: a PRNG key or an int seed for the params, the input and the cotangent.
+      rtol: the relative tolerance (default 1e-10 in float64, 1e-4 in float32).
+      input_scale: the input is `input_scale × N(0, 1)`.
+      name: the name in the report (default: `layer.name`).
+      finite_differences: also run `jax.test_util.check_grads` (float64 only).
+    """
+    dtype = _check_dtype(dtype)
+    with _x64(dtype):
+        k_init, k_x, k_dy = jax.random.split(_as_key(key), 3)
+        _, params = layer.init(k_init, tuple(in_shape), jnp.dtype(dtype))
+        x = input_scale * jax.random.normal(k_x, (batch, *in_shape), jnp.dtype(dtype))
+        y, residuals = layer.forward(params, x)
+        dy = jax.random.normal(k_dy, y.shape, y.dtype)
+        manual = layer.backward(params, residuals, dy)
+        _, vjp = jax.vjp(lambda p, x: layer.forward(p, x)[0], params, x)
+        reference = vjp(dy)
+        fd = "skipped (disabled)"
+        if finite_differences:
+            fd = _finite_differences(as_custom_vjp(layer), (params, x), dtype)
+        return _result(
+            name or layer.name, dtype, rtol, _label(manual), _label(reference), fd
+        )
+
+
+def _label(grads):
+    """Names the two halves of a layer's VJP for the report: params[...] and x."""
+    dparams, dx = grads
+    return {"params": dparams, "x": dx}
+
+
+def check_loss(
+    loss: Loss,
+    pred: Any,
+    target: Any,
+    *,
+    dtype: str = "float64",
+    rtol: float | None = None,
+    name: str | None = None,
+    finite_differences: bool = True,
+) -> CheckResult:
+    """Checks `loss.backward` against `jax.grad` of `loss.forward` (in `pred`).
+
+    `pred` and floating `target` are cast to `dtype`; integer targets (labels) stay.
+    """
+    dtype = _check_dtype(dtype)
+    with _x64(dtype):
+        pred = jnp.asarray(pred, jnp.dtype(dtype))
+        target = jnp.asarray(target)
+        if jnp.issubdtype(target.dtype, jnp.floating):
+            target = target.astype(jnp.dtype(dtype))
+        value, residuals = loss.forward(pred, target)
+        manual = loss.backward(residuals, jnp.ones_like(value))
+        reference = jax.grad(lambda p: loss.forward(p, target)[0])(pred)
+        fd = "skipped (disabled)"
+        if finite_differences:
+            bridge = loss_as_custom_vjp(loss)
+            fd = _finite_differences(lambda p: bridge(p, target), (pred,), dtype)
+        return _result(
+            name or loss.name, dtype, rtol, {"pred": manual}, {"pred": reference}, fd
+        )
+
+
+def check_model(
+    net: Layer,
+    loss: Loss,
+    x: Any,
+    y: Any,
+    *,
+    key: int | jax.Array = 0,
+    dtype: str = "float64",
+    rtol: float | None = None,
+    name: str | None = None,
+) -> CheckResult:
+    """Checks `value_and_grad(net, loss, "manual")` against the "autodiff" mode on data.
+
+    This is the check a training run makes before it starts: the gradient of the whole
+    objective, network and loss together, on real inputs `x` and targets `y`.
+    """
+    dtype = _check_dtype(dtype)
+    with _x64(dtype):
+        x = jnp.asarray(x, jnp.dtype(dtype))
+        y = jnp.asarray(y)
+        if jnp.issubdtype(y.dtype, jnp.floating):
+            y = y.astype(jnp.dtype(dtype))
+        _, params = net.init(_as_key(key), x.shape[1:], jnp.dtype(dtype))
+        _, manual = value_and_grad(net, loss, "manual")(params, x, y)
+        _, reference = value_and_grad(net, loss, "autodiff")(params, x, y)
+        fd = "skipped (whole-model check compares the two modes)"
+        return _result(
+            name or f"{net.name} + {loss.name}",
+            dtype,
+            rtol,
+            {"params": manual},
+            {"params": reference},
+            fd,
+        )
+
+
+# ---------------------------------------------------------------------------
+# The built-in items: every layer, activation and loss, and a few networks.
+
+
+def _layer_case(layer_fn, in_shape, **kwargs):
+    return lambda dtype: check_layer(layer_fn(), in_shape, dtype=dtype, **kwargs)
+
+
+def _loss_case(loss_fn, make_inputs):
+    def run(dtype):
+        pred, target = make_inputs(np.random.default_rng(0))
+        return check_loss(loss_fn(), pred, target, dtype=dtype)
+
+    return run
+
+
+def _tutorial_net() -> Layer:
+    """The tutorial's 100→5→4→1 all-sigmoid network with its U(0, 1)×0.01 weights."""
+    return mlp(
+        [5, 4, 1],
+        "sigmoid",
+        output_activation="sigmoid",
+        w_init=initializers.uniform(0.01),
+        b_init="zeros",
+    )
+
+
+def _tutorial_model(dtype):
+    rng = np.random.default_rng(0)
+    x, y = rng.random((200, 100)), rng.random((200, 1))
+    net = mlp([5, 4, 1], "sigmoid", w_init=initializers.uniform(0.01))
+    return check_model(
+        net, losses.sigmoid_binary_cross_entropy(), x, y, dtype=dtype, name="tutorial_model"
+    )
+
+
+def _regression(rng, shape=(6, 3)):
+    return rng.normal(size=shape), rng.normal(size=shape)
+
+
+def _binary_probs(rng, shape=(6, 2)):
+    return rng.uniform(0.05, 0.95, size=shape), rng.random(shape)
+
+
+def _binary_logits(rng, shape=(6, 2)):
+    return 3 * rng.normal(size=shape), rng.random(shape)
+
+
+def _labels(rng, shape=(6, 5)):
+    return 2 * rng.normal(size=shape), rng.integers(0, shape[-1], size=shape[:-1])
+
+
+def _onehot(rng, shape=(6, 5)):
+    logits, labels = _labels(rng, shape)
+    return logits, np.eye(shape[-1])[labels]
+
+
+def _soft(rng, shape=(6, 5)):
+    t = rng.random(shape)
+    return 2 * rng.normal(size=shape), t / t.sum(-1, keepdims=True)
+
+
+BUILTIN_CHECKS: dict[str, Callable[[str], CheckResult]] = {
+    "dense": _layer_case(lambda: dense(3), (5,)),
+    "dense_no_bias": _layer_case(lambda: dense(3, use_bias=False), (5,)),
+    "dense_3d_input": _layer_case(lambda: dense(3), (2, 5)),
+    **{
+        name: _layer_case(factory, (7,))
+        for name, factory in A.ACTIVATIONS.items()
+    },
+    "mean_squared_error": _loss_case(losses.mean_squared_error, _regression),
+    "huber": _loss_case(losses.huber, lambda rng: _regression(rng, (8, 2))),
+    "binary_cross_entropy": _loss_case(losses.binary_cross_entropy, _binary_probs),
+    "sigmoid_binary_cross_entropy": _loss_case(
+        losses.sigmoid_binary_cross_entropy, _binary_logits
+    ),
+    "softmax_cross_entropy_labels": _loss_case(losses.softmax_cross_entropy, _labels),
+    "softmax_cross_entropy_onehot": _loss_case(losses.softmax_cross_entropy, _onehot),
+    "softmax_cross_entropy_soft": _loss_case(losses.softmax_cross_entropy, _soft),
+    "tutorial_net": _layer_case(_tutorial_net, (100,), batch=8, input_scale=1.0),
+    **{
+        f"mlp_{name}": _layer_case(lambda name=name: mlp([6, 5, 3], name), (4,))
+        for name in A.ACTIVATIONS
+        if name != "identity"
+    },
+    "serial_dense_softmax": _layer_case(lambda: serial(dense(4), A.softmax()), (3,)),
+    "tutorial_model": _tutorial_model,
+}
+
+
+def run_checks(names: Sequence[str] | None = None, dtype: str = "float64") -> list[CheckResult]:
+    """Runs the built-in checks named (all when `names` is empty or None)."""
+    names = list(names) if names else list(BUILTIN_CHECKS)
+    runs = [choose("check", name, BUILTIN_CHECKS) for name in names]
+    return [
+        dataclasses.replace(run(dtype), name=name) for name, run in zip(names, runs, strict=True)
+    ]
+
+
+def format_table(results: Sequence[CheckResult]) -> str:
+    """A plain-text table of results, one line per item."""
+    header = f"{'name':<32} {'dtype':<8} {'max abs err':>12} {'max rel err':>12}  {'fd':<8} result"
+    lines = [header, "-" * len(header)]
+    for r in results:
+        fd = r.finite_differences.split(":")[0].split(" ")[0]
+        lines.append(
+            f"{r.name:<32} {r.dtype:<8} {r.max_abs_err:>12.2e} {r.max_rel_err:>12.2e}  "
+            f"{fd:<8} {'ok' if r.passed else 'FAIL'}"
+        )
+        if r.error:
+            lines.append(f"    {r.error}")
+        elif r.finite_differences.startswith("failed"):
+            lines.append(f"    finite differences {r.finite_differences}")
+    failed = sum(not r.passed for r in results)
+    lines.append(f"{len(results) - failed} passed, {failed} failed")
+    return "\n".join(lines)

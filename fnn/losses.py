@@ -1,0 +1,197 @@
+"""Losses with hand-written gradients.
+
+Each loss is a `Loss(forward, backward)`; `forward(pred, target) -> (value, residuals)`
+returns a scalar, `backward(residuals, dvalue=1.0) -> dpred`.
+
+Averaging: the elementwise losses (`mean_squared_error`, `huber`, the binary
+cross-entropies) average over every element of `pred`, so for a `(batch, 1)` output the
+value is the mean over the batch, the tutorial's `J = Σ(...)/m`. `softmax_cross_entropy`
+sums over the class axis and averages over the rest. The `1/N` of the mean appears in
+`dpred`, so layers sum over the batch in their backward.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fnn.core import Loss, check_floating, choose
+
+
+def _check_pair(name, pred, target, same_shape=True):
+    check_floating(name, pred)
+    if same_shape and jnp.shape(pred) != jnp.shape(target):
+        raise ValueError(
+            f"{name}: pred and target must have the same shape, got {jnp.shape(pred)} "
+            f"and {jnp.shape(target)}"
+        )
+
+
+def _scale(dvalue, n):
+    """dvalue / n: the derivative of a mean over n elements, times the upstream dvalue."""
+    return dvalue / n
+
+
+def mean_squared_error() -> Loss:
+    """L = mean((pred − target)²) over all elements (no ½)."""
+    name = "mean_squared_error"
+
+    def forward(pred, target):
+        _check_pair(name, pred, target)
+        r = pred - target
+        return jnp.mean(r * r), r
+
+    def backward(r, dvalue=1.0):
+        return _scale(dvalue, r.size) * 2 * r  # dL/dpred = 2(pred − target)/N
+
+    return Loss(forward, backward, name)
+
+
+def huber(delta: float = 1.0) -> Loss:
+    """L = mean of ½r² for |r| ≤ δ, δ(|r| − ½δ) otherwise, with r = pred − target."""
+    if delta <= 0:
+        raise ValueError(f"huber: delta must be > 0, got {delta}")
+    name = f"huber({delta})"
+
+    def forward(pred, target):
+        _check_pair(name, pred, target)
+        r = pred - target
+        a = jnp.abs(r)
+        value = jnp.where(a <= delta, 0.5 * r * r, delta * (a - 0.5 * delta))
+        return jnp.mean(value), r
+
+    def backward(r, dvalue=1.0):
+        return _scale(dvalue, r.size) * jnp.clip(r, -delta, delta)  # dL/dr = clip(r, −δ, δ)/N
+
+    return Loss(forward, backward, name)
+
+
+def binary_cross_entropy(eps: float | None = None) -> Loss:
+    """The tutorial's cost on probabilities: L = −mean[t·log p + (1 − t)·log(1 − p)].
+
+    `pred` holds probabilities (after a sigmoid). To keep the logarithms finite, `p` is
+    clipped to `[eps, 1 − eps]` first; `eps` defaults to the dtype's machine epsilon
+    (1.2e-7 in float32, 2.2e-16 in float64). Where the clip is active the gradient is 0,
+    as for `jnp.clip`. Prefer `sigmoid_binary_cross_entropy` on logits: it needs no clip.
+    """
+    name = "binary_cross_entropy"
+
+    def forward(pred, target):
+        _check_pair(name, pred, target)
+        e = jnp.finfo(pred.dtype).eps if eps is None else eps
+        p = jnp.clip(pred, e, 1 - e)
+        value = -jnp.mean(target * jnp.log(p) + (1 - target) * jnp.log1p(-p))
+        inside = (pred >= e) & (pred <= 1 - e)
+        return value, (p, target, inside)
+
+    def backward(residuals, dvalue=1.0):
+        p, t, inside = residuals
+        # dL/dp = −(t/p − (1 − t)/(1 − p))/N = (p − t)/(p(1 − p))/N
+        return jnp.where(inside, _scale(dvalue, p.size) * (p - t) / (p * (1 - p)), 0)
+
+    return Loss(forward, backward, name)
+
+
+def sigmoid_binary_cross_entropy() -> Loss:
+    """Binary cross-entropy on logits z, fused with the sigmoid, numerically stable.
+
+    L = mean[softplus(z) − t·z] = −mean[t·log σ(z) + (1 − t)·log(1 − σ(z))], computed as
+    `max(z, 0) − t·z + log(1 + e^−|z|)`. Its gradient is the tutorial's `dZ3 = A3 − Y`.
+    """
+    name = "sigmoid_binary_cross_entropy"
+
+    def forward(logits, target):
+        _check_pair(name, logits, target)
+        z, t = logits, target
+        value = jnp.mean(jnp.maximum(z, 0) - t * z + jnp.log1p(jnp.exp(-jnp.abs(z))))
+        return value, (z, t)
+
+    def backward(residuals, dvalue=1.0):
+        z, t = residuals
+        return _scale(dvalue, z.size) * (jax.nn.sigmoid(z) - t)  # dL/dz = (σ(z) − t)/N = (A − Y)/m
+
+    return Loss(forward, backward, name)
+
+
+def softmax_cross_entropy() -> Loss:
+    """Cross-entropy of softmax(logits) against labels or distributions, fused, stable.
+
+    `logits: (batch, ..., classes)`. The target is either
+    - integer labels `(batch, ...)` in `[0, classes)`: L = mean[logsumexp(z) − z_label],
+      gradient `(softmax(z) − onehot(label))/B`;
+    - one-hot or soft targets shaped like the logits: L = mean[−Σ_k t_k log softmax(z)_k],
+      gradient `(softmax(z)·Σ_k t_k − t)/B` (`softmax(z) − t` when rows sum to 1).
+
+    Labels outside `[0, classes)`: called eagerly (outside `jit`) this raises a ValueError
+    listing the bad labels; under `jit` values cannot be checked, so the loss is NaN
+    (the NaN guard of a training loop stops on it) and the gradient treats that example
+    as having no target (its one-hot row is all zeros).
+    """
+    name = "softmax_cross_entropy"
+
+    def forward(logits, target):
+        check_floating(name, logits)
+        logp = jax.nn.log_softmax(logits, axis=-1)  # z − logsumexp(z)
+        batch = logp.size // logp.shape[-1]
+        if jnp.issubdtype(target.dtype, jnp.integer):
+            if target.shape != logits.shape[:-1]:
+                raise ValueError(
+                    f"{name}: integer labels must have shape {logits.shape[:-1]} "
+                    f"(logits without the class axis), got {target.shape}"
+                )
+            classes = logits.shape[-1]
+            _check_labels(name, target, classes)
+            valid = (target >= 0) & (target < classes)
+            picked = jnp.take_along_axis(logp, target[..., None], axis=-1, mode="clip")[..., 0]
+            value = -jnp.sum(jnp.where(valid, picked, jnp.nan)) / batch
+            return value, (logp, target)
+        _check_pair(name, logits, target)
+        value = -jnp.sum(target * logp) / batch
+        return value, (logp, target)
+
+    def backward(residuals, dvalue=1.0):
+        logp, target = residuals
+        batch = logp.size // logp.shape[-1]
+        scale = _scale(dvalue, batch)
+        if jnp.issubdtype(target.dtype, jnp.integer):
+            classes = jnp.arange(logp.shape[-1], dtype=target.dtype)
+            onehot = (target[..., None] == classes).astype(logp.dtype)
+            # dL/dz = (softmax(z) − onehot(y))/B, softmax(z) = e^logp kept from forward
+            return scale * (jnp.exp(logp) - onehot)
+        total = jnp.sum(target, axis=-1, keepdims=True)
+        return scale * (jnp.exp(logp) * total - target)  # dL/dz = (softmax(z)·Σt − t)/B
+
+    return Loss(forward, backward, name)
+
+
+def _check_labels(name, labels, classes):
+    """Eagerly (outside jit) rejects labels outside [0, classes); a no-op on tracers."""
+    if isinstance(labels, jax.core.Tracer):
+        return
+    values = np.asarray(labels)
+    bad = np.unique(values[(values < 0) | (values >= classes)])
+    if bad.size:
+        raise ValueError(
+            f"{name}: labels must lie in [0, {classes}), got {bad[:10].tolist()}"
+            + (" ..." if bad.size > 10 else "")
+        )
+
+
+LOSSES: dict[str, Callable[[], Loss]] = {
+    "mean_squared_error": mean_squared_error,
+    "mse": mean_squared_error,
+    "huber": huber,
+    "binary_cross_entropy": binary_cross_entropy,
+    "sigmoid_binary_cross_entropy": sigmoid_binary_cross_entropy,
+    "softmax_cross_entropy": softmax_cross_entropy,
+}
+
+
+def get_loss(loss: str | Loss) -> Loss:
+    """A loss by name (default hyperparameters), or `loss` itself."""
+    if isinstance(loss, Loss):
+        return loss
+    return choose("loss", loss, LOSSES)()
