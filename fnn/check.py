@@ -173,9 +173,7 @@ def check_layer(
         fd = "skipped (disabled)"
         if finite_differences:
             fd = _finite_differences(as_custom_vjp(layer), (params, x), dtype)
-        return _result(
-            name or layer.name, dtype, rtol, _label(manual), _label(reference), fd
-        )
+        return _result(name or layer.name, dtype, rtol, _label(manual), _label(reference), fd)
 
 
 def _label(grads):
@@ -211,9 +209,7 @@ def check_loss(
         if finite_differences:
             bridge = loss_as_custom_vjp(loss)
             fd = _finite_differences(lambda p: bridge(p, target), (pred,), dtype)
-        return _result(
-            name or loss.name, dtype, rtol, {"pred": manual}, {"pred": reference}, fd
-        )
+        return _result(name or loss.name, dtype, rtol, {"pred": manual}, {"pred": reference}, fd)
 
 
 def check_model(
@@ -318,16 +314,11 @@ BUILTIN_CHECKS: dict[str, Callable[[str], CheckResult]] = {
     "dense": _layer_case(lambda: dense(3), (5,)),
     "dense_no_bias": _layer_case(lambda: dense(3, use_bias=False), (5,)),
     "dense_3d_input": _layer_case(lambda: dense(3), (2, 5)),
-    **{
-        name: _layer_case(factory, (7,))
-        for name, factory in A.ACTIVATIONS.items()
-    },
+    **{name: _layer_case(factory, (7,)) for name, factory in A.ACTIVATIONS.items()},
     "mean_squared_error": _loss_case(losses.mean_squared_error, _regression),
     "huber": _loss_case(losses.huber, lambda rng: _regression(rng, (8, 2))),
     "binary_cross_entropy": _loss_case(losses.binary_cross_entropy, _binary_probs),
-    "sigmoid_binary_cross_entropy": _loss_case(
-        losses.sigmoid_binary_cross_entropy, _binary_logits
-    ),
+    "sigmoid_binary_cross_entropy": _loss_case(losses.sigmoid_binary_cross_entropy, _binary_logits),
     "softmax_cross_entropy_labels": _loss_case(losses.softmax_cross_entropy, _labels),
     "softmax_cross_entropy_onehot": _loss_case(losses.softmax_cross_entropy, _onehot),
     "softmax_cross_entropy_soft": _loss_case(losses.softmax_cross_entropy, _soft),
