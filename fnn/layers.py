@@ -60,7 +60,8 @@ def dense(
                 raise ValueError(
                     f"{name}: expected b of shape ({out_features},), got {params['b'].shape}"
                 )
-            y = y + params["b"]  # Z = A·W + b
+            b = params["b"].reshape((1,) * (y.ndim - 1) + (out_features,))  # explicit broadcast
+            y = y + b  # Z = A·W + b
         return y, x
 
     def backward(params, x, dy):

@@ -158,6 +158,7 @@ def softmax_cross_entropy() -> Loss:
         scale = _scale(dvalue, batch)
         if jnp.issubdtype(target.dtype, jnp.integer):
             classes = jnp.arange(logp.shape[-1], dtype=target.dtype)
+            classes = classes.reshape((1,) * target.ndim + classes.shape)
             onehot = (target[..., None] == classes).astype(logp.dtype)
             # dL/dz = (softmax(z) − onehot(y))/B, softmax(z) = e^logp kept from forward
             return scale * (jnp.exp(logp) - onehot)
