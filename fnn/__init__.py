@@ -4,7 +4,7 @@ Every layer, activation and loss is a pair of pure functions, forward and backwa
 a parameter pytree; the backward is written by hand and checked against `jax.grad`.
 """
 
-from fnn import initializers
+from fnn import initializers, train
 from fnn.activations import (
     elu,
     gelu,
@@ -32,6 +32,7 @@ from fnn.losses import (
     softmax_cross_entropy,
 )
 from fnn.network import mlp, serial
+from fnn.train import make_train_step
 
 __version__ = "0.1.0"
 
@@ -57,6 +58,7 @@ __all__ = [
     "leaky_relu",
     "log_softmax",
     "loss_as_custom_vjp",
+    "make_train_step",
     "mean_squared_error",
     "mlp",
     "relu",
@@ -69,5 +71,6 @@ __all__ = [
     "softmax_cross_entropy",
     "softplus",
     "tanh",
+    "train",
     "value_and_grad",
 ]
