@@ -71,6 +71,20 @@ class CheckResult:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def __str__(self) -> str:
+        verdict = "passed" if self.passed else "FAILED"
+        text = (
+            f"{self.name} [{self.dtype}]: {verdict}, max abs err {self.max_abs_err:.2e}, "
+            f"max rel err {self.max_rel_err:.2e} (rtol {self.rtol:g}), "
+            f"finite differences {self.finite_differences}"
+        )
+        worst = [
+            f"{leaf} rel {e['rel']:.2e}" for leaf, e in self.leaves.items() if e["rel"] > self.rtol
+        ]
+        if worst:
+            text += "; over tolerance: " + ", ".join(worst)
+        return text + (f"; {self.error}" if self.error else "")
+
 
 def _x64(dtype: str):
     """A context that enables 64-bit types when `dtype` is float64."""

@@ -1,0 +1,114 @@
+"""Why the learning rate matters, as the tutorial shows it.
+
+Part 1 reproduces the tutorial's table: minimise x² (gradient 2x) from x = 5 with
+learning rate 1. The update x ← x − lr·2x sends 5 to −5 and back forever. The gradient
+comes from fnn's hand-written mean-squared-error backward (L = mean((x − 0)²) = x²,
+dL/dx = 2x) and the update from optax.sgd, the same machinery a training run uses.
+
+Part 2 sweeps the learning rate on the tutorial's 100→5→4→1 sigmoid network and plots
+the loss curves: too small (barely moves), good, oscillating, diverging.
+
+    python examples/learning_rate.py --out examples/out
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import fnn
+
+# one learning rate per regime, on the tutorial's network and data
+SWEEP = {"too small": 0.003, "good": 1.0, "oscillating": 10.0, "diverging": 1000.0}
+
+
+def x_squared_table(x0: float = 5.0, lr: float = 1.0, rounds: int = 6) -> list[tuple]:
+    """Rows (round, value, gradient × lr, new value) of gradient descent on x².
+
+    The gradient is fnn's mean_squared_error backward at target 0; the update is
+    optax.sgd(lr). Runs in float64 when 64-bit types are enabled, else float32.
+    """
+    loss = fnn.mean_squared_error()
+    optimizer = optax.sgd(lr)
+    x = jnp.asarray([x0], jnp.result_type(float))
+    opt_state = optimizer.init(x)
+    rows = []
+    for i in range(1, rounds + 1):
+        value, residuals = loss.forward(x, jnp.zeros_like(x))  # L = x²
+        grad = loss.backward(residuals, jnp.ones_like(value))  # dL/dx = 2x
+        updates, opt_state = optimizer.update(grad, opt_state)  # −lr·2x
+        new_x = optax.apply_updates(x, updates)  # x ← x − lr·2x
+        rows.append((i, float(x[0]), float(-updates[0]), float(new_x[0])))
+        x = new_x
+    return rows
+
+
+def sweep(steps: int = 300, seed: int = 0) -> dict[str, np.ndarray]:
+    """Loss curves of the tutorial's network for each learning rate in SWEEP."""
+    from seed_backprop import gradient_descent, tutorial_data, tutorial_network
+
+    with jax.enable_x64(True):  # float64: the curves near the floor are below float32's resolution
+        x, y = (jnp.asarray(a, jnp.float64) for a in tutorial_data(seed))
+        net, loss = tutorial_network(), fnn.sigmoid_binary_cross_entropy()
+        params = fnn.init(net, jax.random.PRNGKey(seed), (100,), jnp.float64)
+        curves = {}
+        for label, lr in SWEEP.items():
+            _, losses = gradient_descent(net, loss, params, x, y, lr=lr, steps=steps)
+            curves[label] = np.asarray(losses)
+    return curves
+
+
+def plot_sweep(curves: dict[str, np.ndarray], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    floor = min(float(c.min()) for c in curves.values())  # the lowest loss any run reached
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, losses in curves.items():
+        excess = np.maximum(losses - floor, 1e-15)  # log scale needs > 0
+        ax.plot(excess, lw=1.2, label=f"{label} (lr = {SWEEP[label]:g})")
+    ax.set_yscale("log")
+    ax.set(
+        xlabel="iteration",
+        ylabel="loss − lowest loss reached",
+        title="Learning rate on the tutorial's 100→5→4→1 network",
+    )
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--out", type=Path, default=Path("examples/out"))
+    args = parser.parse_args(argv)
+
+    print("Gradient descent on x² from x = 5 with learning rate 1 (the tutorial's table):")
+    print(f"{'round':>5} {'value':>8} {'gradient × lr':>14} {'new value':>10}")
+    for i, value, step, new in x_squared_table():
+        print(f"{i:>5} {value:>8g} {step:>14g} {new:>10g}")
+
+    curves = sweep(args.steps)
+    for label, losses in curves.items():
+        tail = ", ".join(f"{v:.6g}" for v in losses[-4:])
+        print(f"lr {SWEEP[label]:>7g} ({label}): first {losses[0]:.6g}, last four {tail}")
+    path = args.out / "learning_rate_sweep.png"
+    plot_sweep(curves, path)
+    print(f"sweep plot: {path}")
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    main()
