@@ -1,14 +1,34 @@
-"""Training: compiled steps over any optax optimiser."""
+"""Training: compiled steps, epochs and `fit` over any optax optimiser.
+
+The layers of a run, innermost first:
+
+- `make_train_step(net, loss, optimizer, mode)`: one minibatch step,
+  `step(params, opt_state, (x, y)) -> (params, opt_state, {"loss": value})`;
+- `make_epoch_fn(...)`: one epoch as ONE compiled call: shuffle with a PRNG key derived
+  from the epoch number, cut into `(n_batches, batch, ...)` and `lax.scan` the step;
+- `make_eval_fn(...)`: the loss and accuracy (or R²) of a whole split, compiled;
+- `fit(...)`: the epoch loop on the host: history, progress bar, early stopping, the
+  non-finite-loss guard (`NonFiniteLossError`) and a per-epoch callback (checkpoints).
+"""
 
 from __future__ import annotations
 
+import functools
+import math
+import sys
+import time
 from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import optax
+from jax import lax
 
-from fnn.core import Layer, Loss
-from fnn.grad import value_and_grad
+from fnn.core import Array, Layer, Loss, Params, PRNGKey, choose
+from fnn.grad import GRAD_MODES, value_and_grad
+from fnn.optim import current_learning_rate
 
 Batch = tuple[jax.Array, jax.Array]  # (x: (batch, ...features), y: targets)
 
@@ -39,3 +59,370 @@ def make_train_step(
         return params, opt_state, {"loss": value}
 
     return jax.jit(step) if jit else step
+
+
+TASKS = ("classification", "binary", "regression")
+DEFAULT_LOSS = {
+    "classification": "softmax_cross_entropy",
+    "binary": "sigmoid_binary_cross_entropy",
+    "regression": "mean_squared_error",
+}
+LOSSES_FOR_TASK = {
+    "classification": ("softmax_cross_entropy",),
+    "binary": ("sigmoid_binary_cross_entropy", "binary_cross_entropy", "mean_squared_error"),
+    "regression": ("mean_squared_error", "mse", "huber"),
+}
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or infinite: training diverged.
+
+    Attributes:
+      epoch: the 1-based epoch whose loss was non-finite.
+      loss_value: that loss (nan or ±inf).
+      learning_rate: the learning rate in use (None if unknown).
+      split: "train" or "test", the split whose loss was non-finite.
+      last_good: a `FitResult` holding the params and optimiser state from before that
+        epoch (the last state with a finite loss) and the history so far.
+    """
+
+    def __init__(self, *, epoch, loss_value, learning_rate, split, last_good):
+        self.epoch = epoch
+        self.loss_value = loss_value
+        self.learning_rate = learning_rate
+        self.split = split
+        self.last_good = last_good
+        lr = "unknown" if learning_rate is None else f"{learning_rate:g}"
+        super().__init__(
+            f"the {split} loss became {loss_value} at epoch {epoch} (learning rate {lr}): "
+            "training diverged. Try a lower learning rate (--lr), gradient clipping "
+            "(--clip-norm), or float64 (--dtype float64)"
+        )
+
+
+class FitResult(NamedTuple):
+    """What `fit` returns (and what its callback and `NonFiniteLossError` carry).
+
+    Attributes:
+      params, opt_state: the trained parameters and optimiser state (the best epoch's
+        when early stopping restored them).
+      history: per-epoch lists; see `fit`.
+      epoch: the number of epochs completed in total (resumed ones included).
+      best_epoch: the 1-based epoch with the lowest test loss (0 without a test split).
+      stopped_early: whether early stopping ended the run.
+    """
+
+    params: Params
+    opt_state: Any
+    history: dict[str, list[float]]
+    epoch: int
+    best_epoch: int = 0
+    stopped_early: bool = False
+
+
+def infer_task(y: Any, loss: Loss | str) -> str:
+    """The task of targets `y`: integer labels are "classification"; floating targets are
+    "binary" under a binary cross-entropy loss and "regression" otherwise."""
+    name = loss if isinstance(loss, str) else loss.name
+    if jnp.issubdtype(jnp.asarray(y).dtype, jnp.integer):
+        return "classification"
+    return "binary" if "binary_cross_entropy" in name else "regression"
+
+
+def metric_name(task: str) -> str:
+    """The per-task quality metric: "accuracy" (classification, binary) or "r2"."""
+    return "r2" if choose("task", task, dict.fromkeys(TASKS)) == "regression" else "accuracy"
+
+
+def make_epoch_fn(
+    net: Layer,
+    loss: Loss,
+    optimizer: optax.GradientTransformation,
+    mode: str = "manual",
+    *,
+    batch_size: int,
+) -> Callable:
+    """Returns a jitted `epoch(params, opt_state, key, epoch, x, y) -> (params, opt_state,
+    mean_loss)`: one epoch of minibatch training as ONE compiled call.
+
+    The epoch's examples are shuffled with `jax.random.permutation(fold_in(key, epoch),
+    n)` (so the order depends only on `key` and the epoch number: a resumed run sees the
+    same order), cut into `n // batch_size` batches of shape `(batch_size, ...)`, and
+    `lax.scan` runs `make_train_step(..., jit=False)` over them: no host round trip
+    between steps. The `n % batch_size` examples left over after the shuffle are dropped
+    for that epoch (a different few each epoch), so every step has the same shape.
+
+    Shapes: `x: (n, ...features)`, `y: (n, ...)`, `epoch`: an int32 scalar (pass an
+    array, e.g. `jnp.int32(3)`, so that the function is compiled once); `mean_loss`: the
+    mean over the epoch's steps of the loss before each update.
+    """
+    step = make_train_step(net, loss, optimizer, mode, jit=False)
+
+    def run_epoch(params, opt_state, key, epoch, x, y):
+        n = x.shape[0]
+        n_batches = n // batch_size
+        if n_batches < 1:
+            raise ValueError(batch_size_message(batch_size, n))
+        order = jax.random.permutation(jax.random.fold_in(key, epoch), n)
+        batches = order[: n_batches * batch_size].reshape(n_batches, batch_size)
+        xs = jnp.take(x, batches, axis=0)  # (n_batches, batch_size, ...features)
+        ys = jnp.take(y, batches, axis=0)
+
+        def body(carry, batch):
+            params, opt_state = carry
+            params, opt_state, metrics = step(params, opt_state, batch)
+            return (params, opt_state), metrics["loss"]
+
+        (params, opt_state), losses = lax.scan(body, (params, opt_state), (xs, ys))
+        return params, opt_state, jnp.mean(losses)
+
+    return jax.jit(run_epoch)
+
+
+def make_eval_fn(net: Layer, loss: Loss, task: str) -> Callable:
+    """Returns a jitted `evaluate(params, x, y) -> {"loss": ..., "accuracy" | "r2": ...}`
+    over a whole split in one forward pass (scalars, on device).
+
+    - classification (integer labels `(n,)`): accuracy = mean(argmax(pred) == y);
+    - binary (targets `(n, k)` in [0, 1]): accuracy = mean((pred > t) == (y > 0.5)) with
+      t = 0.5 for `binary_cross_entropy` (pred holds probabilities), else 0 (logits);
+    - regression (`(n, k)`): R² = 1 − Σ(y − pred)²/Σ(y − ȳ)² per output, averaged over
+      outputs (scikit-learn's `r2_score`).
+    """
+    metric = metric_name(task)
+    threshold = 0.5 if loss.name == "binary_cross_entropy" else 0.0
+
+    def evaluate(params, x, y):
+        pred = net.forward(params, x)[0]
+        value = loss.forward(pred, y)[0]
+        if task == "classification":
+            score = jnp.mean((jnp.argmax(pred, axis=-1) == y).astype(pred.dtype))
+        elif task == "binary":
+            score = jnp.mean(((pred > threshold) == (y > 0.5)).astype(pred.dtype))
+        else:
+            residual = jnp.sum((y - pred) ** 2, axis=0)
+            total = jnp.sum((y - jnp.mean(y, axis=0, keepdims=True)) ** 2, axis=0)
+            score = jnp.mean(1 - residual / total)
+        return {"loss": value, metric: score}
+
+    return jax.jit(evaluate)
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_epoch_fn(net, loss, optimizer, mode, batch_size):
+    return make_epoch_fn(net, loss, optimizer, mode, batch_size=batch_size)
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_eval_fn(net, loss, task):
+    return make_eval_fn(net, loss, task)
+
+
+def _cached(cached, *args):
+    """`cached(*args)`, reusing compiled code across calls with the same net, loss and
+    optimiser objects; a fresh function when an argument does not hash."""
+    try:
+        hash(args)
+    except TypeError:
+        return cached.__wrapped__(*args)
+    return cached(*args)
+
+
+def batch_size_message(batch_size: int, n: int) -> str:
+    return (
+        f"batch size {batch_size} is larger than the {n} training examples; "
+        f"use a batch size of at most {n} (--batch-size)"
+    )
+
+
+def _check_data(x, y, name: str) -> None:
+    if jnp.ndim(x) < 2:
+        raise ValueError(f"{name} inputs must have shape (n, ...features), got {jnp.shape(x)}")
+    if jnp.shape(x)[0] != jnp.shape(y)[0]:
+        raise ValueError(
+            f"{name} inputs and targets differ in length: {jnp.shape(x)[0]} vs {jnp.shape(y)[0]}"
+        )
+
+
+def new_history(task: str, *, eval_train: bool = True, test: bool = True) -> dict:
+    """An empty history dict with the keys `fit` fills for `task`."""
+    metric = metric_name(task)
+    keys = ["train_loss"]
+    keys += [f"train_{metric}"] if eval_train else []
+    keys += ["test_loss", f"test_{metric}"] if test else []
+    return {key: [] for key in [*keys, "epoch_s"]}
+
+
+def fit(
+    net: Layer,
+    loss: Loss,
+    optimizer: optax.GradientTransformation,
+    params: Params,
+    train: tuple[Array, Array],
+    test: tuple[Array, Array] | None = None,
+    *,
+    key: PRNGKey,
+    epochs: int,
+    batch_size: int = 64,
+    mode: str = "manual",
+    task: str | None = None,
+    opt_state: Any = None,
+    start_epoch: int = 0,
+    history: dict[str, list[float]] | None = None,
+    patience: int | None = None,
+    min_delta: float = 0.0,
+    restore_best: bool = True,
+    eval_train: bool = True,
+    progress: bool = True,
+    callback: Callable[[FitResult], None] | None = None,
+) -> FitResult:
+    """Trains `net` on `train` for `epochs` epochs, evaluating on `test` after each.
+
+    Each epoch is one compiled call (`make_epoch_fn`: shuffle, `(n_batches, batch, ...)`,
+    `lax.scan` over the steps; the last `n % batch_size` shuffled examples are dropped
+    from that epoch), then one compiled evaluation per split (`make_eval_fn`). The host
+    reads a few scalars per epoch, for the history, the progress bar and the guard.
+
+    Arguments:
+      net, loss, optimizer: the network, the loss and any optax optimiser.
+      params: initial params (e.g. `fnn.init(net, key, in_shape, dtype)`).
+      train, test: `(x, y)` arrays, `x: (n, ...features)`; targets as the loss takes them
+        (int labels `(n,)`, or floats `(n, k)`). `test` may be None (no evaluation).
+      key: the data-order key; epoch e shuffles with `fold_in(key, e)` (e 0-based).
+      epochs: the total number of epochs, resumed ones included: with `start_epoch=3`
+        and `epochs=6`, epochs 4, 5 and 6 run.
+      batch_size: examples per step; larger than the training set is a ValueError.
+      mode: "manual" (hand-written backward) or "autodiff" (`jax.grad`).
+      task: "classification", "binary" or "regression" (default: `infer_task`).
+      opt_state: the optimiser state to resume from (default `optimizer.init(params)`).
+      start_epoch, history: where a resumed run left off; `history` is extended (a copy).
+      patience: early stopping: stop when the test loss has not improved by more than
+        `min_delta` for `patience` epochs (None: never stop early; needs `test`).
+      restore_best: with early stopping, return the params and optimiser state of the
+        epoch with the lowest test loss seen in this call (else those of the last epoch).
+      eval_train: also evaluate the whole training split after each epoch, for
+        `train_accuracy`/`train_r2` (`train_loss` is always the mean of the epoch's step
+        losses, each taken before its update).
+      progress: show a tqdm progress bar on stderr (epoch, loss, accuracy or R²).
+      callback: called after every successful epoch with a `FitResult` of the state so
+        far (e.g. to write checkpoints); not called for a diverged epoch.
+
+    Returns:
+      A `FitResult`. `history` holds per-epoch lists: `train_loss`, `train_accuracy` or
+      `train_r2` (with `eval_train`), `test_loss` and `test_accuracy` or `test_r2` (with
+      `test`), and `epoch_s`, the wall time of the epoch's training call (the first one
+      includes compilation).
+
+    Raises:
+      NonFiniteLossError: when the train or test loss of an epoch is NaN or infinite; its
+        `last_good` holds the state before that epoch.
+      ValueError: on inconsistent data, a batch larger than the data, or bad arguments.
+    """
+    choose("grad mode", mode, dict.fromkeys(GRAD_MODES))
+    x_train, y_train = (jnp.asarray(a) for a in train)
+    _check_data(x_train, y_train, "train")
+    if test is not None:
+        x_test, y_test = (jnp.asarray(a) for a in test)
+        _check_data(x_test, y_test, "test")
+    n = x_train.shape[0]
+    if not isinstance(batch_size, int | np.integer) or batch_size < 1:
+        raise ValueError(f"batch size must be a positive int, got {batch_size!r}")
+    if batch_size > n:
+        raise ValueError(batch_size_message(batch_size, n))
+    if epochs < start_epoch:
+        raise ValueError(f"epochs ({epochs}) is below the epochs already done ({start_epoch})")
+    if patience is not None and (test is None or patience < 1):
+        raise ValueError("early stopping (patience >= 1) needs a test split")
+    task = task or infer_task(y_train, loss)
+    metric = metric_name(task)
+    batch_size = int(batch_size)
+
+    epoch_fn = _cached(_cached_epoch_fn, net, loss, optimizer, mode, batch_size)
+    eval_fn = _cached(_cached_eval_fn, net, loss, task)
+    if opt_state is None:
+        opt_state = optimizer.init(params)
+    fresh = new_history(task, eval_train=eval_train, test=test is not None)
+    history = {k: list(v) for k, v in (history or fresh).items()}
+    for name in fresh:
+        history.setdefault(name, [])
+
+    state = FitResult(params, opt_state, history, start_epoch)
+    best = (math.inf, state)  # (lowest test loss, its state)
+    since_best = 0
+    bar = _progress(start_epoch, epochs, progress)
+    try:
+        for epoch in range(start_epoch, epochs):
+            start = time.perf_counter()
+            new_params, new_opt_state, train_loss = epoch_fn(
+                state.params, state.opt_state, key, jnp.int32(epoch), x_train, y_train
+            )
+            train_loss = float(train_loss)  # the epoch's one host sync
+            seconds = time.perf_counter() - start
+            _guard(train_loss, "train", epoch, state)
+            record = {"train_loss": train_loss}
+            if eval_train:
+                record[f"train_{metric}"] = float(eval_fn(new_params, x_train, y_train)[metric])
+            if test is not None:
+                scores = {k: float(v) for k, v in eval_fn(new_params, x_test, y_test).items()}
+                _guard(scores["loss"], "test", epoch, state)
+                record["test_loss"], record[f"test_{metric}"] = scores["loss"], scores[metric]
+            record["epoch_s"] = seconds
+            for name, value in record.items():
+                history[name].append(value)
+            state = FitResult(new_params, new_opt_state, history, epoch + 1, best[1].best_epoch)
+            if test is not None and record["test_loss"] < best[0] - min_delta:
+                state = state._replace(best_epoch=epoch + 1)
+                best, since_best = (record["test_loss"], state), 0
+            else:
+                since_best += 1
+            bar.update(1)
+            bar.set_postfix(_postfix(record, metric), refresh=False)
+            if callback is not None:
+                callback(state)
+            if patience is not None and since_best >= patience:
+                state = state._replace(stopped_early=True)
+                break
+    finally:
+        bar.close()
+    if state.stopped_early and restore_best:
+        kept = best[1]
+        state = state._replace(params=kept.params, opt_state=kept.opt_state)
+    return state._replace(history=history, best_epoch=best[1].best_epoch)
+
+
+def _guard(value: float, split: str, epoch: int, last_good: FitResult) -> None:
+    """Raises NonFiniteLossError when `value` is NaN or infinite."""
+    if not math.isfinite(value):
+        raise NonFiniteLossError(
+            epoch=epoch + 1,
+            loss_value=value,
+            learning_rate=current_learning_rate(last_good.opt_state),
+            split=split,
+            last_good=last_good,
+        )
+
+
+def _progress(start: int, total: int, enabled: bool):
+    """A tqdm bar over epochs on stderr (a do-nothing bar when disabled)."""
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total,
+        initial=start,
+        desc="epoch",
+        unit="epoch",
+        file=sys.stderr,
+        disable=not enabled,
+        dynamic_ncols=True,
+        leave=True,
+    )
+
+
+def _postfix(record: dict[str, float], metric: str) -> dict[str, str]:
+    shown = {"loss": f"{record['train_loss']:.4f}"}
+    if "test_loss" in record:
+        shown["test_loss"] = f"{record['test_loss']:.4f}"
+        shown[f"test_{metric}"] = f"{record[f'test_{metric}']:.4f}"
+    elif f"train_{metric}" in record:
+        shown[metric] = f"{record[f'train_{metric}']:.4f}"
+    return shown
