@@ -7,9 +7,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from fnn.cli import check
+from fnn.cli import bench, check
 
-COMMANDS = [check]
+COMMANDS = [check, bench]
 
 
 def build_parser() -> argparse.ArgumentParser:
