@@ -1,0 +1,183 @@
+"""The benchmark harness on a tiny workload: every field present and sane, files written,
+and the `fnn bench` command's flags. No timed assertions: speed goals live in benchmarks."""
+
+import json
+import math
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from fnn import bench
+from fnn.cli import main
+
+FIELDS = (
+    "workload",
+    "impl",
+    "dtype",
+    "device_kind",
+    "platform",
+    "jax_version",
+    "batch",
+    "params",
+    "step_ms_median",
+    "step_ms_iqr",
+    "compile_s",
+    "flops_per_s",
+    "peak_flops_per_s",
+    "peak_fraction",
+    "temp_bytes",
+    "argument_bytes",
+    "output_bytes",
+    "peak_bytes_in_use",
+    "residual_arrays",
+    "hlo_gemms",
+    "hlo_fusions",
+    "hlo_ops",
+    "rel_grad_err",
+    "ratio_vs_autodiff",
+)
+
+
+@pytest.fixture(scope="module")
+def records():
+    impls = ["manual", "autodiff", "manual_scan", "autodiff_scan", "custom_vjp", "numpy", "torch"]
+    return bench.run_benchmarks(
+        ["tiny"], impls, ["float32"], repeats=2, quick=True, progress=lambda line: None
+    )
+
+
+def _ok(records, impl):
+    (record,) = [r for r in records if r["impl"] == impl and r["status"] == "ok"]
+    return record
+
+
+def test_every_jax_impl_has_every_field_with_sane_values(records):
+    for impl in ("manual", "autodiff", "manual_scan", "autodiff_scan", "custom_vjp"):
+        r = _ok(records, impl)
+        assert set(FIELDS) <= set(r), set(FIELDS) - set(r)
+        assert r["workload"] == "tiny" and r["dtype"] == "float32" and r["platform"] == "cpu"
+        assert r["step_ms_median"] > 0 and r["step_ms_iqr"] >= 0
+        assert r["compile_s"] > 0
+        assert 0 < r["peak_fraction"] < 1.5
+        assert r["temp_bytes"] >= 0 and r["argument_bytes"] > 0 and r["output_bytes"] > 0
+        assert r["hlo_gemms"] >= 6 and r["hlo_ops"] >= r["hlo_fusions"] > 0
+        assert r["rel_grad_err"] < 1e-5
+        assert r["ratio_vs_autodiff"] > 0
+        assert r["params"] == 8 * 16 + 16 + 16 * 16 + 16 + 16 * 4 + 4
+
+
+def test_manual_backward_keeps_fewer_residuals_than_autodiff(records):
+    manual, autodiff = _ok(records, "manual"), _ok(records, "autodiff")
+    assert 0 < manual["residual_arrays"] < autodiff["residual_arrays"]
+    assert manual["residual_bytes"] < autodiff["residual_bytes"]
+
+
+def test_numpy_and_missing_peers(records):
+    r = _ok(records, "numpy")
+    assert r["step_ms_median"] > 0 and r["rel_grad_err"] < 1e-5 and r["temp_bytes"] is None
+    torch = [r for r in records if r["impl"] == "torch"]
+    assert len(torch) == 1 and torch[0]["status"] in ("ok", "skipped", "error")
+
+
+def test_writes_json_csv_report_and_charts(records, tmp_path):
+    paths = bench.write_results(records, tmp_path, suffix="-test")
+    names = {p.name for p in paths}
+    assert names == {
+        "results-test.json",
+        "results-test.csv",
+        "report-test.md",
+        "time-test.png",
+        "ratio-test.png",
+        "peak-test.png",
+    }
+    loaded = json.loads((tmp_path / "results-test.json").read_text())
+    assert [r["impl"] for r in loaded] == [r["impl"] for r in records]
+    header = (tmp_path / "results-test.csv").read_text().splitlines()[0].split(",")
+    assert {"workload", "impl", "step_ms_median", "rel_grad_err", "temp_bytes"} <= set(header)
+    report = (tmp_path / "report-test.md").read_text()
+    assert "## tiny, float32" in report and "| manual |" in report
+    assert all((tmp_path / n).stat().st_size > 1000 for n in names if n.endswith(".png"))
+
+
+def test_numpy_transcription_matches_fnn_gradients():
+    problem = bench.make_problem(bench.WORKLOADS["tiny"], "float64")
+    impl = bench.build_numpy_impl(problem)
+    assert bench.rel_grad_err(impl.grads(), bench.gradients(problem, "autodiff")) < 1e-12
+
+
+def test_count_residuals_excludes_arguments():
+    def f(w, x):
+        return jnp.sum(jnp.tanh(x @ w))
+
+    w = jnp.ones((3, 4), jnp.float32)
+    x = jnp.ones((2, 3), jnp.float32)
+    arrays, nbytes = bench.count_residuals(f, w, x)
+    assert arrays >= 1 and nbytes >= 2 * 4 * 4
+
+
+def test_hlo_counts_and_rel_grad_err():
+    text = "\n".join(
+        [
+            "  %a = f32[2,2]{1,0} dot(%x, %y), lhs_contracting_dims={1}",
+            "  %b = f32[2,2]{1,0} fusion(%a), kind=kLoop, calls=%c",
+            '  ROOT %g = f32[2,2]{1,0} custom-call(%b), custom_call_target="__cublas$gemm"',
+        ]
+    )
+    assert bench.hlo_counts(text) == {"hlo_gemms": 2, "hlo_fusions": 1, "hlo_ops": 3}
+    ref = {"a": np.array([1.0, -2.0]), "b": np.zeros(2)}
+    assert bench.rel_grad_err(ref, ref) == 0
+    assert math.isclose(
+        bench.rel_grad_err({"a": np.array([1.0, -1.0]), "b": np.zeros(2)}, ref), 0.5
+    )
+
+
+def test_workload_flops():
+    w = bench.WORKLOADS["mlp_b256"]
+    assert w.weights == 784 * 1024 + 1024 * 1024 + 1024 * 10
+    assert w.flops_per_step == 6 * 256 * w.weights
+    assert w.largest_gemm == (256, 1024, 1024)
+
+
+def test_cli_help(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "--quick" in out and "--workloads" in out and "manual_scan" in out
+
+
+def test_cli_wrong_flag_exits_2(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "--no-such-flag"])
+    assert exit_info.value.code == 2
+
+
+@pytest.mark.parametrize(
+    "argv, word",
+    [
+        (["--workloads", "nope"], "tutorial"),
+        (["--impls", "manual,nope"], "autodiff_scan"),
+        (["--dtype", "float16"], "bfloat16"),
+    ],
+)
+def test_cli_unknown_names_exit_2_listing_valid_ones(argv, word, capsys):
+    assert main(["bench", *argv]) == 2
+    out = capsys.readouterr().out
+    assert "nope" in out or "float16" in out
+    assert word in out
+
+
+def test_cli_list(capsys):
+    assert main(["bench", "--list"]) == 0
+    out = capsys.readouterr().out
+    assert "mlp_b256" in out and "custom_vjp" in out
+
+
+def test_cli_runs_a_tiny_grid(tmp_path, capsys):
+    argv = ["bench", "--workloads", "tiny", "--impls", "manual,autodiff", "--dtype", "float32"]
+    code = main([*argv, "--repeats", "1", "--steps", "2", "--out", str(tmp_path)])
+    assert code == 0
+    records = json.loads((tmp_path / "results.json").read_text())
+    assert {r["impl"] for r in records} == {"manual", "autodiff"}
+    assert "tiny" in capsys.readouterr().out
