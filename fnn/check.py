@@ -128,6 +128,8 @@ def _finite_differences(f: Callable, args: tuple, dtype: str) -> str:
     except AssertionError as error:
         first = next((line for line in str(error).splitlines() if line.strip()), "")
         return f"failed: {first.strip()}"
+    except (TypeError, ValueError) as error:  # a backward JAX refuses (wrong structure)
+        return f"failed: raised {type(error).__name__}"
     return "passed"
 
 
@@ -140,6 +142,14 @@ def _result(name, dtype, rtol, manual, reference, fd) -> CheckResult:
         max_abs = max_rel = math.inf
     passed = not error and max_rel <= rtol and not fd.startswith("failed")
     return CheckResult(name, dtype, max_abs, max_rel, rtol, passed, leaves, fd, error)
+
+
+def _raised(name, dtype, rtol, error) -> CheckResult:
+    """A failed result for a backward (or forward) that raised instead of returning."""
+    message = str(error).split("\n")[0]
+    rtol = DEFAULT_RTOL[dtype] if rtol is None else rtol
+    error = f"raised {type(error).__name__}: {message}"
+    return CheckResult(name, dtype, math.inf, math.inf, rtol, False, {}, "not run", error)
 
 
 def _check_dtype(dtype: str) -> str:
@@ -179,14 +189,23 @@ def check_layer(
         k_init, k_x, k_dy = jax.random.split(_as_key(key), 3)
         _, params = layer.init(k_init, tuple(in_shape), jnp.dtype(dtype))
         x = input_scale * jax.random.normal(k_x, (batch, *in_shape), jnp.dtype(dtype))
-        y, residuals = layer.forward(params, x)
-        dy = jax.random.normal(k_dy, y.shape, y.dtype)
-        manual = layer.backward(params, residuals, dy)
-        _, vjp = jax.vjp(lambda p, x: layer.forward(p, x)[0], params, x)
-        reference = vjp(dy)
+        y_shape = jax.eval_shape(lambda p, x: layer.forward(p, x)[0], params, x)
+        dy = jax.random.normal(k_dy, y_shape.shape, y_shape.dtype)
+
+        @jax.jit  # one compiled program per item: much faster than op-by-op dispatch
+        def both(params, x, dy):
+            _, residuals = layer.forward(params, x)
+            manual = layer.backward(params, residuals, dy)
+            _, vjp = jax.vjp(lambda p, x: layer.forward(p, x)[0], params, x)
+            return manual, vjp(dy)
+
+        try:
+            manual, reference = both(params, x, dy)
+        except (TypeError, ValueError) as error:  # e.g. a backward with a wrong shape
+            return _raised(name or layer.name, dtype, rtol, error)
         fd = "skipped (disabled)"
         if finite_differences:
-            fd = _finite_differences(as_custom_vjp(layer), (params, x), dtype)
+            fd = _finite_differences(jax.jit(as_custom_vjp(layer)), (params, x), dtype)
         return _result(name or layer.name, dtype, rtol, _label(manual), _label(reference), fd)
 
 
@@ -216,12 +235,20 @@ def check_loss(
         target = jnp.asarray(target)
         if jnp.issubdtype(target.dtype, jnp.floating):
             target = target.astype(jnp.dtype(dtype))
-        value, residuals = loss.forward(pred, target)
-        manual = loss.backward(residuals, jnp.ones_like(value))
-        reference = jax.grad(lambda p: loss.forward(p, target)[0])(pred)
+
+        @jax.jit
+        def both(pred, target):
+            value, residuals = loss.forward(pred, target)
+            manual = loss.backward(residuals, jnp.ones_like(value))
+            return manual, jax.grad(lambda p: loss.forward(p, target)[0])(pred)
+
+        try:
+            manual, reference = both(pred, target)
+        except (TypeError, ValueError) as error:
+            return _raised(name or loss.name, dtype, rtol, error)
         fd = "skipped (disabled)"
         if finite_differences:
-            bridge = loss_as_custom_vjp(loss)
+            bridge = jax.jit(loss_as_custom_vjp(loss))
             fd = _finite_differences(lambda p: bridge(p, target), (pred,), dtype)
         return _result(name or loss.name, dtype, rtol, {"pred": manual}, {"pred": reference}, fd)
 
@@ -249,8 +276,8 @@ def check_model(
         if jnp.issubdtype(y.dtype, jnp.floating):
             y = y.astype(jnp.dtype(dtype))
         _, params = net.init(_as_key(key), x.shape[1:], jnp.dtype(dtype))
-        _, manual = value_and_grad(net, loss, "manual")(params, x, y)
-        _, reference = value_and_grad(net, loss, "autodiff")(params, x, y)
+        _, manual = jax.jit(value_and_grad(net, loss, "manual"))(params, x, y)
+        _, reference = jax.jit(value_and_grad(net, loss, "autodiff"))(params, x, y)
         fd = "skipped (whole-model check compares the two modes)"
         return _result(
             name or f"{net.name} + {loss.name}",

@@ -78,11 +78,12 @@ def mlp(
     features = list(features)
     if not features:
         raise ValueError("mlp: features must name at least one layer width")
+    hidden_activation = get_activation(activation)  # validates the name even for one layer
     layers: list[Layer] = []
     for i, width in enumerate(features):
         layers.append(dense(width, w_init=w_init, b_init=b_init))
         if i < len(features) - 1:
-            layers.append(get_activation(activation))
+            layers.append(hidden_activation)
     if output_activation is not None:
         layers.append(get_activation(output_activation))
     return serial(*layers)

@@ -1,0 +1,150 @@
+"""The checker must catch wrong backward passes: bugs are planted and must be reported."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+import fnn
+from fnn.cli import main
+
+
+def with_backward(layer: fnn.Layer, backward, name: str) -> fnn.Layer:
+    return layer._replace(backward=backward, name=name)
+
+
+def dense_bug(kind: str, width: int = 3) -> fnn.Layer:
+    """fnn.dense(width) with one classic backprop mistake planted in its backward."""
+    good = fnn.dense(width)
+
+    def backward(params, x, dy):
+        W = params["W"]
+        dW, db, dx = x.T @ dy, jnp.sum(dy, axis=0), dy @ W.T
+        if kind == "sign_flip":
+            dx = -dx
+        elif kind == "missing_transpose":
+            dx = dy @ W  # should be dy @ Wᵀ (square W, so the shapes still agree)
+        elif kind == "dropped_bias_gradient":
+            db = jnp.zeros_like(db)
+        elif kind == "factor_of_two":
+            dW = 2 * dW
+        return {"W": dW, "b": db}, dx
+
+    return with_backward(good, backward, f"dense[{kind}]")
+
+
+def sigmoid_at_input() -> fnn.Layer:
+    """sigmoid whose derivative is taken at the input: x(1 − x) instead of y(1 − y)."""
+
+    def forward(params, x):
+        return jax.nn.sigmoid(x), x  # keeps x
+
+    def backward(params, x, dy):
+        return (), dy * x * (1 - x)  # wrong: σ'(x) = σ(x)(1 − σ(x)), not x(1 − x)
+
+    return fnn.Layer(fnn.sigmoid().init, forward, backward, "sigmoid[at_input]")
+
+
+def mse_missing_mean() -> fnn.Loss:
+    """mean_squared_error whose gradient forgets the 1/m of the mean."""
+    good = fnn.mean_squared_error()
+    return good._replace(backward=lambda r, dvalue=1.0: dvalue * 2 * r, name="mse[missing_1/m]")
+
+
+@pytest.mark.parametrize(
+    "kind", ["sign_flip", "missing_transpose", "dropped_bias_gradient", "factor_of_two"]
+)
+def test_checker_catches_planted_dense_bugs(kind):
+    result = fnn.check_layer(dense_bug(kind), (3,))  # square W: a missing ᵀ keeps shapes
+    assert not result.passed
+    assert result.max_rel_err > 0.1
+    assert result.finite_differences.startswith("failed")
+
+
+def test_checker_catches_missing_transpose_with_wrong_shape():
+    result = fnn.check_layer(dense_bug("missing_transpose", width=2), (3,))
+    assert not result.passed
+    assert "shape" in result.error
+
+
+def test_checker_catches_derivative_at_the_input():
+    result = fnn.check_layer(sigmoid_at_input(), (5,))
+    assert not result.passed
+    assert result.leaves["x"]["rel"] > 0.1
+
+
+def test_checker_catches_missing_one_over_m():
+    pred, target = jnp.ones((8, 2)), jnp.zeros((8, 2))
+    result = fnn.check_loss(mse_missing_mean(), pred, target)
+    assert not result.passed
+    assert result.max_rel_err == pytest.approx(16 - 1)  # off by the N = 16 elements
+
+
+def test_checker_catches_a_dropped_gradient_leaf():
+    good = fnn.dense(3)
+
+    def backward(params, x, dy):
+        return {"W": x.T @ dy}, dy @ params["W"].T  # "b" forgotten altogether
+
+    result = fnn.check_layer(with_backward(good, backward, "dense[no_b]"), (4,))
+    assert not result.passed
+    assert "structure" in result.error
+
+
+def test_checker_catches_a_bug_inside_a_network():
+    net = fnn.serial(fnn.dense(4), fnn.tanh(), dense_bug("factor_of_two", width=4))
+    result = fnn.check_layer(net, (4,))
+    assert not result.passed
+    bad = {leaf for leaf, e in result.leaves.items() if e["rel"] > 1e-10}
+    assert bad == {"params[2]['W']"}  # the report points at the wrong leaf
+
+
+def test_checker_passes_the_correct_versions_of_the_same_layers():
+    assert fnn.check_layer(fnn.dense(3), (3,)).passed
+    assert fnn.check_layer(fnn.sigmoid(), (5,)).passed
+    assert fnn.check_loss(fnn.mean_squared_error(), jnp.ones((8, 2)), jnp.zeros((8, 2))).passed
+
+
+def test_check_result_serialises_and_reads_well():
+    result = fnn.check_layer(fnn.dense(2), (3,))
+    record = result.to_dict()
+    assert {"name", "dtype", "max_abs_err", "max_rel_err", "passed"} <= set(record)
+    assert record["name"] == "dense(2)" and record["dtype"] == "float64"
+    assert set(record["leaves"]) == {"params['W']", "params['b']", "x"}
+    assert "passed" in str(result)
+
+
+def test_unknown_check_dtype_lists_valid_ones():
+    with pytest.raises(ValueError, match="float64, float32|float32, float64"):
+        fnn.check_layer(fnn.dense(2), (3,), dtype="float16")
+
+
+def test_cli_check_writes_json_and_exits_zero(tmp_path, capsys):
+    path = tmp_path / "check.json"
+    code = main(["check", "dense", "softmax_cross_entropy_labels", "--json", str(path)])
+    assert code == 0
+    records = json.loads(path.read_text())
+    assert [r["name"] for r in records] == ["dense", "softmax_cross_entropy_labels"]
+    assert all(r["passed"] and r["max_rel_err"] <= 1e-10 for r in records)
+    assert "2 passed, 0 failed" in capsys.readouterr().out
+
+
+def test_cli_check_exits_one_on_failure(monkeypatch, capsys):
+    from fnn import check
+
+    monkeypatch.setitem(
+        check.BUILTIN_CHECKS, "dense", lambda dtype: fnn.check_layer(dense_bug("sign_flip"), (3,))
+    )
+    assert main(["check", "dense"]) == 1
+    assert "FAIL" in capsys.readouterr().out
+
+
+def test_cli_check_unknown_name_exits_two(capsys):
+    assert main(["check", "no_such_layer"]) == 2
+    assert "known items" in capsys.readouterr().out
+
+
+def test_cli_check_float32(capsys):
+    assert main(["check", "tanh", "--dtype", "float32"]) == 0
+    assert "float32" in capsys.readouterr().out

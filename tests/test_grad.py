@@ -1,0 +1,145 @@
+"""value_and_grad in both modes, the custom_vjp bridge, compile-once guarantees."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import fnn
+
+F64 = jnp.float64
+
+
+@pytest.fixture(scope="module")
+def problem():
+    """A small classification problem in float64, shared by the tests of this module."""
+    net = fnn.mlp([8, 8, 3], "tanh")
+    params = fnn.init(net, jax.random.PRNGKey(0), (5,), F64)
+    x = jax.random.normal(jax.random.PRNGKey(1), (16, 5), F64)
+    y = jax.random.randint(jax.random.PRNGKey(2), (16,), 0, 3)
+    return net, fnn.softmax_cross_entropy(), params, x, y
+
+
+def assert_trees_close(a, b, rtol=1e-12, atol=1e-14):
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_allclose(u, v, rtol=rtol, atol=atol)
+
+
+def test_manual_and_autodiff_agree_and_share_the_tree(problem):
+    net, loss, params, x, y = problem
+    value_m, grads_m = jax.jit(fnn.value_and_grad(net, loss, "manual"))(params, x, y)
+    value_a, grads_a = jax.jit(fnn.value_and_grad(net, loss, "autodiff"))(params, x, y)
+    np.testing.assert_allclose(value_m, value_a, rtol=1e-14)
+    assert_trees_close(grads_m, grads_a)
+    assert jax.tree.structure(grads_m) == jax.tree.structure(params)
+
+
+def test_unknown_grad_mode_lists_valid_modes(problem):
+    net, loss, *_ = problem
+    with pytest.raises(ValueError, match="autodiff, manual"):
+        fnn.value_and_grad(net, loss, "numerical")
+
+
+def test_jitted_step_compiles_once(problem):
+    net, loss, params, x, y = problem
+    traces = []
+    grad_fn = fnn.value_and_grad(net, loss, "manual")
+
+    def counted(params, x, y):
+        traces.append(1)  # runs only while tracing
+        return grad_fn(params, x, y)
+
+    step = jax.jit(counted)
+    for i in range(3):
+        jax.block_until_ready(step(params, x + i, y))
+    assert len(traces) == 1
+
+
+def test_make_train_step_compiles_once_and_descends(problem):
+    net, loss, params, x, y = problem
+    optimizer = optax.sgd(0.5)
+    step = fnn.make_train_step(net, loss, optimizer, "manual")
+    opt_state = optimizer.init(params)
+    losses = []
+    for _ in range(5):
+        params, opt_state, metrics = step(params, opt_state, (x, y))
+        losses.append(float(metrics["loss"]))
+    assert step._cache_size() == 1
+    assert losses[-1] < losses[0]
+
+
+def test_bridge_gradient_equals_autodiff_under_jit_and_vmap(problem):
+    net, loss, params, x, y = problem
+    f = fnn.as_custom_vjp(net)
+    loss_fn = fnn.loss_as_custom_vjp(loss)
+
+    def objective_bridge(p, x, y):
+        return loss_fn(f(p, x), y)
+
+    def objective_plain(p, x, y):
+        return loss.forward(fnn.apply(net, p, x), y)[0]
+
+    g_bridge = jax.jit(jax.grad(objective_bridge))(params, x, y)
+    g_plain = jax.grad(objective_plain)(params, x, y)
+    assert_trees_close(g_bridge, g_plain)
+
+    # per-example gradients: vmap over examples of grad through the bridge
+    def one(p, xi, yi):
+        return objective_bridge(p, xi[None], yi[None])
+
+    per_example = jax.vmap(jax.grad(one), in_axes=(None, 0, 0))(params, x, y)
+    mean = jax.tree.map(lambda g: g.mean(axis=0), per_example)
+    assert_trees_close(mean, g_plain)
+
+
+def test_bridge_really_runs_the_hand_written_backward():
+    layer = fnn.dense(2)
+    doubled = layer._replace(
+        backward=lambda p, x, dy: jax.tree.map(lambda g: 2 * g, layer.backward(p, x, dy))
+    )
+    params = fnn.init(layer, jax.random.PRNGKey(0), (3,), F64)
+    x = jnp.ones((4, 3), F64)
+
+    def objective(f):
+        return lambda p: jnp.sum(f(p, x))
+
+    g_plain = jax.grad(objective(fnn.as_custom_vjp(layer)))(params)
+    g_doubled = jax.grad(objective(fnn.as_custom_vjp(doubled)))(params)
+    assert_trees_close(g_doubled, jax.tree.map(lambda g: 2 * g, g_plain))
+
+
+def test_second_order_reverse_mode_through_the_bridge():
+    net = fnn.mlp([6, 1], "tanh")
+    params = fnn.init(net, jax.random.PRNGKey(3), (3,), F64)
+    x = jax.random.normal(jax.random.PRNGKey(4), (5, 3), F64)
+    bridge = fnn.as_custom_vjp(net)
+
+    def scalar(f):
+        return lambda p: jnp.sum(f(p, x) ** 2)
+
+    v = jax.tree.map(jnp.ones_like, params)
+
+    def hvp(f):  # Hessian-vector product by reverse over reverse
+        return jax.grad(lambda p: optax.tree.vdot(jax.grad(scalar(f))(p), v))(params)
+
+    assert_trees_close(hvp(bridge), hvp(lambda p, x: fnn.apply(net, p, x)), rtol=1e-10)
+
+
+def test_forward_mode_is_refused_through_the_bridge_but_works_on_apply():
+    net = fnn.mlp([4, 2], "sigmoid")
+    params = fnn.init(net, jax.random.PRNGKey(0), (3,), F64)
+    x = jnp.ones((2, 3), F64)
+    tangent = jnp.ones_like(x)
+    with pytest.raises(TypeError, match="custom_vjp"):
+        jax.jvp(lambda x: fnn.as_custom_vjp(net)(params, x), (x,), (tangent,))
+    _, jvp_out = jax.jvp(lambda x: fnn.apply(net, params, x), (x,), (tangent,))
+    assert jvp_out.shape == (2, 2)
+
+
+def test_loss_bridge_accepts_integer_labels():
+    f = fnn.loss_as_custom_vjp(fnn.softmax_cross_entropy())
+    z = jnp.zeros((2, 3), F64)
+    g = jax.grad(f)(z, jnp.array([0, 2]))
+    np.testing.assert_allclose(g, (jnp.full((2, 3), 1 / 3) - jnp.eye(3)[jnp.array([0, 2])]) / 2)
