@@ -163,7 +163,7 @@ WORKLOADS: dict[str, Workload] = {
             "relu",
             "softmax_ce",
             4096,
-            2,
+            1,
             description="MLP 784-1024-1024-10 relu, batch 4096",
         ),
         *[
@@ -173,7 +173,7 @@ WORKLOADS: dict[str, Workload] = {
                 1024,
                 4,
                 512,
-                3,
+                2,
                 f"4 hidden {act} layers of 1024, batch 512",
             )
             for act in ("sigmoid", "tanh", "relu")
@@ -684,6 +684,8 @@ def build_impl(name: str, problem: Problem) -> Impl:
     if name in JAX_IMPLS:
         return build_jax_impl(name, problem)
     if name == "numpy":
+        if jax.devices()[0].platform != "cpu":
+            raise _Skip("numpy runs on the host CPU: compared on CPU runs only")
         return build_numpy_impl(problem)
     module = PEER_MODULES[name]
     if importlib.util.find_spec(module) is None:
@@ -768,12 +770,12 @@ def _calls_for(flops: float, target_flops: float) -> int:
 
 
 def time_rotation(
-    units: dict[str, Callable], states: dict[str, Any], repeats: int
+    units: dict[str, Callable], states: dict[str, Any], repeats: int, warmup: bool = True
 ) -> dict[str, list[float]]:
-    """Runs each unit once to warm up, then `repeats` rounds of all units in turn (the
-    order rotated every round); returns seconds per unit per round."""
+    """Runs each unit once to warm up (unless `warmup` is False), then `repeats` rounds of
+    all units in turn, the order rotated every round; returns seconds per unit per round."""
     names = list(units)
-    for name in names:
+    for name in names if warmup else ():
         states[name] = units[name](states[name])
     times = {name: [] for name in names}
     for r in range(repeats):
@@ -864,13 +866,20 @@ def run_workload(
     if "autodiff" in built or "autodiff_scan" in built:
         reference = gradients(problem, "autodiff")
 
-    units = {name: impl.unit for name, impl in built.items()}
-    states = {name: impl.state for name, impl in built.items()}
+    units, states = {}, {}
+    for name, impl in list(built.items()):  # the warm-up, one impl at a time
+        try:
+            states[name], units[name] = impl.unit(impl.state), impl.unit
+        except Exception as error:
+            note = f"failed to run: {type(error).__name__}: {error}"[:300]
+            records.append({**base, "impl": name, "status": "error", "note": note})
+            progress(f"  {workload.name:<18} {dtype:<9} {name:<14} {note[:120]}")
+            del built[name]
     probes = _peak_probes(workload, problem.dtype, square)
     for key, (unit, _) in probes.items():
-        units[key], states[key] = unit, None
+        units[key], states[key] = unit, unit(None)
     try:
-        times = time_rotation(units, states, repeats)
+        times = time_rotation(units, states, repeats, warmup=False)
     except Exception as error:
         note = f"failed while timing: {type(error).__name__}: {error}"[:300]
         progress(f"  {workload.name:<18} {dtype:<9} {note}")
