@@ -14,6 +14,12 @@ fnn's batch-first rows like this (x = Xᵀ, the weights are the same matrices):
     dZ2 = W3·dZ3 ⊙ A2(1−A2)                  dense backward dx = dZ3·W3ᵀ, then sigmoid's
     W ← W − α·dW                             optax.sgd(α)
 
+One difference: the tutorial's `costfunction` takes `m` from `np.shape(Y)`, which is
+(1, 200), so it divides by 1 and prints the SUM of the 200 losses. Its gradients do divide
+by m = 200, so they are the gradients of the MEAN, which is the value fnn reports (the
+tutorial's printed J is 200 × fnn's loss; tests/test_tutorial.py checks both trajectories
+agree to 1e-12 in float64).
+
 The whole loop is ONE compiled call: `lax.scan` over 10 000 steps. Run:
 
     python examples/seed_backprop.py --out examples/out
