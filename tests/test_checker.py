@@ -148,3 +148,17 @@ def test_cli_check_unknown_name_exits_two(capsys):
 def test_cli_check_float32(capsys):
     assert main(["check", "tanh", "--dtype", "float32"]) == 0
     assert "float32" in capsys.readouterr().out
+
+
+def test_custom_layer_example_passes_and_its_bug_is_caught():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "custom_layer.py"
+    spec = importlib.util.spec_from_file_location("custom_layer", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    with jax.numpy_rank_promotion("allow"):  # user code, JAX's default broadcasting
+        assert fnn.check_layer(example.prelu(), (6,)).passed
+        bad = fnn.check_layer(example.prelu_with_a_bug(), (6,))
+    assert not bad.passed and bad.leaves["params['a']"]["rel"] > 0.1
