@@ -131,7 +131,8 @@ def infer_task(y: Any, loss: Loss | str) -> str:
 
 def metric_name(task: str) -> str:
     """The per-task quality metric: "accuracy" (classification, binary) or "r2"."""
-    return "r2" if choose("task", task, dict.fromkeys(TASKS)) == "regression" else "accuracy"
+    choose("task", task, dict.fromkeys(TASKS))
+    return "r2" if task == "regression" else "accuracy"
 
 
 def make_epoch_fn(

@@ -7,9 +7,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from fnn.cli import bench, check
+from fnn.cli import bench, check, train
 
-COMMANDS = [check, bench]
+COMMANDS = [check, train, bench]
 
 
 def build_parser() -> argparse.ArgumentParser:

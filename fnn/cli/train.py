@@ -1,0 +1,287 @@
+"""`fnn train`: train an MLP on a data set, with verified hand-written gradients.
+
+Exit codes: 0 trained; 1 the loss diverged (NaN/inf; the last good checkpoint stays) or
+the gradient check failed; 2 bad usage: an unknown choice, a bad flag value, a data set
+that cannot be loaded, a checkpoint that cannot be resumed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+from fnn.activations import ACTIVATIONS
+from fnn.grad import GRAD_MODES
+from fnn.losses import LOSSES
+from fnn.optim import OPTIMIZERS, SCHEDULES
+
+# Flags that may differ from the checkpoint's config on --resume.
+RESUME_FLAGS = {"epochs", "out", "resume", "checkpoint_every", "no_progress", "overwrite"}
+
+
+def _widths(text: str) -> tuple[int, ...]:
+    try:
+        widths = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated layer widths such as 128,64, got {text!r}"
+        ) from None
+    if not widths or any(w < 1 for w in widths):
+        raise argparse.ArgumentTypeError(f"layer widths must be positive ints, got {text!r}")
+    return widths
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive int, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive int, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    return value
+
+
+def add_parser(subparsers) -> None:
+    from fnn.data import DATASETS
+    from fnn.experiment import TrainConfig
+
+    d = TrainConfig()
+    parser = subparsers.add_parser(
+        "train",
+        help="train an MLP on a data set (digits by default) with hand-written gradients",
+        description=(
+            "Train a multi-layer perceptron. Before training, the network's hand-written "
+            "gradients are checked against jax.grad in float64 on 32 training examples. "
+            "Each epoch is one compiled lax.scan over shuffled minibatches (the last "
+            "n mod batch-size shuffled examples sit out that epoch); after each, the test "
+            "split is evaluated. Writes OUT/metrics.json, OUT/curves.png and "
+            "OUT/checkpoint.npz."
+        ),
+        epilog=(
+            "exit codes: 0 trained; 1 the loss became NaN/inf (the last good checkpoint "
+            "stays in OUT) or the gradient check failed; 2 bad usage, data or checkpoint."
+        ),
+    )
+    # Defaults are None so that --resume can tell the flags given from those not given.
+    data = parser.add_argument_group("data")
+    data.add_argument("--dataset", choices=DATASETS, help=f"(default: {d.dataset})")
+    data.add_argument(
+        "--data-dir", metavar="DIR", help="where MNIST / Fashion-MNIST files are (IDX or .npz)"
+    )
+    data.add_argument("--csv", metavar="PATH", help="a CSV file, for --dataset csv")
+    data.add_argument(
+        "--target-column",
+        metavar="COL",
+        help="the CSV's target column: a header name or an index (default: -1, the last)",
+    )
+    model = parser.add_argument_group("model")
+    model.add_argument(
+        "--hidden",
+        type=_widths,
+        metavar="W1,W2,...",
+        help=f"hidden layer widths (default: {','.join(map(str, d.hidden))})",
+    )
+    model.add_argument(
+        "--activation", choices=sorted(ACTIVATIONS), help=f"(default: {d.activation})"
+    )
+    model.add_argument(
+        "--loss",
+        choices=sorted(LOSSES),
+        help="(default per task: softmax_cross_entropy for classification, "
+        "sigmoid_binary_cross_entropy for binary, mean_squared_error for regression)",
+    )
+    model.add_argument(
+        "--grad",
+        choices=GRAD_MODES,
+        help=f"hand-written backward or jax.grad (default: {d.grad})",
+    )
+    model.add_argument("--dtype", choices=("float32", "float64"), help=f"(default: {d.dtype})")
+    opt = parser.add_argument_group("optimisation")
+    opt.add_argument("--optimizer", choices=OPTIMIZERS, help=f"(default: {d.optimizer})")
+    opt.add_argument("--lr", type=_positive_float, help=f"learning rate (default: {d.lr:g})")
+    opt.add_argument("--schedule", choices=SCHEDULES, help=f"(default: {d.schedule})")
+    opt.add_argument(
+        "--clip-norm",
+        type=_positive_float,
+        metavar="C",
+        help="clip gradients to global norm C (default: no clipping)",
+    )
+    opt.add_argument("--epochs", type=_positive_int, help=f"total epochs (default: {d.epochs})")
+    opt.add_argument("--batch-size", type=_positive_int, help=f"(default: {d.batch_size})")
+    opt.add_argument(
+        "--patience",
+        type=_positive_int,
+        help="stop after this many epochs without a lower test loss, keeping the best "
+        "params (default: no early stopping)",
+    )
+    opt.add_argument("--seed", type=int, help=f"init, split and data-order seed ({d.seed})")
+    run_group = parser.add_argument_group("outputs")
+    run_group.add_argument(
+        "--out", type=Path, metavar="DIR", help="output directory (default: runs/DATASET-TIME)"
+    )
+    run_group.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out DIR from its checkpoint up to --epochs in total",
+    )
+    run_group.add_argument(
+        "--overwrite", action="store_true", help="replace a run already in --out DIR"
+    )
+    run_group.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=10,
+        metavar="N",
+        help="checkpoint every N epochs, and always at the end (0: at the end only)",
+    )
+    run_group.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(run=run)
+
+
+def _error(message: str) -> int:
+    print(f"fnn train: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _config_values(args: argparse.Namespace) -> dict:
+    """The config fields given on the command line."""
+    names = {
+        "dataset",
+        "data_dir",
+        "csv",
+        "target_column",
+        "hidden",
+        "activation",
+        "loss",
+        "grad",
+        "optimizer",
+        "lr",
+        "schedule",
+        "clip_norm",
+        "epochs",
+        "batch_size",
+        "patience",
+        "seed",
+        "dtype",
+    }
+    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+
+
+def _start(args: argparse.Namespace, given: dict):
+    """Builds the run (fresh or resumed) and its output directory, or raises."""
+    import jax
+
+    from fnn import experiment
+    from fnn.checkpoint import read_metadata
+
+    if args.resume:
+        if args.out is None:
+            raise ValueError("--resume needs --out DIR, the directory of the run to continue")
+        saved = experiment.TrainConfig.from_dict(
+            read_metadata(args.out / experiment.CHECKPOINT)["config"]
+        )
+        differing = [
+            f"--{name.replace('_', '-')} {value} (the checkpoint has {getattr(saved, name)})"
+            for name, value in given.items()
+            if name not in RESUME_FLAGS and value != getattr(saved, name)
+        ]
+        if differing:
+            raise ValueError(
+                "--resume continues the saved configuration; these flags differ from it: "
+                + "; ".join(differing)
+            )
+        if saved.dtype == "float64":
+            jax.config.update("jax_enable_x64", True)
+        return experiment.resume(args.out, epochs=given.get("epochs")), args.out
+    config = experiment.TrainConfig(**given)
+    out = args.out or Path("runs") / f"{config.dataset}-{datetime.now():%Y%m%d-%H%M%S}"
+    if (out / experiment.CHECKPOINT).exists() and not args.overwrite:
+        raise ValueError(
+            f"{out} already holds a run; pass --resume to continue it, --overwrite to "
+            "replace it, or another --out"
+        )
+    if config.dtype == "float64":
+        jax.config.update("jax_enable_x64", True)
+    return experiment.prepare(config), out
+
+
+def run(args: argparse.Namespace) -> int:
+    from fnn import experiment
+    from fnn.checkpoint import CheckpointError
+    from fnn.data import DataError
+    from fnn.train import NonFiniteLossError, metric_name
+
+    start = time.perf_counter()
+    given = _config_values(args)
+    try:
+        prepared, out = _start(args, given)
+    except (DataError, CheckpointError, ValueError) as error:
+        return _error(str(error))
+
+    config, data = prepared.config, prepared.data
+    check = experiment.verify_gradients(prepared)
+    verdict = "match" if check.passed else "DO NOT match"
+    print(
+        f"gradient check: the network's hand-written gradients {verdict} jax.grad on "
+        f"{min(experiment.CHECK_EXAMPLES, data.x_train.shape[0])} {config.dataset} examples "
+        f"(float64): max relative error {check.max_rel_err:.1e} (tolerance {check.rtol:.0e})"
+    )
+    if not check.passed:
+        print(check, file=sys.stderr)
+        return 1
+    steps = data.x_train.shape[0] // config.batch_size
+    resumed = f", resuming after epoch {prepared.start_epoch}" if prepared.start_epoch else ""
+    print(
+        f"training {prepared.net.name} on {config.dataset} ({data.task}, "
+        f"{data.x_train.shape[0]} train / {data.x_test.shape[0]} test): {config.grad} "
+        f"gradients, {prepared.loss.name}, {config.optimizer} lr {config.lr:g} "
+        f"({config.schedule}), {config.epochs} epochs of {steps} steps of "
+        f"{config.batch_size}, {config.dtype}{resumed}",
+        flush=True,
+    )
+    metric = metric_name(data.task)
+    try:
+        result = experiment.train(
+            prepared, out, checkpoint_every=args.checkpoint_every, progress=not args.no_progress
+        )
+    except NonFiniteLossError as error:
+        experiment.write_outputs(
+            prepared,
+            error.last_good,
+            out,
+            wall_s=time.perf_counter() - start,
+            check=check,
+            status="diverged",
+            error=str(error),
+        )
+        print(f"fnn train: error: {error}", file=sys.stderr)
+        kept = out / experiment.CHECKPOINT
+        if kept.exists():
+            print(f"the last good checkpoint is {kept} (epoch {error.last_good.epoch})")
+        return 1
+    record = experiment.write_outputs(
+        prepared, result, out, wall_s=time.perf_counter() - start, check=check
+    )
+    label = "accuracy" if metric == "accuracy" else "R²"
+    early = f", stopped early (best epoch {result.best_epoch})" if result.stopped_early else ""
+    print(
+        f"{config.dataset}: test {label} {record[f'test_{metric}']:.4f}, test loss "
+        f"{record['test_loss']:.4f} after {result.epoch} epochs{early} "
+        f"({record['wall_s']:.1f} s on {record['device']['platform']})"
+    )
+    names = ", ".join((experiment.METRICS, experiment.CURVES, experiment.CHECKPOINT))
+    print(f"wrote {out}/: {names}")
+    return 0
