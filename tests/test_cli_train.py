@@ -1,0 +1,220 @@
+"""`fnn train`, in process through `fnn.cli.main` (plus two subprocess runs of the entry
+point). Runs share one small net shape so that compiled code is reused across tests."""
+
+import contextlib
+import io
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fnn.cli import main
+
+SMALL = ["--hidden", "16", "--no-progress", "--batch-size", "64"]
+
+
+def _train(capsys, *args):
+    code = main(["train", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory):
+    """`fnn train` with the default network and data set, for a few epochs."""
+    out = tmp_path_factory.mktemp("default")
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        code = main(["train", "--epochs", "8", "--out", str(out)])
+    return code, stdout.getvalue(), stderr.getvalue(), out
+
+
+def test_default_run_checks_gradients_first_then_trains(default_run):
+    code, out, err, _ = default_run
+    assert code == 0, err
+    first = out.splitlines()[0]
+    assert first.startswith("gradient check: the network's hand-written gradients match jax.grad")
+    assert "max relative error" in first
+    error = float(first.split("max relative error ")[1].split(" ")[0])
+    assert error < 1e-10
+    assert "digits: test accuracy" in out
+    assert "manual gradients" in out
+    assert "epoch" in err  # the progress bar, on stderr
+
+
+def test_default_run_writes_metrics_curves_and_checkpoint(default_run):
+    code, _, _, out = default_run
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["dataset"] == "digits"
+    assert metrics["grad_mode"] == "manual"
+    assert metrics["epochs"] == 8
+    assert metrics["status"] == "completed"
+    history = metrics["history"]
+    for key in ("train_loss", "test_loss", "test_accuracy", "train_accuracy", "epoch_s"):
+        assert len(history[key]) == 8, key
+    assert metrics["test_accuracy"] == history["test_accuracy"][-1]
+    assert metrics["test_accuracy"] >= 0.95  # >= 0.97 after the default 30 epochs
+    assert metrics["wall_s"] > 0
+    assert metrics["device"]["platform"] == "cpu" and metrics["device"]["kind"]
+    assert metrics["config"]["hidden"] == [256, 128]
+    assert metrics["gradient_check"]["passed"] is True
+    png = (out / "curves.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    assert (out / "checkpoint.npz").stat().st_size > 0
+
+
+def _params(path):
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files if k.startswith(("params/", "opt_state/"))}
+
+
+def test_resume_three_then_six_equals_six_bit_for_bit(tmp_path, capsys):
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    code, _, err = _train(capsys, *SMALL, "--epochs", "6", "--out", str(straight))
+    assert code == 0, err
+    code, _, err = _train(capsys, *SMALL, "--epochs", "3", "--out", str(split))
+    assert code == 0, err
+    code, out, err = _train(
+        capsys, "--resume", "--epochs", "6", "--out", str(split), "--no-progress"
+    )
+    assert code == 0, err
+    assert "resuming after epoch 3" in out
+    a, b = _params(straight / "checkpoint.npz"), _params(split / "checkpoint.npz")
+    assert a.keys() == b.keys() and a
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    ha = json.loads((straight / "metrics.json").read_text())["history"]
+    hb = json.loads((split / "metrics.json").read_text())["history"]
+    assert ha["train_loss"] == hb["train_loss"] and len(hb["train_loss"]) == 6
+    assert ha["test_accuracy"] == hb["test_accuracy"]
+
+
+def test_resume_refuses_flags_that_change_the_run(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _train(capsys, *SMALL, "--epochs", "1", "--out", str(out))[0] == 0
+    code, _, err = _train(capsys, "--resume", "--out", str(out), "--hidden", "32")
+    assert code == 2
+    assert "--hidden (32,) (the checkpoint has (16,))" in err
+    code, _, err = _train(capsys, *SMALL, "--epochs", "1", "--out", str(out))
+    assert code == 2 and "already holds a run" in err
+    code, _, err = _train(capsys, "--resume", "--out", str(tmp_path / "nothing"))
+    assert code == 2 and "no checkpoint at" in err
+
+
+def test_corrupt_checkpoint_on_resume_is_exit_2(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _train(capsys, *SMALL, "--epochs", "1", "--out", str(out))[0] == 0
+    path = out / "checkpoint.npz"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    code, _, err = _train(capsys, "--resume", "--out", str(out), "--epochs", "2")
+    assert code == 2
+    assert "checkpoint" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "flag, value, listed",
+    [
+        ("--dataset", "cifar", "digits"),
+        ("--optimizer", "rmsprop", "adamw"),
+        ("--activation", "swish", "relu"),
+        ("--grad", "numeric", "autodiff"),
+    ],
+)
+def test_unknown_choices_exit_2_listing_valid_ones(capsys, flag, value, listed):
+    with pytest.raises(SystemExit) as info:
+        main(["train", flag, value])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "invalid choice" in err and value in err and listed in err
+
+
+def test_batch_larger_than_the_data_is_exit_2(tmp_path, capsys):
+    code, out, err = _train(
+        capsys, "--dataset", "iris", "--batch-size", "1000", "--out", str(tmp_path)
+    )
+    assert code == 2
+    assert "batch size 1000 is larger than the 120 training examples of iris" in err
+    assert out == ""
+
+
+def test_missing_data_dir_files_are_named(tmp_path, capsys):
+    code, _, err = _train(
+        capsys, "--dataset", "mnist", "--data-dir", str(tmp_path), "--out", str(tmp_path / "o")
+    )
+    assert code == 2
+    assert "train-images-idx3-ubyte" in err and "Traceback" not in err
+
+
+def test_wrong_loss_for_the_task_is_exit_2(tmp_path, capsys):
+    code, _, err = _train(capsys, "--loss", "mean_squared_error", "--out", str(tmp_path))
+    assert code == 2 and "does not fit the classification data set" in err
+
+
+def test_diverging_run_exits_1_naming_epoch_and_learning_rate(tmp_path, capsys):
+    out = tmp_path / "run"
+    code, stdout, err = _train(
+        capsys, *SMALL, "--optimizer", "sgd", "--lr", "10000", "--epochs", "3", "--out", str(out)
+    )
+    assert code == 1
+    assert "at epoch 1 (learning rate 10000)" in err
+    assert "--lr" in err and "--clip-norm" in err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["status"] == "diverged" and "error" in metrics
+
+
+def test_float64_run_keeps_float64_params(tmp_path, capsys):
+    out = tmp_path / "run"
+    code, stdout, err = _train(
+        capsys,
+        *SMALL,
+        "--dtype",
+        "float64",
+        "--grad",
+        "autodiff",
+        "--epochs",
+        "1",
+        "--out",
+        str(out),
+    )
+    assert code == 0, err
+    assert "float64" in stdout and "autodiff gradients" in stdout
+    params = _params(out / "checkpoint.npz")
+    assert all(v.dtype == np.float64 for k, v in params.items() if k.startswith("params/"))
+
+
+def test_regression_run_reports_r2(tmp_path, capsys):
+    out = tmp_path / "run"
+    code, stdout, err = _train(
+        capsys, *SMALL, "--dataset", "diabetes", "--epochs", "2", "--out", str(out)
+    )
+    assert code == 0, err
+    assert "diabetes: test R²" in stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert "test_r2" in metrics and "test_r2" in metrics["history"]
+    assert metrics["loss"] == "mean_squared_error"
+
+
+def _fnn_command():
+    """The installed `fnn` script next to this Python, else the same entry point via -c."""
+    script = Path(sys.executable).with_name("fnn")
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("fnn")
+    if found:
+        return [found]
+    return [sys.executable, "-c", "import sys; from fnn.cli import main; sys.exit(main())"]
+
+
+def test_entry_point_help_and_a_wrong_flag():
+    helped = subprocess.run([*_fnn_command(), "train", "--help"], capture_output=True, text=True)
+    assert helped.returncode == 0
+    for flag in ("--dataset", "--hidden", "--grad", "--resume", "--checkpoint-every", "exit codes"):
+        assert flag in helped.stdout
+    wrong = subprocess.run([*_fnn_command(), "train", "--bogus"], capture_output=True, text=True)
+    assert wrong.returncode == 2
+    assert "unrecognized arguments: --bogus" in wrong.stderr
