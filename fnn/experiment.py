@@ -378,9 +378,11 @@ def write_outputs(run: Run, result: FitResult, out_dir: str | Path, **record_kwa
     out_dir.mkdir(parents=True, exist_ok=True)
     record = metrics_record(run, result, **record_kwargs)
     (out_dir / METRICS).write_text(json.dumps(record, indent=2) + "\n")
+    c = run.config
+    hidden = "-".join(map(str, c.hidden))
     title = (
-        f"{run.config.dataset}: {run.net.name}, {run.config.grad} gradients, "
-        f"{run.config.optimizer} η={run.config.lr:g}"
+        f"{c.dataset}: hidden {hidden} {c.activation}, {c.grad} gradients, "
+        f"{c.optimizer} η={c.lr:g}, batch {c.batch_size}"
     )
     if result.history.get("train_loss"):
         plot_history(result.history, out_dir / CURVES, title=_shorten(title, 90))
