@@ -1,0 +1,95 @@
+"""Evidence for a proposed change to fnn's relu: keep a 1-bit mask instead of letting XLA
+keep the pre-activation alive.
+
+fnn's relu keeps its output `y` and computes `dx = where(y > 0, dy, 0)`. XLA fuses the
+cheap `max(z + b, 0)` producer into the backward's select, so the backward reads the
+dense layer's pre-activation `z` instead of `y`: `z` and `y` both stay alive until the
+backward, twice the memory of sigmoid or tanh (whose expensive producers are not
+duplicated). jax.grad's relu does the same. Keeping `packbits(y > 0)` (1 bit per
+element, produced by a reduction, which XLA does not duplicate into consumers) lets `z`
+die in the forward.
+
+    PYTHONPATH=. python benchmarks/relu_mask.py [WORKLOAD ...] [--repeats N]
+
+prints, per workload: compiled temp bytes and median step time (alternated rounds, ratio
+to autodiff) for the current relu, the bit-mask relu and autodiff, and the max relative
+gradient difference of the bit-mask version from autodiff.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fnn import bench
+from fnn.activations import _elementwise
+from fnn.layers import dense
+from fnn.network import serial
+from fnn.train import make_train_step
+
+
+def relu_bitmask():
+    """relu keeping `packbits(y > 0)` along the last axis: 1 bit per element."""
+
+    def fn(x):
+        y = jnp.maximum(x, 0)
+        return y, (jnp.packbits(y > 0, axis=-1), x.shape[-1])
+
+    def grad(residuals, dy):
+        packed, n = residuals
+        mask = jnp.unpackbits(packed, axis=-1, count=n).astype(bool)
+        return jnp.where(mask, dy, 0)  # dx = dy ⊙ [y > 0]
+
+    return _elementwise("relu_bitmask", fn, grad)
+
+
+def net_with(workload, activation):
+    layers = []
+    for i, width in enumerate(workload.features):
+        layers.append(dense(width))
+        if i < len(workload.features) - 1:
+            layers.append(activation())
+    return serial(*layers)
+
+
+def compare(name: str, repeats: int) -> None:
+    workload = bench.WORKLOADS[name]
+    problem = bench.make_problem(workload, "float32")
+    opt_state = problem.optimizer.init(problem.params)
+    batch = (problem.x, problem.y)
+    nets = {"relu": problem.net, "relu_bitmask": net_with(workload, relu_bitmask)}
+    compiled = {}
+    for label, net in nets.items():
+        step = make_train_step(net, problem.loss, problem.optimizer, "manual")
+        compiled[label] = step.lower(problem.params, opt_state, batch).compile()
+    step = make_train_step(problem.net, problem.loss, problem.optimizer, "autodiff")
+    compiled["autodiff"] = step.lower(problem.params, opt_state, batch).compile()
+    units = {k: bench._dispatch_unit(c, batch, workload.steps) for k, c in compiled.items()}
+    states = {k: (problem.params, opt_state) for k in compiled}
+    times = bench.time_rotation(units, states, repeats)
+    ref = np.asarray(times["autodiff"])
+    print(f"{name} (float32, {repeats} alternated rounds of {workload.steps} steps)")
+    for label, c in compiled.items():
+        temp = c.memory_analysis().temp_size_in_bytes / 2**20
+        step_ms = np.median(times[label]) / workload.steps * 1e3
+        ratio = np.median(np.asarray(times[label]) / ref)
+        print(f"  {label:<13} temp {temp:7.2f} MiB  step {step_ms:8.2f} ms  ratio {ratio:.3f}")
+    vg = jax.jit(bench.value_and_grad(nets["relu_bitmask"], problem.loss, "manual"))
+    err = bench.rel_grad_err(vg(*[problem.params, *batch])[1], bench.gradients(problem, "autodiff"))
+    print(f"  relu_bitmask rel_grad_err vs autodiff {err:.1e}")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description="relu residual: output vs 1-bit mask")
+    parser.add_argument("workloads", nargs="*", default=["mlp_b256", "deep_relu"])
+    parser.add_argument("--repeats", type=int, default=15)
+    args = parser.parse_args(argv)
+    for name in args.workloads:
+        compare(name, args.repeats)
+
+
+if __name__ == "__main__":
+    main()
