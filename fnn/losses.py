@@ -157,15 +157,29 @@ def softmax_cross_entropy() -> Loss:
         batch = logp.size // logp.shape[-1]
         scale = _scale(dvalue, batch)
         if jnp.issubdtype(target.dtype, jnp.integer):
-            classes = jnp.arange(logp.shape[-1], dtype=target.dtype)
-            classes = classes.reshape((1,) * target.ndim + classes.shape)
-            onehot = (target[..., None] == classes).astype(logp.dtype)
+            onehot = _onehot(target, logp.shape[-1], logp.dtype)
             # dL/dz = (softmax(z) − onehot(y))/B, softmax(z) = e^logp kept from forward
             return scale * (jnp.exp(logp) - onehot)
         total = jnp.sum(target, axis=-1, keepdims=True)
         return scale * (jnp.exp(logp) * total - target)  # dL/dz = (softmax(z)·Σt − t)/B
 
     return Loss(forward, backward, name)
+
+
+def _onehot(labels, classes, dtype):
+    """onehot(labels): shape `labels.shape + (classes,)`; a label outside [0, classes)
+    gives a row of zeros.
+
+    Built by a scatter of ones into zeros, the way `jax.grad` transposes the loss's
+    gather: it depends on the labels alone, so XLA schedules it beside the forward pass.
+    Written as `labels[..., None] == arange(classes)` instead, the whole 784-1024-1024-10
+    SGD step ran 8% slower on a 2-core CPU (benchmarks/README.md).
+    """
+    flat = labels.reshape(-1)
+    rows = jnp.arange(flat.shape[0])
+    columns = jnp.where((flat >= 0) & (flat < classes), flat, classes)  # out of range: dropped
+    onehot = jnp.zeros((flat.shape[0], classes), dtype).at[rows, columns].add(1, mode="drop")
+    return onehot.reshape((*labels.shape, classes))
 
 
 def _check_labels(name, labels, classes):

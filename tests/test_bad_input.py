@@ -111,3 +111,17 @@ def test_invalid_hyperparameters():
         fnn.huber(0.0)
     with pytest.raises(TypeError, match="fnn Layer"):
         fnn.serial(fnn.dense(2), lambda x: x)
+
+
+def test_out_of_range_labels_under_jit_get_no_target_in_the_gradient():
+    loss = fnn.softmax_cross_entropy()
+    logits = jnp.zeros((3, 4), jnp.float64)
+
+    @jax.jit
+    def grad(z, y):
+        value, residuals = loss.forward(z, y)
+        return loss.backward(residuals, jnp.ones_like(value))
+
+    g = grad(logits, jnp.array([1, 4, -1]))
+    np.testing.assert_allclose(g[0], (np.full(4, 0.25) - np.eye(4)[1]) / 3)
+    np.testing.assert_allclose(g[1:], np.full((2, 4), 0.25 / 3))  # softmax only: no target
