@@ -1,19 +1,18 @@
-"""Evidence for a proposed change to fnn's relu: keep a 1-bit mask instead of letting XLA
-keep the pre-activation alive.
+"""Why fnn's relu keeps a 1-bit mask: it against a relu that keeps its output.
 
-fnn's relu keeps its output `y` and computes `dx = where(y > 0, dy, 0)`. XLA fuses the
-cheap `max(z + b, 0)` producer into the backward's select, so the backward reads the
+A relu that keeps its output `y` and computes `dx = where(y > 0, dy, 0)` lets XLA fuse
+the cheap `max(z + b, 0)` producer into the backward's select, so the backward reads the
 dense layer's pre-activation `z` instead of `y`: `z` and `y` both stay alive until the
 backward, twice the memory of sigmoid or tanh (whose expensive producers are not
-duplicated). jax.grad's relu does the same. Keeping `packbits(y > 0)` (1 bit per
-element, produced by a reduction, which XLA does not duplicate into consumers) lets `z`
-die in the forward.
+duplicated). jax.grad's relu does the same. fnn's relu keeps `packbits(y > 0)` (1 bit per
+element, produced by a reduction, which XLA does not duplicate into consumers), so `z`
+dies in the forward.
 
     PYTHONPATH=. python benchmarks/relu_mask.py [WORKLOAD ...] [--repeats N]
 
 prints, per workload: compiled temp bytes and median step time (alternated rounds, ratio
-to autodiff) for the current relu, the bit-mask relu and autodiff, and the max relative
-gradient difference of the bit-mask version from autodiff.
+to autodiff) for the output-keeping relu, fnn's bit-mask relu and autodiff, and the max
+relative gradient difference of fnn's relu from autodiff.
 """
 
 from __future__ import annotations
@@ -31,19 +30,17 @@ from fnn.network import serial
 from fnn.train import make_train_step
 
 
-def relu_bitmask():
-    """relu keeping `packbits(y > 0)` along the last axis: 1 bit per element."""
+def relu_output():
+    """relu keeping its output y: the form fnn used before the bit mask."""
 
     def fn(x):
         y = jnp.maximum(x, 0)
-        return y, (jnp.packbits(y > 0, axis=-1), x.shape[-1])
+        return y, y
 
-    def grad(residuals, dy):
-        packed, n = residuals
-        mask = jnp.unpackbits(packed, axis=-1, count=n).astype(bool)
-        return jnp.where(mask, dy, 0)  # dx = dy ⊙ [y > 0]
+    def grad(y, dy):
+        return jnp.where(y > 0, dy, 0)  # dx = dy ⊙ [y > 0]
 
-    return _elementwise("relu_bitmask", fn, grad)
+    return _elementwise("relu_output", fn, grad)
 
 
 def net_with(workload, activation):
@@ -60,7 +57,7 @@ def compare(name: str, repeats: int) -> None:
     problem = bench.make_problem(workload, "float32")
     opt_state = problem.optimizer.init(problem.params)
     batch = (problem.x, problem.y)
-    nets = {"relu": problem.net, "relu_bitmask": net_with(workload, relu_bitmask)}
+    nets = {"relu_output": net_with(workload, relu_output), "relu_bitmask": problem.net}
     compiled = {}
     for label, net in nets.items():
         step = make_train_step(net, problem.loss, problem.optimizer, "manual")
