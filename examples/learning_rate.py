@@ -8,6 +8,11 @@ dL/dx = 2x) and the update from optax.sgd, the same machinery a training run use
 Part 2 sweeps the learning rate on the tutorial's 100→5→4→1 sigmoid network and plots
 the loss curves: too small (barely moves), good, oscillating, diverging.
 
+Part 3 shows what a training run does when the learning rate is far too large: on the
+diabetes regression set, SGD at 0.3 trains and at 0.5 the loss turns NaN in the first
+epoch; `fit` stops with a message naming the epoch and the learning rate and hands back
+the last good state (`fnn train` exits 1 with the same message, keeping its checkpoint).
+
     python examples/learning_rate.py --out examples/out
 """
 
@@ -63,6 +68,36 @@ def sweep(steps: int = 300, seed: int = 0) -> dict[str, np.ndarray]:
     return curves
 
 
+def divergence_demo(learning_rates=(0.3, 0.5), epochs: int = 5) -> dict[float, str]:
+    """Trains a small MLP on diabetes with SGD at each learning rate; what happened."""
+    from fnn.data import load_dataset
+    from fnn.optim import make_optimizer
+    from fnn.train import NonFiniteLossError, fit
+
+    data = load_dataset("diabetes")
+    net = fnn.mlp([16, data.output_width], "relu")
+    params = fnn.init(net, jax.random.PRNGKey(0), data.feature_shape)
+    outcomes = {}
+    for lr in learning_rates:
+        try:
+            result = fit(
+                net,
+                fnn.mean_squared_error(),
+                make_optimizer("sgd", lr),  # records the learning rate for the message
+                params,
+                (data.x_train, data.y_train),
+                (data.x_test, data.y_test),
+                key=jax.random.PRNGKey(1),
+                epochs=epochs,
+                batch_size=32,
+                progress=False,
+            )
+            outcomes[lr] = f"trained: test R² {result.history['test_r2'][-1]:.3f}"
+        except NonFiniteLossError as error:
+            outcomes[lr] = f"stopped: {error} (last good epoch: {error.last_good.epoch})"
+    return outcomes
+
+
 def plot_sweep(curves: dict[str, np.ndarray], path: Path) -> None:
     import matplotlib
 
@@ -105,6 +140,10 @@ def main(argv=None) -> None:
     path = args.out / "learning_rate_sweep.png"
     plot_sweep(curves, path)
     print(f"sweep plot: {path}")
+
+    print("A learning rate far too large in a real training run (diabetes, SGD):")
+    for lr, outcome in divergence_demo().items():
+        print(f"  lr {lr:g}: {outcome}")
 
 
 if __name__ == "__main__":

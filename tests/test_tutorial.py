@@ -144,3 +144,10 @@ def test_learning_rate_sweep_shows_the_four_regimes(tmp_path):
     assert curves["diverging"][-20:].max() > 50 * start  # blown far above where it started
     lr_example.plot_sweep(curves, tmp_path / "sweep.png")
     assert (tmp_path / "sweep.png").stat().st_size > 10_000
+
+
+def test_learning_rate_example_shows_a_divergence_stop():
+    outcomes = lr_example.divergence_demo(epochs=2)
+    assert outcomes[0.3].startswith("trained")
+    assert "stopped" in outcomes[0.5] and "epoch 1" in outcomes[0.5]
+    assert "learning rate 0.5" in outcomes[0.5]
