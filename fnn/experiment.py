@@ -245,9 +245,15 @@ def verify_gradients(run: Run, *, examples: int = CHECK_EXAMPLES) -> CheckResult
     return check_model(net, loss, x, y, key=run.config.seed, dtype="float64")
 
 
-def save(run: Run, state: FitResult, out_dir: str | Path) -> Path:
-    """Writes `out_dir/checkpoint.npz` for `state` (atomically)."""
+def save(run: Run, state: FitResult, out_dir: str | Path) -> Path | None:
+    """Writes `out_dir/checkpoint.npz` for `state` (atomically); in a multi-process run,
+    process 0 alone writes (the params are replicated) and the others return None."""
     from fnn.checkpoint import save_checkpoint
+    from fnn.parallel import is_main_process, local_copy
+
+    if not is_main_process():
+        return None
+    state = state._replace(params=local_copy(state.params), opt_state=local_copy(state.opt_state))
 
     return save_checkpoint(
         Path(out_dir) / CHECKPOINT,
@@ -266,9 +272,13 @@ def train(
     *,
     checkpoint_every: int = 10,
     progress: bool = True,
+    mesh: Any = None,
 ) -> FitResult:
     """Fits the run up to `run.config.epochs`, checkpointing to `out_dir` every
     `checkpoint_every` epochs and at the end.
+
+    With `mesh` (`fnn.parallel.make_data_mesh`), training is data-parallel over its
+    devices (see `fnn.train.fit`); in a multi-process run only process 0 writes.
 
     On divergence (`fnn.train.NonFiniteLossError`) the last good state (the epoch before
     the non-finite loss) is checkpointed and the error re-raised: the checkpoint in
@@ -302,6 +312,7 @@ def train(
             patience=run.config.patience,
             progress=progress,
             callback=on_epoch,
+            mesh=mesh,
         )
     except NonFiniteLossError as error:
         if error.last_good.epoch > 0:
@@ -372,11 +383,14 @@ def metrics_record(
 
 def write_outputs(run: Run, result: FitResult, out_dir: str | Path, **record_kwargs) -> dict:
     """Writes `out_dir/metrics.json` and `out_dir/curves.png`; returns the metrics."""
+    from fnn.parallel import is_main_process
     from fnn.plot import plot_history
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     record = metrics_record(run, result, **record_kwargs)
+    if not is_main_process():  # several processes: process 0 alone writes
+        return record
+    out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / METRICS).write_text(json.dumps(record, indent=2) + "\n")
     c = run.config
     hidden = "-".join(map(str, c.hidden))

@@ -276,6 +276,7 @@ def fit(
     eval_train: bool = True,
     progress: bool = True,
     callback: Callable[[FitResult], None] | None = None,
+    mesh: Any = None,
 ) -> FitResult:
     """Trains `net` on `train` for `epochs` epochs, evaluating on `test` after each.
 
@@ -307,6 +308,11 @@ def fit(
       progress: show a tqdm progress bar on stderr (epoch, loss, accuracy or R²).
       callback: called after every successful epoch with a `FitResult` of the state so
         far (e.g. to write checkpoints); not called for a diverged epoch.
+      mesh: a `jax.sharding.Mesh` with a `"data"` axis (`fnn.parallel.make_data_mesh`):
+        train data-parallel, each batch sharded over the mesh and params replicated
+        (`fnn.parallel.make_sharded_epoch_fn`; same batches, same results up to the order
+        of float sums); `batch_size` must be divisible by the mesh's device count. The
+        returned params and opt_state are then replicated over the mesh. None: one device.
 
     Returns:
       A `FitResult`. `history` holds per-epoch lists: `train_loss`, `train_accuracy` or
@@ -342,6 +348,15 @@ def fit(
     eval_fn = _cached(_cached_eval_fn, net, loss, task)
     if opt_state is None:
         opt_state = optimizer.init(params)
+    on_one_device = lambda tree: tree  # noqa: E731
+    if mesh is not None:
+        from fnn import parallel
+
+        epoch_fn = parallel.make_sharded_epoch_fn(
+            net, loss, optimizer, mode, mesh=mesh, batch_size=batch_size
+        )
+        params, opt_state = parallel.replicate((params, opt_state), mesh)
+        on_one_device = parallel.local_copy  # evaluation runs on one device
     fresh = new_history(task, eval_train=eval_train, test=test is not None)
     history = {k: list(v) for k, v in (history or fresh).items()}
     for name in fresh:
@@ -361,10 +376,11 @@ def fit(
             seconds = time.perf_counter() - start
             _guard(train_loss, "train", epoch, state)
             record = {"train_loss": train_loss}
+            eval_params = on_one_device(new_params)
             if eval_train:
-                record[f"train_{metric}"] = float(eval_fn(new_params, x_train, y_train)[metric])
+                record[f"train_{metric}"] = float(eval_fn(eval_params, x_train, y_train)[metric])
             if test is not None:
-                scores = {k: float(v) for k, v in eval_fn(new_params, x_test, y_test).items()}
+                scores = {k: float(v) for k, v in eval_fn(eval_params, x_test, y_test).items()}
                 _guard(scores["loss"], "test", epoch, state)
                 record["test_loss"], record[f"test_{metric}"] = scores["loss"], scores[metric]
             record["epoch_s"] = seconds

@@ -8,6 +8,7 @@ that cannot be loaded, a checkpoint that cannot be resumed.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from datetime import datetime
@@ -20,6 +21,7 @@ from fnn.optim import OPTIMIZERS, SCHEDULES
 
 # Flags that may differ from the checkpoint's config on --resume.
 RESUME_FLAGS = {"epochs", "out", "resume", "checkpoint_every", "no_progress", "overwrite"}
+SCALE_FLAGS = ("coordinator", "num_processes", "process_id")
 
 
 def _widths(text: str) -> tuple[int, ...]:
@@ -148,6 +150,28 @@ def add_parser(subparsers) -> None:
         help="checkpoint every N epochs, and always at the end (0: at the end only)",
     )
     run_group.add_argument("--no-progress", action="store_true", help="no progress bar")
+    scale = parser.add_argument_group("scaling out (docs/scaling.md)")
+    scale.add_argument(
+        "--devices",
+        type=_positive_int,
+        metavar="N",
+        help="data-parallel over N local devices per process, the batch split over them "
+        "(default: all local devices; --batch-size must be a multiple of the total)",
+    )
+    scale.add_argument(
+        "--coordinator",
+        metavar="HOST:PORT",
+        help="several processes: process 0's address, reachable by every process",
+    )
+    scale.add_argument("--num-processes", type=_positive_int, metavar="N", help="(default: 1)")
+    scale.add_argument("--process-id", type=int, metavar="I", help="this process, 0 to N-1")
+    scale.add_argument(
+        "--coordinator-timeout",
+        type=_positive_float,
+        default=60.0,
+        metavar="S",
+        help="seconds to wait for the coordinator and the other processes (default: 60)",
+    )
     parser.set_defaults(run=run)
 
 
@@ -218,6 +242,30 @@ def _start(args: argparse.Namespace, given: dict):
     return experiment.prepare(config), out
 
 
+def _mesh(args: argparse.Namespace):
+    """Joins the processes (with --coordinator) and builds the data-parallel mesh; None
+    for one device in one process (the plain, unsharded path)."""
+    from fnn import parallel
+
+    given = [
+        f"--{name.replace('_', '-')}" for name in SCALE_FLAGS if getattr(args, name) is not None
+    ]
+    if given and len(given) != len(SCALE_FLAGS):
+        raise ValueError(
+            "several processes need --coordinator, --num-processes and --process-id "
+            f"together; got only {', '.join(given)}"
+        )
+    if given:
+        parallel.initialize_distributed(
+            args.coordinator,
+            args.num_processes,
+            args.process_id,
+            timeout_s=args.coordinator_timeout,
+        )
+    mesh = parallel.make_data_mesh(args.devices)
+    return None if mesh.size == 1 else mesh
+
+
 def run(args: argparse.Namespace) -> int:
     from fnn import experiment
     from fnn.checkpoint import CheckpointError
@@ -227,9 +275,19 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     given = _config_values(args)
     try:
+        mesh = _mesh(args)
         prepared, out = _start(args, given)
-    except (DataError, CheckpointError, ValueError) as error:
+        if mesh is not None:
+            from fnn.parallel import check_batch_divisible
+
+            check_batch_divisible(prepared.config.batch_size, mesh)
+    except (DataError, CheckpointError, ValueError, RuntimeError) as error:
         return _error(str(error))
+    from fnn.parallel import describe_mesh, is_main_process
+
+    if not is_main_process():  # process 0 alone prints and writes
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+        args.no_progress = True
 
     config, data = prepared.config, prepared.data
     check = experiment.verify_gradients(prepared)
@@ -244,6 +302,8 @@ def run(args: argparse.Namespace) -> int:
         return 1
     steps = data.x_train.shape[0] // config.batch_size
     resumed = f", resuming after epoch {prepared.start_epoch}" if prepared.start_epoch else ""
+    if mesh is not None:
+        resumed += f", data-parallel over {describe_mesh(mesh)}"
     print(
         f"training {prepared.net.name} on {config.dataset} ({data.task}, "
         f"{data.x_train.shape[0]} train / {data.x_test.shape[0]} test): {config.grad} "
@@ -255,7 +315,11 @@ def run(args: argparse.Namespace) -> int:
     metric = metric_name(data.task)
     try:
         result = experiment.train(
-            prepared, out, checkpoint_every=args.checkpoint_every, progress=not args.no_progress
+            prepared,
+            out,
+            checkpoint_every=args.checkpoint_every,
+            progress=not args.no_progress,
+            mesh=mesh,
         )
     except NonFiniteLossError as error:
         experiment.write_outputs(

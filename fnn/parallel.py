@@ -1,0 +1,423 @@
+"""Data-parallel training over a device mesh, on one host or several (`jax.distributed`).
+
+The same step as `fnn.train.make_train_step`, placed on a 1-D `Mesh` whose one axis is
+`"data"`:
+
+- the batch is sharded along `"data"` (`NamedSharding(mesh, P("data"))`): each device
+  holds `batch / devices` examples;
+- params and optimiser state are replicated (`NamedSharding(mesh, P())`);
+- the losses average over the batch, so each device's gradient is a partial sum over its
+  examples; XLA inserts the all-reduce that sums them (a `psum` over `"data"`), and every
+  device applies the same optimiser update to its copy of the params.
+
+Nothing else changes: `mode="manual"` runs the hand-written backward passes on each shard
+and `mode="autodiff"` runs `jax.grad`, and the result equals the one-device step up to the
+order of the floating-point sums.
+
+Several processes (hosts): call `initialize_distributed(...)` first, in every process,
+before any other JAX call; `make_data_mesh` then spans the devices of all processes, and
+each process feeds only its share of every global batch
+(`jax.make_array_from_process_local_data`). On CPU the cross-process collectives run over
+gloo (TCP).
+
+Big layers: `fsdp_shardings` shards each dense weight's rows over `"data"` as well
+(fully sharded data parallel): a device keeps `1/devices` of the weight, XLA gathers it
+for the matmuls and scatters the gradient back; the results are the replicated step's.
+"""
+
+from __future__ import annotations
+
+import functools
+import socket
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax import lax
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from fnn.core import Layer, Loss, Params, PRNGKey
+from fnn.train import make_train_step
+
+DATA_AXIS = "data"
+DEFAULT_TIMEOUT_S = 60  # how long a process waits for the coordinator and the others
+
+
+class DistributedError(RuntimeError):
+    """The multi-process runtime could not start (e.g. an unreachable coordinator)."""
+
+
+# ---------------------------------------------------------------------------------------
+# Several processes
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """Splits "HOST:PORT" into `(host, port)`; a ValueError for anything else."""
+    host, sep, port = str(address).rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(
+            f"coordinator address must be HOST:PORT (e.g. 10.0.0.1:1234), got {address!r}"
+        )
+    return host.strip("[]"), int(port)
+
+
+def wait_for_coordinator(address: str, timeout_s: float) -> None:
+    """Waits until a TCP connection to `address` ("HOST:PORT") succeeds, retrying for up to
+    `timeout_s` seconds; raises DistributedError naming the address and the time waited."""
+    host, port = parse_address(address)
+    start = time.monotonic()
+    last: OSError | None = None
+    while True:
+        remaining = timeout_s - (time.monotonic() - start)
+        if remaining <= 0:
+            break
+        try:
+            with socket.create_connection((host, port), timeout=min(remaining, 2.0)):
+                return
+        except OSError as error:
+            last = error
+            time.sleep(min(0.25, max(remaining, 0)))
+    raise DistributedError(
+        f"could not reach the coordinator at {address} within {timeout_s:g} s ({last}); "
+        "start process 0 (--process-id 0) there first, and check the host, the port and "
+        "any firewall"
+    )
+
+
+def initialize_distributed(
+    coordinator: str,
+    num_processes: int,
+    process_id: int,
+    *,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> None:
+    """Joins this process to a multi-process JAX run (`jax.distributed.initialize`).
+
+    Call it in every process, before any other JAX computation. Process 0 runs the
+    coordinator service at `coordinator` ("HOST:PORT", an address the other processes can
+    reach); process `i > 0` first waits up to `timeout_s` seconds for that address to
+    accept TCP connections and raises `DistributedError` if it does not. Once connected,
+    every process waits up to `timeout_s` for all `num_processes` to register; past that
+    JAX's runtime ends the process (SIGABRT, exit status 134, DEADLINE_EXCEEDED in the
+    log). On CPU the collectives are gloo (`jax_cpu_collectives_implementation`).
+
+    Raises:
+      ValueError: a malformed address, or a process id outside [0, num_processes).
+      DistributedError: process `i > 0` could not reach the coordinator within `timeout_s`.
+    """
+    parse_address(coordinator)
+    if not isinstance(num_processes, int) or num_processes < 1:
+        raise ValueError(f"num_processes must be a positive int, got {num_processes!r}")
+    if not isinstance(process_id, int) or not 0 <= process_id < num_processes:
+        raise ValueError(
+            f"process id must be in [0, {num_processes}) for {num_processes} processes, "
+            f"got {process_id!r}"
+        )
+    if num_processes > 1 and process_id > 0:
+        wait_for_coordinator(coordinator, timeout_s)
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(
+        coordinator_address=coordinator,
+        num_processes=num_processes,
+        process_id=process_id,
+        initialization_timeout=max(int(timeout_s), 1),
+    )
+
+
+def is_main_process() -> bool:
+    """Whether this is process 0, the one that writes metrics and checkpoints."""
+    return jax.process_index() == 0
+
+
+# ---------------------------------------------------------------------------------------
+# Meshes and shardings
+
+
+def make_data_mesh(devices: int | None = None) -> Mesh:
+    """A 1-D mesh with axis `"data"` over the first `devices` local devices of every
+    process (all local devices by default): `devices × jax.process_count()` in all,
+    ordered by process, so that each process owns one contiguous block of every batch.
+
+    Raises:
+      ValueError: `devices` is not in [1, local device count].
+    """
+    local = jax.local_device_count()
+    if devices is None:
+        devices = local
+    if not isinstance(devices, int | np.integer) or not 1 <= devices <= local:
+        platform = jax.local_devices()[0].platform
+        raise ValueError(
+            f"--devices {devices}: this process has {local} local {platform} device(s); "
+            f"use a number from 1 to {local} (on CPU, more devices come from "
+            "XLA_FLAGS=--xla_force_host_platform_device_count=N)"
+        )
+    chosen = []
+    for process in range(jax.process_count()):
+        owned = [d for d in jax.devices() if d.process_index == process]
+        chosen.extend(sorted(owned, key=lambda d: d.id)[: int(devices)])
+    return Mesh(np.array(chosen), (DATA_AXIS,))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    """Every device holds the whole array (params, optimiser state, metrics)."""
+    return NamedSharding(mesh, P())
+
+
+def data_sharding(mesh: Mesh) -> NamedSharding:
+    """The leading (batch) axis split over `"data"`: `(batch, ...)` arrays."""
+    return NamedSharding(mesh, P(DATA_AXIS))
+
+
+def batches_sharding(mesh: Mesh) -> NamedSharding:
+    """`(n_batches, batch, ...)` arrays: the batch axis (axis 1) split over `"data"`."""
+    return NamedSharding(mesh, P(None, DATA_AXIS))
+
+
+def check_batch_divisible(batch_size: int, mesh: Mesh) -> None:
+    """Raises a ValueError naming both numbers when `batch_size` does not split evenly
+    over the mesh's devices (fnn does not pad: every device gets the same share)."""
+    n = mesh.size
+    if batch_size % n:
+        lower = max(batch_size // n, 1) * n
+        raise ValueError(
+            f"batch size {batch_size} is not divisible by the {n} devices of the mesh; "
+            f"use a multiple of {n}, e.g. --batch-size {lower} or {lower + n} "
+            f"(or --devices with a divisor of {batch_size})"
+        )
+
+
+def _global(leaf: Any, sharding: NamedSharding, global_shape: tuple[int, ...]) -> jax.Array:
+    """A global array from this process's part of `leaf` (all of it when replicated)."""
+    return jax.make_array_from_process_local_data(sharding, np.asarray(leaf), global_shape)
+
+
+def replicate(tree: Any, mesh: Mesh) -> Any:
+    """Copies every array leaf of `tree` to every device of `mesh` (`P()`). In a
+    multi-process run every process must pass the same values (same seed, same data)."""
+    sharding = replicated(mesh)
+    return jax.tree.map(lambda a: _global(a, sharding, np.shape(a)), tree)
+
+
+def process_rows(batch_size: int, mesh: Mesh) -> slice:
+    """The rows of every global batch that this process feeds: its devices' shares,
+    one contiguous block (`make_data_mesh` orders the devices by process)."""
+    index_map = data_sharding(mesh).addressable_devices_indices_map((batch_size,))
+    starts = [index[0].start or 0 for index in index_map.values()]
+    stops = [batch_size if index[0].stop is None else index[0].stop for index in index_map.values()]
+    return slice(min(starts), max(stops))
+
+
+def shard_batch(local_batch: Any, mesh: Mesh, batch_size: int) -> Any:
+    """A global batch of `batch_size` examples sharded along `"data"`, from this
+    process's rows of it (`local_batch`: arrays `(rows, ...)`, `process_rows` long; in a
+    single-process run, the whole batch).
+
+    Raises:
+      ValueError: `batch_size` is not divisible by the mesh's device count, or the local
+        rows are not this process's share.
+    """
+    check_batch_divisible(batch_size, mesh)
+    rows = process_rows(batch_size, mesh)
+    sharding = data_sharding(mesh)
+
+    def one(a):
+        if np.shape(a)[0] != rows.stop - rows.start:
+            raise ValueError(
+                f"this process feeds rows {rows.start}:{rows.stop} of every batch of "
+                f"{batch_size}, i.e. {rows.stop - rows.start} examples; got {np.shape(a)[0]}"
+            )
+        return _global(a, sharding, (batch_size, *np.shape(a)[1:]))
+
+    return jax.tree.map(one, local_batch)
+
+
+def local_copy(tree: Any) -> Any:
+    """A single-device copy of a replicated tree (this process's first shard of each
+    leaf), for evaluation and checkpoints outside the mesh."""
+    device = jax.local_devices()[0]
+
+    def one(a):
+        if isinstance(a, jax.Array) and len(a.sharding.device_set) > 1:
+            if not a.is_fully_replicated:
+                raise ValueError("local_copy: expected replicated arrays, got a sharded one")
+            return jax.device_put(a.addressable_data(0), device)
+        return a
+
+    return jax.tree.map(one, tree)
+
+
+# ---------------------------------------------------------------------------------------
+# Sharded training
+
+
+def make_sharded_train_step(
+    net: Layer,
+    loss: Loss,
+    optimizer: optax.GradientTransformation,
+    mode: str = "manual",
+    *,
+    mesh: Mesh,
+) -> Callable:
+    """Returns `step(params, opt_state, batch) -> (params, opt_state, metrics)`, the data-
+    parallel form of `fnn.train.make_train_step`.
+
+    Inputs: params and opt_state replicated over `mesh` (`replicate`), the batch `(x, y)`
+    sharded along `"data"` (`shard_batch`), or plain arrays, which jit places so.
+    Outputs: replicated. The batch size must be divisible by `mesh.size` (a ValueError
+    naming both numbers otherwise).
+    """
+    step = make_train_step(net, loss, optimizer, mode, jit=False)
+    rep, data = replicated(mesh), data_sharding(mesh)
+    compiled = jax.jit(step, in_shardings=(rep, rep, (data, data)), out_shardings=(rep, rep, rep))
+
+    @functools.wraps(step)
+    def sharded_step(params, opt_state, batch):
+        check_batch_divisible(int(np.shape(batch[0])[0]), mesh)
+        return compiled(params, opt_state, batch)
+
+    sharded_step.compiled = compiled  # the jitted function, for lowering and benchmarks
+    return sharded_step
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def epoch_order(key: PRNGKey, epoch: jax.Array, n: int, batch_size: int) -> jax.Array:
+    """The example indices of each step of an epoch, `(n // batch_size, batch_size)`:
+    the order `fnn.train.make_epoch_fn` uses (a permutation by `fold_in(key, epoch)`,
+    the last `n % batch_size` dropped), so both paths see the same batches."""
+    order = jax.random.permutation(jax.random.fold_in(key, epoch), n)
+    n_batches = n // batch_size
+    return order[: n_batches * batch_size].reshape(n_batches, batch_size)
+
+
+@functools.lru_cache(maxsize=32)
+def make_sharded_epoch_fn(
+    net: Layer,
+    loss: Loss,
+    optimizer: optax.GradientTransformation,
+    mode: str = "manual",
+    *,
+    mesh: Mesh,
+    batch_size: int,
+) -> Callable:
+    """Returns `epoch(params, opt_state, key, epoch, x, y) -> (params, opt_state,
+    mean_loss)`, the data-parallel form of `fnn.train.make_epoch_fn` (same signature,
+    same batches, one compiled `lax.scan` per epoch).
+
+    `x: (n, ...)`, `y: (n, ...)` are the whole training split, the same in every process.
+    Each epoch the host computes the order (`epoch_order`), each process gathers only its
+    rows of every batch (`process_rows`) and the batches become one global array
+    `(n_batches, batch_size, ...)` sharded along axis 1 over `"data"`. params and
+    opt_state come in and go out replicated (`replicate`).
+    """
+    check_batch_divisible(batch_size, mesh)
+    step = make_train_step(net, loss, optimizer, mode, jit=False)
+    rep, batches = replicated(mesh), batches_sharding(mesh)
+
+    def scan_epoch(params, opt_state, xs, ys):
+        def body(carry, batch):
+            params, opt_state = carry
+            params, opt_state, metrics = step(params, opt_state, batch)
+            return (params, opt_state), metrics["loss"]
+
+        (params, opt_state), losses = lax.scan(body, (params, opt_state), (xs, ys))
+        return params, opt_state, jnp.mean(losses)
+
+    compiled = jax.jit(
+        scan_epoch, in_shardings=(rep, rep, batches, batches), out_shardings=(rep, rep, rep)
+    )
+    rows = process_rows(batch_size, mesh)
+
+    def run_epoch(params, opt_state, key, epoch, x, y):
+        n = int(np.shape(x)[0])
+        if n < batch_size:
+            raise ValueError(f"batch size {batch_size} is larger than the {n} training examples")
+        order = np.asarray(epoch_order(key, epoch, n, batch_size))[:, rows]  # this process's
+        x, y = np.asarray(x), np.asarray(y)
+        xs = _global(x[order], batches, (order.shape[0], batch_size, *x.shape[1:]))
+        ys = _global(y[order], batches, (order.shape[0], batch_size, *y.shape[1:]))
+        return compiled(params, opt_state, xs, ys)
+
+    return run_epoch
+
+
+# ---------------------------------------------------------------------------------------
+# Big layers: fully sharded data parallel
+
+
+def fsdp_shardings(params: Params, mesh: Mesh, *, min_rows: int = 1) -> Any:
+    """Shardings for `params` that split every 2-D weight's rows (`W: (in, out)`) over
+    `"data"` when `in` is divisible by the mesh size (and at least `min_rows`); other
+    leaves (biases, odd shapes) stay replicated. A tree of `NamedSharding`s like params."""
+    n = mesh.size
+
+    def one(a):
+        shape = tuple(a.shape) if hasattr(a, "shape") else np.shape(a)
+        if len(shape) == 2 and shape[0] % n == 0 and shape[0] >= min_rows:
+            return NamedSharding(mesh, P(DATA_AXIS, None))
+        return replicated(mesh)
+
+    return jax.tree.map(one, params)
+
+
+def shard_params(params: Params, shardings: Any) -> Params:
+    """Places `params` by `shardings` (from `fsdp_shardings`), from the full values that
+    every process holds."""
+    return jax.tree.map(lambda a, s: _global(a, s, np.shape(a)), params, shardings)
+
+
+def make_fsdp_train_step(
+    net: Layer,
+    loss: Loss,
+    optimizer: optax.GradientTransformation,
+    mode: str = "manual",
+    *,
+    mesh: Mesh,
+    params: Params,
+) -> tuple[Callable, Params, Any]:
+    """A data-parallel step whose large weights stay sharded (FSDP): the batch is split
+    over `"data"` and so are the rows of each dense weight (`fsdp_shardings`); XLA gathers
+    a weight where a matmul needs it whole and reduce-scatters its gradient. Optimiser
+    state follows the params' shardings.
+
+    Returns `(step, sharded_params, sharded_opt_state)`; `step(params, opt_state, batch)`
+    as in `make_sharded_train_step`, with params and opt_state kept sharded.
+    """
+    shardings = fsdp_shardings(params, mesh)
+    params = shard_params(params, shardings)
+    # The same rule for the optimiser state: moments shaped like a weight are sharded like
+    # it; scalars such as Adam's step count are replicated.
+    opt_shardings = fsdp_shardings(jax.eval_shape(optimizer.init, params), mesh)
+    opt_state = jax.jit(optimizer.init, out_shardings=opt_shardings)(params)
+    step = make_train_step(net, loss, optimizer, mode, jit=False)
+    data = data_sharding(mesh)
+    compiled = jax.jit(
+        step,
+        in_shardings=(shardings, opt_shardings, (data, data)),
+        out_shardings=(shardings, opt_shardings, replicated(mesh)),
+    )
+
+    def fsdp_step(params, opt_state, batch):
+        check_batch_divisible(int(np.shape(batch[0])[0]), mesh)
+        return compiled(params, opt_state, batch)
+
+    return fsdp_step, params, opt_state
+
+
+def describe_mesh(mesh: Mesh) -> str:
+    """E.g. "8 cpu devices on 1 process" — for logs and metrics."""
+    platform = mesh.devices.flat[0].platform
+    processes = len({d.process_index for d in mesh.devices.flat})
+    plural = "es" if processes > 1 else ""
+    return f"{mesh.size} {platform} devices on {processes} process{plural}"
+
+
+def log(message: str) -> None:
+    """Prints `message` to stderr from process 0 only."""
+    if is_main_process():
+        print(message, file=sys.stderr, flush=True)

@@ -1,0 +1,188 @@
+"""Subprocess worker for tests/test_parallel.py: runs with its own XLA_FLAGS (forced CPU
+devices) or as one of several `jax.distributed` processes, and prints one JSON line of
+measured differences for the test to judge.
+
+    python tests/parallel_worker.py mesh OUT_DIR             # 8 forced devices
+    python tests/parallel_worker.py distributed PORT N I OUT  # process I of N
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+jax.config.update("jax_numpy_rank_promotion", "raise")
+
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+
+import fnn  # noqa: E402
+from fnn import parallel  # noqa: E402
+
+
+def rel_err(a, b) -> float:
+    """max over leaves of max|a − b| / max|b|."""
+    errs = [
+        float(np.max(np.abs(np.asarray(x) - np.asarray(y))) / max(np.max(np.abs(y)), 1e-300))
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+    ]
+    return max(errs)
+
+
+def problem(dtype: str, batch: int = 64):
+    net = fnn.mlp([32, 10])
+    loss = fnn.softmax_cross_entropy()
+    params = fnn.init(net, jax.random.PRNGKey(0), (20,), jnp.dtype(dtype))
+    x = jax.random.normal(jax.random.PRNGKey(1), (batch, 20), jnp.dtype(dtype))
+    y = jax.random.randint(jax.random.PRNGKey(2), (batch,), 0, 10)
+    return net, loss, params, x, y
+
+
+def step_errors(mesh) -> dict:
+    """One SGD step and one Adam step, sharded vs one device, per dtype and grad mode."""
+    out = {}
+    for dtype in ("float32", "float64"):
+        for mode in ("manual", "autodiff"):
+            net, loss, params, x, y = problem(dtype)
+            for name, opt in (("sgd", optax.sgd(0.1)), ("adam", optax.adam(1e-3))):
+                state = opt.init(params)
+                plain = fnn.make_train_step(net, loss, opt, mode)
+                sharded = parallel.make_sharded_train_step(net, loss, opt, mode, mesh=mesh)
+                p1, _, m1 = plain(params, state, (x, y))
+                p_rep, s_rep = parallel.replicate((params, state), mesh)
+                p2, _, m2 = sharded(p_rep, s_rep, parallel.shard_batch((x, y), mesh, 64))
+                out[f"{dtype}/{mode}/{name}/params"] = rel_err(p2, p1)
+                out[f"{dtype}/{mode}/{name}/loss"] = rel_err(m2["loss"], m1["loss"])
+            grads_1 = fnn.value_and_grad(net, loss, mode)(params, x, y)[1]
+            grad_fn = jax.jit(
+                fnn.value_and_grad(net, loss, mode),
+                in_shardings=(parallel.replicated(mesh), parallel.data_sharding(mesh), None),
+                out_shardings=parallel.replicated(mesh),
+            )
+            out[f"{dtype}/{mode}/grads"] = rel_err(grad_fn(params, x, y)[1], grads_1)
+            out["replicated_spec"] = str(p2[0]["W"].sharding.spec)
+    try:
+        sharded(p_rep, s_rep, (x[:60], y[:60]))
+        out["indivisible_error"] = None
+    except ValueError as error:
+        out["indivisible_error"] = str(error)
+    return out
+
+
+def fsdp_errors(mesh) -> dict:
+    """Three Adam steps with weight rows sharded over "data" vs the replicated step."""
+    out = {}
+    for mode in ("manual", "autodiff"):
+        net = fnn.mlp([64, 10])
+        loss = fnn.softmax_cross_entropy()
+        params = fnn.init(net, jax.random.PRNGKey(3), (48,), jnp.float64)
+        opt = optax.adam(1e-2)
+        step, p_fsdp, s_fsdp = parallel.make_fsdp_train_step(
+            net, loss, opt, mode, mesh=mesh, params=params
+        )
+        out["fsdp_W0_spec"] = str(p_fsdp[0]["W"].sharding.spec)
+        out["fsdp_W0_shard_shape"] = list(p_fsdp[0]["W"].addressable_shards[0].data.shape)
+        plain = fnn.make_train_step(net, loss, opt, mode)
+        p_plain, s_plain = params, opt.init(params)
+        for k in range(3):
+            x = jax.random.normal(jax.random.PRNGKey(10 + k), (32, 48), jnp.float64)
+            y = jax.random.randint(jax.random.PRNGKey(20 + k), (32,), 0, 10)
+            p_plain, s_plain, _ = plain(p_plain, s_plain, (x, y))
+            p_fsdp, s_fsdp, _ = step(p_fsdp, s_fsdp, parallel.shard_batch((x, y), mesh, 32))
+        out[f"fsdp/{mode}"] = rel_err(p_fsdp, p_plain)
+    return out
+
+
+def cli_errors(out_dir: Path) -> dict:
+    """`fnn train` for 3 epochs on digits over 8 devices and over 1, in both dtypes."""
+    from fnn.cli import main
+
+    out = {}
+    for dtype in ("float32", "float64"):
+        runs = {}
+        for devices in (8, 1):
+            run_dir = out_dir / f"{dtype}-{devices}"
+            argv = ["train", "--hidden", "32", "--epochs", "3", "--no-progress", "--dtype"]
+            argv += [dtype, "--devices", str(devices), "--out", str(run_dir)]
+            code = main(argv)
+            assert code == 0, (argv, code)
+            metrics = json.loads((run_dir / "metrics.json").read_text())
+            with np.load(run_dir / "checkpoint.npz") as saved:  # params and optimiser state
+                arrays = [saved[k] for k in sorted(saved.files) if saved[k].dtype.kind == "f"]
+            runs[devices] = (metrics["history"], arrays)
+        out[f"cli/{dtype}/train_loss"] = rel_err(runs[8][0]["train_loss"], runs[1][0]["train_loss"])
+        out[f"cli/{dtype}/test_accuracy"] = rel_err(
+            runs[8][0]["test_accuracy"], runs[1][0]["test_accuracy"]
+        )
+        out[f"cli/{dtype}/params"] = rel_err(runs[8][1], runs[1][1])
+    return out
+
+
+def main_mesh(out_dir: str) -> dict:
+    mesh = parallel.make_data_mesh()
+    result = {"devices": mesh.size}
+    result.update(step_errors(mesh))
+    result.update(fsdp_errors(mesh))
+    result.update(cli_errors(Path(out_dir)))
+    return result
+
+
+def global_batches(k: int, batch: int):
+    """The same K global batches in every process: digits-like random data."""
+    keys = jax.random.split(jax.random.PRNGKey(7), k)
+    xs = [jax.random.normal(kk, (batch, 20), jnp.float64) for kk in keys]
+    ys = [jax.random.randint(jax.random.fold_in(kk, 1), (batch,), 0, 10) for kk in keys]
+    return xs, ys
+
+
+def main_distributed(port: int, num_processes: int, process_id: int, out_dir: str) -> dict:
+    parallel.initialize_distributed(f"127.0.0.1:{port}", num_processes, process_id, timeout_s=60)
+    mesh = parallel.make_data_mesh()
+    net, loss, params, _, _ = problem("float64")
+    opt = optax.adam(1e-2)
+    batch, k = 16, 5
+    xs, ys = global_batches(k, batch)
+    rows = parallel.process_rows(batch, mesh)
+    step = parallel.make_sharded_train_step(net, loss, opt, "manual", mesh=mesh)
+    p, s = parallel.replicate((params, opt.init(params)), mesh)
+    for x, y in zip(xs, ys, strict=True):  # each process feeds its rows of every batch
+        local = (np.asarray(x)[rows], np.asarray(y)[rows])
+        p, s, _ = step(p, s, parallel.shard_batch(local, mesh, batch))
+    # The same K global batches on one device, in this process alone.
+    plain = fnn.make_train_step(net, loss, opt, "manual")
+    q, t = params, opt.init(params)
+    for x, y in zip(xs, ys, strict=True):
+        q, t, _ = plain(q, t, (x, y))
+    # fit over the mesh (sharded epochs, local evaluation) vs fit on one device.
+    x_all = jnp.concatenate(xs)
+    y_all = jnp.concatenate(ys)
+    common = dict(key=jax.random.PRNGKey(5), epochs=2, batch_size=16, progress=False)
+    fit_mesh = fnn.train.fit(net, loss, opt, params, (x_all, y_all), **common, mesh=mesh)
+    fit_one = fnn.train.fit(net, loss, opt, params, (x_all, y_all), **common)
+    result = {
+        "process": jax.process_index(),
+        "processes": jax.process_count(),
+        "devices": mesh.size,
+        "rows": [rows.start, rows.stop],
+        "step_params": rel_err(parallel.local_copy(p), q),
+        "fit_params": rel_err(parallel.local_copy(fit_mesh.params), fit_one.params),
+        "fit_train_loss": rel_err(fit_mesh.history["train_loss"], fit_one.history["train_loss"]),
+    }
+    Path(out_dir, f"process{process_id}.json").write_text(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    command, *args = sys.argv[1:]
+    if command == "mesh":
+        result = main_mesh(args[0])
+    elif command == "distributed":
+        result = main_distributed(int(args[0]), int(args[1]), int(args[2]), args[3])
+    else:
+        raise SystemExit(f"unknown command {command!r}")
+    print("RESULT " + json.dumps(result), flush=True)

@@ -1,0 +1,199 @@
+"""Data parallel over a mesh and over several processes: every run is a subprocess with
+its own environment (forced CPU devices, jax.distributed on 127.0.0.1), always ended by a
+timeout; this process never sets XLA_FLAGS. tests/parallel_worker.py does the work and
+prints its measurements; the tests judge them."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import pytest
+
+from fnn import parallel
+
+WORKER = Path(__file__).with_name("parallel_worker.py")
+ROOT = WORKER.parent.parent
+FNN = [sys.executable, "-c", "import sys; from fnn.cli import main; sys.exit(main(sys.argv[1:]))"]
+
+
+def free_port() -> int:
+    """A port nobody listens on now (bound to 0 on 127.0.0.1 and released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def env(devices: int | None = None) -> dict[str, str]:
+    values = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    values["JAX_PLATFORMS"] = "cpu"
+    if devices is not None:
+        values["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    return values
+
+
+def result_of(output: str) -> dict:
+    lines = [line for line in output.splitlines() if line.startswith("RESULT ")]
+    assert lines, output[-3000:]
+    return json.loads(lines[-1].removeprefix("RESULT "))
+
+
+@pytest.fixture(scope="module")
+def mesh_run(tmp_path_factory):
+    """One subprocess with 8 forced CPU devices: steps, FSDP and `fnn train` runs."""
+    out = tmp_path_factory.mktemp("mesh")
+    done = subprocess.run(
+        [sys.executable, str(WORKER), "mesh", str(out)],
+        env=env(8),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return result_of(done.stdout)
+
+
+TOLERANCE = {"float32": 1e-5, "float64": 1e-12}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("mode", ["manual", "autodiff"])
+def test_eight_device_step_equals_one_device_step(mesh_run, dtype, mode):
+    assert mesh_run["devices"] == 8
+    assert mesh_run["replicated_spec"] == "P()"
+    for what in ("sgd/params", "sgd/loss", "adam/params", "adam/loss", "grads"):
+        assert mesh_run[f"{dtype}/{mode}/{what}"] <= TOLERANCE[dtype], what
+
+
+def test_batch_not_divisible_by_devices_names_both_numbers(mesh_run):
+    message = mesh_run["indivisible_error"]
+    assert message is not None
+    assert "batch size 60" in message and "8 devices" in message
+
+
+def test_fsdp_step_shards_weights_and_equals_the_replicated_step(mesh_run):
+    assert mesh_run["fsdp_W0_spec"] == "P('data', None)"
+    assert mesh_run["fsdp_W0_shard_shape"] == [48 // 8, 64]  # each device: 1/8 of the rows
+    assert mesh_run["fsdp/manual"] <= 1e-12
+    assert mesh_run["fsdp/autodiff"] <= 1e-12
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_fnn_train_on_eight_devices_equals_one_device(mesh_run, dtype):
+    assert mesh_run[f"cli/{dtype}/train_loss"] <= TOLERANCE[dtype]
+    assert mesh_run[f"cli/{dtype}/test_accuracy"] == 0.0
+    assert mesh_run[f"cli/{dtype}/params"] <= TOLERANCE[dtype]
+
+
+def _run_processes(commands: list[list[str]], timeout: float) -> list[subprocess.CompletedProcess]:
+    """Starts every command at once; kills them all if any is still running at `timeout`."""
+    procs = [
+        subprocess.Popen(
+            c, env=env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for c in commands
+    ]
+    done = []
+    try:
+        for proc in procs:
+            stdout, stderr = proc.communicate(timeout=timeout)
+            done.append(subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    return done
+
+
+def test_two_processes_reach_the_one_process_params(tmp_path):
+    port = free_port()
+    commands = [
+        [sys.executable, str(WORKER), "distributed", str(port), "2", str(i), str(tmp_path)]
+        for i in range(2)
+    ]
+    done = _run_processes(commands, timeout=180)
+    for d in done:
+        assert d.returncode == 0, d.stderr[-3000:]
+    results = [result_of(d.stdout) for d in done]
+    assert [r["process"] for r in results] == [0, 1]
+    assert all(r["processes"] == 2 and r["devices"] == 2 for r in results)
+    assert [r["rows"] for r in results] == [[0, 8], [8, 16]]  # each feeds half of a batch
+    for r in results:
+        assert r["step_params"] <= 1e-12  # 5 Adam steps, float64
+        assert r["fit_params"] <= 1e-12  # 2 epochs of fit over the mesh
+        assert r["fit_train_loss"] <= 1e-12
+
+
+def test_fnn_train_on_two_processes_writes_from_process_zero_only(tmp_path):
+    port = free_port()
+    outs = [tmp_path / "p0", tmp_path / "p1"]
+    commands = [
+        [*FNN, "train", "--hidden", "16", "--epochs", "2"]
+        + ["--no-progress", "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2"]
+        + ["--process-id", str(i), "--out", str(outs[i])]
+        for i in range(2)
+    ]
+    done = _run_processes(commands, timeout=180)
+    for d in done:
+        assert d.returncode == 0, d.stderr[-3000:]
+    assert "data-parallel over 2 cpu devices on 2 processes" in done[0].stdout
+    printed = [line for line in done[1].stdout.splitlines() if not line.startswith("[Gloo]")]
+    assert printed == []  # process 1 prints nothing of its own (gloo's C++ log aside)
+    metrics = json.loads((outs[0] / "metrics.json").read_text())
+    assert metrics["epochs"] == 2 and metrics["test_accuracy"] > 0.5
+    assert (outs[0] / "checkpoint.npz").exists()
+    assert not outs[1].exists()
+
+
+def test_unreachable_coordinator_is_a_clear_error_within_the_timeout():
+    port = free_port()  # nobody listens there
+    command = [*FNN, "train", "--coordinator", f"127.0.0.1:{port}"]
+    command += ["--num-processes", "2", "--process-id", "1", "--coordinator-timeout", "3"]
+    done = subprocess.run(command, env=env(), cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert f"could not reach the coordinator at 127.0.0.1:{port} within 3 s" in done.stderr
+
+
+# In-process checks that need no devices beyond the one this process has.
+
+
+def test_bad_addresses_and_ids_are_value_errors():
+    with pytest.raises(ValueError, match="HOST:PORT"):
+        parallel.parse_address("localhost")
+    with pytest.raises(ValueError, match="HOST:PORT"):
+        parallel.parse_address("localhost:99999")
+    with pytest.raises(ValueError, match=r"process id must be in \[0, 2\)"):
+        parallel.initialize_distributed("127.0.0.1:1234", 2, 2)
+
+
+def test_mesh_of_more_devices_than_there_are_names_the_count():
+    local = jax.local_device_count()
+    with pytest.raises(ValueError, match=f"has {local} local cpu device"):
+        parallel.make_data_mesh(local + 1)
+
+
+def test_one_device_mesh_step_equals_the_plain_step():
+    import jax.numpy as jnp
+    import numpy as np
+    import optax
+
+    import fnn
+
+    mesh = parallel.make_data_mesh(1)
+    net, loss = fnn.mlp([8, 3]), fnn.softmax_cross_entropy()
+    params = fnn.init(net, jax.random.PRNGKey(0), (4,), jnp.float64)
+    x = jax.random.normal(jax.random.PRNGKey(1), (6, 4), jnp.float64)
+    y = jnp.array([0, 1, 2, 0, 1, 2])
+    opt = optax.sgd(0.1)
+    p1, _, _ = fnn.make_train_step(net, loss, opt)(params, opt.init(params), (x, y))
+    step = parallel.make_sharded_train_step(net, loss, opt, mesh=mesh)
+    p2, _, _ = step(*parallel.replicate((params, opt.init(params)), mesh), (x, y))
+    for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p2), strict=True):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-14, atol=0)
