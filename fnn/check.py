@@ -33,6 +33,7 @@ import jax.test_util
 import numpy as np
 
 from fnn import activations as A
+from fnn import conv as C
 from fnn import initializers, losses
 from fnn.core import Layer, Loss, choose
 from fnn.grad import as_custom_vjp, loss_as_custom_vjp, value_and_grad
@@ -351,6 +352,36 @@ def _soft(rng, shape=(6, 5)):
     return 2 * rng.normal(size=shape), t / t.sum(-1, keepdims=True)
 
 
+# Convolution, pooling and flatten on small NHWC (NWC) inputs: (factory, in_shape).
+CONV_LAYERS: dict[str, tuple[Callable[[], Layer], tuple[int, ...]]] = {
+    "conv2d": (lambda: C.conv2d(3, 3), (6, 6, 2)),
+    "conv2d_stride2": (lambda: C.conv2d(3, 3, stride=2), (6, 6, 2)),
+    "conv2d_valid": (lambda: C.conv2d(3, 3, padding="VALID"), (6, 6, 2)),
+    "conv2d_valid_stride2_odd": (lambda: C.conv2d(3, 3, stride=2, padding="VALID"), (6, 7, 2)),
+    "conv2d_dilation2": (lambda: C.conv2d(3, 3, dilation=2), (6, 6, 2)),
+    "conv2d_explicit_padding": (
+        lambda: C.conv2d(3, (3, 2), stride=(2, 1), padding=((1, 2), (0, 1))),
+        (6, 6, 2),
+    ),
+    "conv2d_no_bias": (lambda: C.conv2d(3, 3, use_bias=False), (6, 6, 2)),
+    "conv1d": (lambda: C.conv1d(3, 3), (7, 2)),
+    "conv1d_stride2_valid_dilation2": (
+        lambda: C.conv1d(3, 3, stride=2, padding="VALID", dilation=2),
+        (9, 2),
+    ),
+    "max_pool": (lambda: C.max_pool(2), (6, 6, 2)),
+    "max_pool_3x3_stride1_same": (lambda: C.max_pool(3, 1, "SAME"), (5, 6, 2)),
+    "max_pool_1d": (lambda: C.max_pool((3,), 2, "SAME"), (7, 2)),
+    "avg_pool": (lambda: C.avg_pool(2), (6, 6, 2)),
+    "avg_pool_3x3_stride2_same": (lambda: C.avg_pool(3, 2, "SAME"), (6, 5, 2)),
+    "flatten": (C.flatten, (4, 3, 2)),
+    "cnn": (lambda: C.cnn(3, channels=(2, 3), strides=(1, 2), hidden=(4,)), (6, 6, 1)),
+    "cnn_pooled": (
+        lambda: serial(C.conv2d(3, 3), A.tanh(), C.max_pool(2), C.avg_pool(2, 1), C.flatten()),
+        (6, 6, 1),
+    ),
+}
+
 BUILTIN_CHECKS: dict[str, Callable[[str], CheckResult]] = {
     "dense": _layer_case(lambda: dense(3), (5,)),
     "dense_no_bias": _layer_case(lambda: dense(3, use_bias=False), (5,)),
@@ -370,6 +401,7 @@ BUILTIN_CHECKS: dict[str, Callable[[str], CheckResult]] = {
         if name != "identity"
     },
     "serial_dense_softmax": _layer_case(lambda: serial(dense(4), A.softmax()), (3,)),
+    **{name: _layer_case(factory, shape) for name, (factory, shape) in CONV_LAYERS.items()},
     "tutorial_model": _tutorial_model,
 }
 
