@@ -4,7 +4,7 @@ Every layer, activation and loss is a pair of pure functions, forward and backwa
 a parameter pytree; the backward is written by hand and checked against `jax.grad`.
 """
 
-from fnn import initializers, train
+from fnn import initializers, parallel, per_example, train
 from fnn.activations import (
     elu,
     gelu,
@@ -32,6 +32,7 @@ from fnn.losses import (
     softmax_cross_entropy,
 )
 from fnn.network import mlp, serial
+from fnn.per_example import per_example_grads, per_example_value_and_grads
 from fnn.train import make_train_step
 
 __version__ = "0.1.0"
@@ -61,6 +62,10 @@ __all__ = [
     "make_train_step",
     "mean_squared_error",
     "mlp",
+    "parallel",
+    "per_example",
+    "per_example_grads",
+    "per_example_value_and_grads",
     "relu",
     "run_checks",
     "serial",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 
 import jax
@@ -11,6 +12,19 @@ from fnn.activations import get_activation
 from fnn.core import Layer
 from fnn.initializers import Initializer
 from fnn.layers import dense
+
+# serial's forward function -> the layers it chains (for `chain_of`); weak keys: a chain
+# forgotten by its user is dropped here too.
+_CHAINS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def chain_of(net: Layer) -> tuple[Layer, ...] | None:
+    """The layers that `serial` chained into `net`, in order; None when `net` was not
+    built by `serial` (or `mlp`). Used by `fnn.per_example` to walk a network."""
+    try:
+        return _CHAINS.get(net.forward)
+    except TypeError:  # a forward that cannot be weakly referenced: not serial's
+        return None
 
 
 def serial(*layers: Layer) -> Layer:
@@ -53,6 +67,7 @@ def serial(*layers: Layer) -> Layer:
             grads[i], dy = layers[i].backward(params[i], residuals[i], dy)  # chain rule
         return tuple(grads), dy
 
+    _CHAINS[forward] = tuple(layers)
     return Layer(init, forward, backward, name)
 
 

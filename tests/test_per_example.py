@@ -1,0 +1,108 @@
+"""Hand-written per-example gradients equal jax.vmap(jax.grad(...)) of each example's own
+loss (float64, tight tolerance), their mean is the batch gradient, and a layer they do not
+support is a clear error."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import fnn
+from fnn.per_example import clip_and_noise, per_example_grads_autodiff
+
+RTOL, ATOL = 1e-12, 1e-14
+# Compiled once per (net, loss): much faster than op-by-op dispatch, same values.
+manual = jax.jit(fnn.per_example_value_and_grads, static_argnums=(0, 1))
+reference = jax.jit(per_example_grads_autodiff, static_argnums=(0, 1))
+
+
+def _data(loss_name: str, batch: int, out: int):
+    x = jax.random.normal(jax.random.PRNGKey(1), (batch, 5), jnp.float64)
+    if loss_name == "softmax_cross_entropy":
+        y = jax.random.randint(jax.random.PRNGKey(2), (batch,), 0, out)
+    else:
+        y = jax.random.uniform(jax.random.PRNGKey(2), (batch, out), jnp.float64)
+    return x, y
+
+
+def _assert_trees_close(a, b, rtol=RTOL, atol=ATOL):
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        assert u.shape == v.shape and u.dtype == v.dtype
+        np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=rtol, atol=atol)
+
+
+CASES = [
+    ("relu", "softmax_cross_entropy"),
+    ("tanh", "mean_squared_error"),
+    ("sigmoid", "sigmoid_binary_cross_entropy"),
+    ("gelu", "huber"),
+    ("leaky_relu", "mean_squared_error"),
+]
+
+
+@pytest.mark.parametrize(("activation", "loss_name"), CASES)
+def test_manual_per_example_grads_equal_vmap_of_grad(activation, loss_name):
+    net = fnn.serial(fnn.mlp([16, 8], activation), fnn.tanh(), fnn.dense(3))  # nested chain
+    loss = fnn.get_loss(loss_name)
+    params = fnn.init(net, jax.random.PRNGKey(0), (5,), jnp.float64)
+    x, y = _data(loss_name, 7, 3)
+    losses, grads = manual(net, loss, params, x, y)
+    _assert_trees_close(grads, reference(net, loss, params, x, y))
+    each = jnp.stack(
+        [loss.forward(net.forward(params, x[i : i + 1])[0], y[i : i + 1])[0] for i in range(7)]
+    )
+    np.testing.assert_allclose(np.asarray(losses), np.asarray(each), rtol=RTOL)
+
+
+def test_mean_of_per_example_grads_is_the_batch_gradient():
+    net, loss = fnn.mlp([12, 4], "tanh"), fnn.softmax_cross_entropy()
+    params = fnn.init(net, jax.random.PRNGKey(3), (5,), jnp.float64)
+    x, y = _data("softmax_cross_entropy", 9, 4)
+    grads = manual(net, loss, params, x, y)[1]
+    _, batch_grads = fnn.value_and_grad(net, loss)(params, x, y)
+    _assert_trees_close(jax.tree.map(lambda g: jnp.mean(g, axis=0), grads), batch_grads)
+
+
+def test_shapes_jit_and_no_bias():
+    net = fnn.serial(fnn.dense(6, use_bias=False), fnn.relu(), fnn.dense(2))
+    loss = fnn.mean_squared_error()
+    params = fnn.init(net, jax.random.PRNGKey(0), (5,), jnp.float64)
+    x, y = _data("mean_squared_error", 4, 2)
+    grads = jax.jit(fnn.per_example_grads, static_argnums=(0, 1))(net, loss, params, x, y)
+    assert grads[0]["W"].shape == (4, 5, 6) and "b" not in grads[0]
+    assert grads[2]["W"].shape == (4, 6, 2) and grads[2]["b"].shape == (4, 2)
+    _assert_trees_close(grads, reference(net, loss, params, x, y))
+
+
+def test_float32_stays_float32():
+    net, loss = fnn.mlp([8, 3]), fnn.softmax_cross_entropy()
+    params = fnn.init(net, jax.random.PRNGKey(0), (5,), jnp.float32)
+    x = jax.random.normal(jax.random.PRNGKey(1), (4, 5), jnp.float32)
+    y = jnp.array([0, 1, 2, 0])
+    grads = manual(net, loss, params, x, y)[1]
+    assert all(g.dtype == jnp.float32 for g in jax.tree.leaves(grads))
+    _assert_trees_close(grads, reference(net, loss, params, x, y), 1e-5, 1e-6)
+
+
+def test_unsupported_layer_is_a_clear_error():
+    custom = fnn.Layer(fnn.identity().init, fnn.identity().forward, fnn.identity().backward, "mine")
+    net = fnn.serial(fnn.dense(4), custom, fnn.dense(2))
+    params = fnn.init(net, jax.random.PRNGKey(0), (3,), jnp.float64)
+    x, y = _data("mean_squared_error", 2, 2)
+    with pytest.raises(ValueError, match=r"layer net\[1\] \(mine\) is not supported"):
+        fnn.per_example_grads(net, fnn.mean_squared_error(), params, x[:, :3], y)
+
+
+def test_clip_and_noise_clips_each_example_and_adds_noise_from_the_key():
+    grads = {"W": jnp.array([[3.0, 4.0], [0.3, 0.4]], jnp.float64)}  # norms 5 and 0.5
+    clean = clip_and_noise(grads, 1.0, 0.0, key=jax.random.PRNGKey(0))
+    # (clip(g_1) + clip(g_2)) / 2 = ([0.6, 0.8] + [0.3, 0.4]) / 2
+    np.testing.assert_allclose(np.asarray(clean["W"]), [0.45, 0.6], rtol=1e-12)
+    a = clip_and_noise(grads, 1.0, 1.0, key=jax.random.PRNGKey(1))
+    b = clip_and_noise(grads, 1.0, 1.0, key=jax.random.PRNGKey(1))
+    c = clip_and_noise(grads, 1.0, 1.0, key=jax.random.PRNGKey(2))
+    np.testing.assert_array_equal(np.asarray(a["W"]), np.asarray(b["W"]))
+    assert not np.allclose(np.asarray(a["W"]), np.asarray(c["W"]))
