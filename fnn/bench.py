@@ -81,6 +81,8 @@ class Workload:
       learning_rate: the SGD step size.
       w_init: the weight initialiser ("uniform" is the tutorial's U(0, 1) × 0.01).
       description: one line for reports.
+      per_example: a per-example-gradients case: only `autodiff` (the batch gradient)
+        and `PER_EXAMPLE_IMPLS` run on it, and those run on nothing else.
     """
 
     name: str
@@ -93,6 +95,7 @@ class Workload:
     learning_rate: float = 0.01
     w_init: str = "glorot_uniform"
     description: str = ""
+    per_example: bool = False
 
     @property
     def weights(self) -> int:
@@ -202,10 +205,29 @@ WORKLOADS: dict[str, Workload] = {
             4,
             description="a tiny relu MLP for tests",
         ),
+        Workload(
+            "per_example",
+            64,
+            (256, 128, 10),
+            "relu",
+            "softmax_ce",
+            128,
+            10,
+            description="per-example gradients of a digits MLP 64-256-128-10 relu, batch 128",
+            per_example=True,
+        ),
     ]
 }
 
-CPU_WORKLOADS = ("tutorial", "mlp_b256", "mlp_b4096", "deep_sigmoid", "deep_tanh", "deep_relu")
+CPU_WORKLOADS = (
+    "tutorial",
+    "mlp_b256",
+    "mlp_b4096",
+    "deep_sigmoid",
+    "deep_tanh",
+    "deep_relu",
+    "per_example",
+)
 GPU_WORKLOADS = (
     "tutorial",
     "mlp_b256",
@@ -214,14 +236,20 @@ GPU_WORKLOADS = (
     "deep_tanh_4096",
     "deep_relu_4096",
     "wide_8192x3",
+    "per_example",
 )
-QUICK_WORKLOADS = ("tutorial", "mlp_b256", "deep_relu")
+QUICK_WORKLOADS = ("tutorial", "mlp_b256", "deep_relu", "per_example")
 QUICK_STEPS = {"tutorial": 2_000}
 
 JAX_IMPLS = ("manual", "autodiff", "manual_scan", "autodiff_scan", "custom_vjp")
 PEER_IMPLS = ("equinox", "flax_nnx", "torch")
-IMPLS = (*JAX_IMPLS, "numpy", *PEER_IMPLS)
-REFERENCE = {"manual_scan": "autodiff_scan", "autodiff_scan": "autodiff_scan"}
+PER_EXAMPLE_IMPLS = ("per_example", "per_example_vmap")
+IMPLS = (*JAX_IMPLS, "numpy", *PEER_IMPLS, *PER_EXAMPLE_IMPLS)
+REFERENCE = {
+    "manual_scan": "autodiff_scan",
+    "autodiff_scan": "autodiff_scan",
+    "per_example": "per_example_vmap",
+}
 PEER_MODULES = {"equinox": "equinox", "flax_nnx": "flax", "torch": "torch"}
 DTYPES = ("float32", "float64", "bfloat16")
 
@@ -449,6 +477,46 @@ def build_jax_impl(name: str, problem: Problem) -> Impl:
         compile_s=compile_s,
         residuals=_residuals(problem, manual),
         kind=kind,
+    )
+
+
+def build_per_example_impl(name: str, problem: Problem) -> Impl:
+    """`per_example` (hand-written outer products, `fnn.per_example_grads`) or
+    `per_example_vmap` (`jax.vmap(jax.grad)` of one example's loss): a unit is `steps`
+    calls of one compiled function returning all B per-example gradients (the pytree of
+    `(B, *leaf)` arrays, B × params numbers) at fixed params. Its `grads` is their mean,
+    the batch gradient, compared with autodiff's."""
+    from fnn.per_example import per_example_grads, per_example_grads_autodiff
+
+    fn = per_example_grads if name == "per_example" else per_example_grads_autodiff
+    net, loss = problem.net, problem.loss
+    compiled, compile_s = _timed_compile(
+        lambda p, x, y: fn(net, loss, p, x, y), problem.params, problem.x, problem.y
+    )
+    steps = problem.workload.steps
+
+    def unit(state):
+        out = None
+        for _ in range(steps):
+            out = compiled(problem.params, problem.x, problem.y)
+        jax.block_until_ready(out)
+        return state
+
+    def grads():
+        each = compiled(problem.params, problem.x, problem.y)
+        return jax.tree.map(lambda g: jnp.mean(g, axis=0), each)
+
+    return Impl(
+        name,
+        unit,
+        None,
+        grads=grads,
+        compiled=compiled,
+        compile_s=compile_s,
+        kind="dispatched",
+        note="per-example gradients only (no update); ratio vs per_example_vmap"
+        if name == "per_example"
+        else "per-example gradients only (no update); ratio vs autodiff's batch step",
     )
 
 
@@ -684,6 +752,8 @@ def build_impl(name: str, problem: Problem) -> Impl:
     """Builds implementation `name` for `problem`; raises `_Skip` when it cannot run."""
     if name in JAX_IMPLS:
         return build_jax_impl(name, problem)
+    if name in PER_EXAMPLE_IMPLS:
+        return build_per_example_impl(name, problem)
     if name == "numpy":
         if jax.devices()[0].platform != "cpu":
             raise _Skip("numpy runs on the host CPU: compared on CPU runs only")
@@ -840,6 +910,12 @@ def run_workload(
     progress: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
     """Builds, checks, times and measures every impl on one workload in one dtype."""
+    impls = [
+        name
+        for name in impls
+        if (name in PER_EXAMPLE_IMPLS) == workload.per_example
+        or (workload.per_example and name == "autodiff")
+    ]
     problem = make_problem(workload, dtype)
     built, records = {}, []
     base = {

@@ -106,3 +106,30 @@ def test_clip_and_noise_clips_each_example_and_adds_noise_from_the_key():
     c = clip_and_noise(grads, 1.0, 1.0, key=jax.random.PRNGKey(2))
     np.testing.assert_array_equal(np.asarray(a["W"]), np.asarray(b["W"]))
     assert not np.allclose(np.asarray(a["W"]), np.asarray(c["W"]))
+
+
+def test_bench_per_example_case_times_both_and_matches_the_batch_gradient():
+    from fnn import bench
+
+    records = bench.run_benchmarks(
+        ["per_example", "tiny"],
+        ["autodiff", "per_example", "per_example_vmap"],
+        ["float32"],
+        repeats=1,
+        steps={"per_example": 1, "tiny": 1},
+        progress=lambda line: None,
+    )
+    ran = {(r["workload"], r["impl"]) for r in records if r["status"] == "ok"}
+    assert ran == {  # per-example impls run on the per-example case only
+        ("per_example", "autodiff"),
+        ("per_example", "per_example"),
+        ("per_example", "per_example_vmap"),
+        ("tiny", "autodiff"),
+    }
+    by_impl = {r["impl"]: r for r in records if r["workload"] == "per_example"}
+    manual, vmapped = by_impl["per_example"], by_impl["per_example_vmap"]
+    assert manual["ratio_reference"] == "per_example_vmap" and manual["ratio_vs_autodiff"] > 0
+    for r in (manual, vmapped):
+        assert r["step_ms_median"] > 0 and r["temp_bytes"] is not None
+        assert r["output_bytes"] >= 128 * bench.WORKLOADS["per_example"].params * 4
+        assert r["rel_grad_err"] < 1e-5
