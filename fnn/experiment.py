@@ -25,6 +25,7 @@ import optax
 
 from fnn import activations as _activations
 from fnn.check import CheckResult, check_model
+from fnn.conv import cnn
 from fnn.core import Layer, Loss, choose
 from fnn.grad import GRAD_MODES
 from fnn.losses import LOSSES, get_loss
@@ -36,6 +37,8 @@ CHECKPOINT = "checkpoint.npz"
 METRICS = "metrics.json"
 CURVES = "curves.png"
 CHECK_EXAMPLES = 32  # examples in the pre-training gradient check
+MODELS = ("mlp", "cnn")
+IMAGE_DATASETS = ("digits", "mnist", "fashion_mnist")  # the data sets --model cnn takes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +54,7 @@ class TrainConfig:
     csv: str | None = None
     target_column: str = "-1"
     test_fraction: float = 0.2
+    model: str = "mlp"
     hidden: tuple[int, ...] = (256, 128)
     activation: str = "relu"
     loss: str | None = None
@@ -86,6 +90,7 @@ class TrainConfig:
         choose("optimizer", self.optimizer, dict.fromkeys(OPTIMIZERS))
         choose("schedule", self.schedule, dict.fromkeys(SCHEDULES))
         choose("activation", self.activation, _activations.ACTIVATIONS)
+        choose("model", self.model, dict.fromkeys(MODELS))
         if self.loss is not None:
             choose("loss", self.loss, LOSSES)
         choose("dtype", self.dtype, dict.fromkeys(("float32", "float64")))
@@ -126,10 +131,22 @@ def loss_name(config: TrainConfig, task: str) -> str:
 
 
 def build_network(config: TrainConfig, data: Any, loss: str) -> Layer:
-    """The MLP: `hidden` widths with `activation`, then a dense layer of the data set's
-    output width; a sigmoid output only for `binary_cross_entropy` (it takes
-    probabilities; the other losses take raw outputs, i.e. logits)."""
+    """The network of `config.model`, with a last dense layer of the data set's output
+    width; a sigmoid output only for `binary_cross_entropy` (it takes probabilities; the
+    other losses take raw outputs, i.e. logits).
+
+    "mlp": `hidden` widths with `activation`. "cnn" (image data sets, `(h, w, 1)` inputs):
+    `fnn.conv.cnn`, conv2d(16, 3) and conv2d(32, 3, stride 2) with `activation`, flatten,
+    dense(64); `hidden` is not used.
+    """
     output = "sigmoid" if loss == "binary_cross_entropy" else None
+    if config.model == "cnn":
+        if len(data.feature_shape) != 3:
+            raise ValueError(
+                f"--model cnn needs an image data set ({', '.join(IMAGE_DATASETS)}); "
+                f"{config.dataset} has flat features of shape {tuple(data.feature_shape)}"
+            )
+        return cnn(data.output_width, activation=config.activation, output_activation=output)
     return mlp([*config.hidden, data.output_width], config.activation, output_activation=output)
 
 
@@ -156,6 +173,7 @@ def load_data(config: TrainConfig):
         test_fraction=config.test_fraction,
         seed=config.seed,
         dtype=config.dtype,
+        flatten=config.model != "cnn",  # images stay (height, width, 1) for the cnn
     )
 
 
@@ -394,8 +412,9 @@ def write_outputs(run: Run, result: FitResult, out_dir: str | Path, **record_kwa
     (out_dir / METRICS).write_text(json.dumps(record, indent=2) + "\n")
     c = run.config
     hidden = "-".join(map(str, c.hidden))
+    model = "cnn" if c.model == "cnn" else f"hidden {hidden}"
     title = (
-        f"{c.dataset}: hidden {hidden} {c.activation}, {c.grad} gradients, "
+        f"{c.dataset}: {model} {c.activation}, {c.grad} gradients, "
         f"{c.optimizer} η={c.lr:g}, batch {c.batch_size}"
     )
     if result.history.get("train_loss"):

@@ -91,10 +91,17 @@ def add_parser(subparsers) -> None:
     )
     model = parser.add_argument_group("model")
     model.add_argument(
+        "--model",
+        choices=("mlp", "cnn"),
+        help="mlp: dense layers of --hidden widths; cnn: conv2d(16, 3), conv2d(32, 3, "
+        "stride 2), flatten, dense(64), for image data sets (digits as 8x8x1, MNIST "
+        f"28x28x1) (default: {d.model})",
+    )
+    model.add_argument(
         "--hidden",
         type=_widths,
         metavar="W1,W2,...",
-        help=f"hidden layer widths (default: {','.join(map(str, d.hidden))})",
+        help=f"hidden layer widths, mlp only (default: {','.join(map(str, d.hidden))})",
     )
     model.add_argument(
         "--activation", choices=sorted(ACTIVATIONS), help=f"(default: {d.activation})"
@@ -187,6 +194,7 @@ def _config_values(args: argparse.Namespace) -> dict:
         "data_dir",
         "csv",
         "target_column",
+        "model",
         "hidden",
         "activation",
         "loss",
