@@ -20,6 +20,7 @@ from fnn.activations import (
     tanh,
 )
 from fnn.check import CheckResult, check_layer, check_loss, check_model, run_checks
+from fnn.conv import avg_pool, cnn, conv1d, conv2d, flatten, max_pool
 from fnn.core import Layer, Loss, apply, init
 from fnn.grad import as_custom_vjp, loss_as_custom_vjp, value_and_grad
 from fnn.layers import dense
@@ -43,12 +44,17 @@ __all__ = [
     "Loss",
     "apply",
     "as_custom_vjp",
+    "avg_pool",
     "binary_cross_entropy",
     "check_layer",
     "check_loss",
     "check_model",
+    "cnn",
+    "conv1d",
+    "conv2d",
     "dense",
     "elu",
+    "flatten",
     "gelu",
     "get_activation",
     "get_loss",
@@ -60,6 +66,7 @@ __all__ = [
     "log_softmax",
     "loss_as_custom_vjp",
     "make_train_step",
+    "max_pool",
     "mean_squared_error",
     "mlp",
     "parallel",
