@@ -55,6 +55,7 @@ import numpy as np
 import optax
 
 from fnn import initializers
+from fnn.conv import cnn
 from fnn.core import Layer, Loss
 from fnn.grad import as_custom_vjp, loss_as_custom_vjp, value_and_grad
 from fnn.losses import sigmoid_binary_cross_entropy, softmax_cross_entropy
@@ -83,6 +84,10 @@ class Workload:
       description: one line for reports.
       per_example: a per-example-gradients case: only `autodiff` (the batch gradient)
         and `PER_EXAMPLE_IMPLS` run on it, and those run on nothing else.
+      image: `(height, width, channels)` for a conv net (`fnn.conv.cnn`): 3×3 SAME
+        convolutions `conv` = ((channels, stride), ...) with `activation`, flatten, then
+        the dense `features`; `in_features` is then `h·w·c`. Only `JAX_IMPLS` run on it.
+      conv: the conv layers of an image workload.
     """
 
     name: str
@@ -96,30 +101,45 @@ class Workload:
     w_init: str = "glorot_uniform"
     description: str = ""
     per_example: bool = False
+    image: tuple[int, int, int] | None = None
+    conv: tuple[tuple[int, int], ...] = ()
+
+    def gemms(self) -> list[tuple[int, int, int]]:
+        """(m, k, n) per layer and example, each layer as a GEMM: a dense layer is
+        (1, in, out); a 3×3 SAME convolution is its im2col (out_h·out_w, 9·in, out)."""
+        shapes, widths = [], [self.in_features]
+        if self.image is not None:
+            h, w, c = self.image
+            for channels, stride in self.conv:
+                h, w = -(-h // stride), -(-w // stride)  # SAME: ⌈n/s⌉
+                shapes.append((h * w, 9 * c, channels))
+                c = channels
+            widths = [h * w * c]
+        widths += self.features
+        shapes += [(1, a, b) for a, b in zip(widths[:-1], widths[1:], strict=True)]
+        return shapes
 
     @property
     def weights(self) -> int:
-        """The number of dense weights (biases excluded)."""
-        widths = (self.in_features, *self.features)
-        return sum(a * b for a, b in zip(widths[:-1], widths[1:], strict=True))
+        """The number of dense and conv weights (biases excluded)."""
+        return sum(k * n for _, k, n in self.gemms())
 
     @property
     def params(self) -> int:
         """The number of parameters, weights and biases."""
-        return self.weights + sum(self.features)
+        return self.weights + sum(self.features) + sum(c for c, _ in self.conv)
 
     @property
     def flops_per_step(self) -> int:
-        """6 · batch · weights: 2 for the forward GEMMs, 4 for the two backward ones."""
-        return 6 * self.batch * self.weights
+        """6 · batch · Σ m·k·n (6 · batch · weights for an MLP): 2 for the forward GEMMs,
+        4 for the two backward ones."""
+        return 6 * self.batch * sum(m * k * n for m, k, n in self.gemms())
 
     @property
     def largest_gemm(self) -> tuple[int, int, int]:
-        """(m, k, n) of the forward GEMM with the most FLOPs."""
-        widths = (self.in_features, *self.features)
-        pairs = zip(widths[:-1], widths[1:], strict=True)
-        k, n = max(pairs, key=lambda p: p[0] * p[1])
-        return self.batch, k, n
+        """(m, k, n) of the forward GEMM with the most FLOPs (a conv's im2col for a batch)."""
+        m, k, n = max(self.gemms(), key=lambda g: g[0] * g[1] * g[2])
+        return self.batch * m, k, n
 
 
 def _deep(name, activation, width, depth, batch, steps, description):
@@ -216,6 +236,42 @@ WORKLOADS: dict[str, Workload] = {
             description="per-example gradients of a digits MLP 64-256-128-10 relu, batch 128",
             per_example=True,
         ),
+        Workload(
+            "cnn_digits",
+            64,
+            (64, 10),
+            "relu",
+            "softmax_ce",
+            256,
+            10,
+            description="fnn train's cnn on digits 8x8x1: conv 16, conv 32/2, dense 64, batch 256",
+            image=(8, 8, 1),
+            conv=((16, 1), (32, 2)),
+        ),
+        Workload(
+            "cnn_mnist",
+            784,
+            (128, 10),
+            "relu",
+            "softmax_ce",
+            128,
+            2,
+            description="conv net on 28x28x1: conv 32, conv 64/2, dense 128, batch 128",
+            image=(28, 28, 1),
+            conv=((32, 1), (64, 2)),
+        ),
+        Workload(
+            "cnn_mnist_b1024",
+            784,
+            (128, 10),
+            "relu",
+            "softmax_ce",
+            1024,
+            10,
+            description="conv net on 28x28x1: conv 32, conv 64/2, dense 128, batch 1024",
+            image=(28, 28, 1),
+            conv=((32, 1), (64, 2)),
+        ),
     ]
 }
 
@@ -227,6 +283,8 @@ CPU_WORKLOADS = (
     "deep_tanh",
     "deep_relu",
     "per_example",
+    "cnn_digits",
+    "cnn_mnist",
 )
 GPU_WORKLOADS = (
     "tutorial",
@@ -237,6 +295,7 @@ GPU_WORKLOADS = (
     "deep_relu_4096",
     "wide_8192x3",
     "per_example",
+    "cnn_mnist_b1024",
 )
 QUICK_WORKLOADS = ("tutorial", "mlp_b256", "deep_relu", "per_example")
 QUICK_STEPS = {"tutorial": 2_000}
@@ -290,10 +349,21 @@ def make_problem(workload: Workload, dtype: str, seed: int = 0) -> Problem:
     dt = jnp.dtype(dtype)
     w_init = initializers.uniform(0.01) if workload.w_init == "uniform" else workload.w_init
     net = mlp(workload.features, workload.activation, w_init=w_init)
-    init = jax.jit(lambda key: net.init(key, (workload.in_features,), dt)[1])  # one compile
+    in_shape = (workload.in_features,)
+    if workload.image is not None:
+        channels, strides = zip(*workload.conv, strict=True)
+        net = cnn(
+            workload.features[-1],
+            channels=channels,
+            strides=strides,
+            hidden=workload.features[:-1],
+            activation=workload.activation,
+        )
+        in_shape = workload.image
+    init = jax.jit(lambda key: net.init(key, in_shape, dt)[1])  # one compile
     params = init(jax.random.PRNGKey(seed))
     rng = np.random.default_rng(seed)
-    shape = (workload.batch, workload.in_features)
+    shape = (workload.batch, *in_shape)
     if workload.loss == "sigmoid_bce":
         loss = sigmoid_binary_cross_entropy()
         x = jnp.asarray(rng.random(shape), dt)  # the tutorial's np.random.rand
@@ -782,6 +852,16 @@ def hlo_counts(hlo_text: str) -> dict[str, int]:
     return {"hlo_gemms": dots + gemm_calls, "hlo_fusions": fusions, "hlo_ops": len(instructions)}
 
 
+def hlo_conv_count(hlo_text: str) -> int:
+    """Convolutions in a compiled module's text: XLA's, and cuDNN's custom calls on GPU."""
+    cudnn = re.compile(r"custom-call\(.*conv(Forward|BackwardInput|BackwardFilter)")
+    return sum(
+        1
+        for line in re.findall(r"^\s*(?:ROOT )?%[\w.\-]+ = .*$", hlo_text, flags=re.M)
+        if re.search(r"\bconvolution\(", line) or cudnn.search(line)
+    )
+
+
 def memory_figures(compiled) -> dict[str, int | None]:
     """temp, argument and output bytes from `compiled.memory_analysis()` (None if absent)."""
     keys = {
@@ -916,6 +996,8 @@ def run_workload(
         if (name in PER_EXAMPLE_IMPLS) == workload.per_example
         or (workload.per_example and name == "autodiff")
     ]
+    if workload.image is not None:  # numpy and the peers build MLPs only
+        impls = [name for name in impls if name in JAX_IMPLS]
     problem = make_problem(workload, dtype)
     built, records = {}, []
     base = {
@@ -1017,6 +1099,7 @@ def _record(base, impl, times, workload, peak, peak_shape, reference) -> dict[st
         "residual_arrays": impl.residuals[0] if impl.residuals else None,
         "residual_bytes": impl.residuals[1] if impl.residuals else None,
         **(hlo_counts(impl.compiled.as_text()) if impl.compiled is not None else _no_hlo()),
+        "hlo_convs": hlo_conv_count(impl.compiled.as_text()) if impl.compiled is not None else None,
         "rel_grad_err": (
             rel_grad_err(impl.grads(), reference)
             if impl.grads is not None and reference is not None
@@ -1163,6 +1246,7 @@ CSV_FIELDS = (
     "residual_arrays",
     "residual_bytes",
     "hlo_gemms",
+    "hlo_convs",
     "hlo_fusions",
     "hlo_ops",
     "rel_grad_err",
