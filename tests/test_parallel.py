@@ -197,3 +197,15 @@ def test_one_device_mesh_step_equals_the_plain_step():
     p2, _, _ = step(*parallel.replicate((params, opt.init(params)), mesh), (x, y))
     for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p2), strict=True):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-14, atol=0)
+
+
+def test_fnn_train_scale_flags_are_checked_before_anything_runs(tmp_path, capsys):
+    from fnn.cli import main
+
+    out = str(tmp_path / "run")
+    assert main(["train", "--coordinator", "127.0.0.1:1234", "--out", out]) == 2
+    assert "got only --coordinator" in capsys.readouterr().err
+    devices = jax.local_device_count() + 1
+    assert main(["train", "--devices", str(devices), "--out", out]) == 2
+    assert f"--devices {devices}: this process has" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
