@@ -1,0 +1,396 @@
+"""Convolution, pooling and flatten: the battery of test_builtins.py (its float64 and
+float32 checks already run every item of fnn.check.CONV_LAYERS), plus forward references,
+shapes for every padding/stride/dilation, ties in max_pool, planted bugs, bad input."""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from jax import lax
+
+import fnn
+from fnn import conv
+from fnn.check import CONV_LAYERS
+
+KEY = jax.random.PRNGKey(0)
+
+
+def _random(shape, dtype=jnp.float64, key=KEY):
+    return jax.random.normal(key, shape, dtype)
+
+
+# ------------------------------------------------------------------- shapes and dtypes
+
+
+def _forward_backward(layer, params, x):
+    """(y, residuals, dparams, dx) for dy = 1, compiled once (faster than op by op)."""
+
+    @jax.jit
+    def run(params, x):
+        y, residuals = layer.forward(params, x)
+        return y, residuals, *layer.backward(params, residuals, jnp.ones_like(y))
+
+    return run(params, x)
+
+
+@pytest.mark.parametrize("name", list(CONV_LAYERS))
+def test_output_shape_agrees_with_init_and_vjp_shapes_with_inputs(name):
+    """Shapes only (jax.eval_shape traces, computes nothing); the values are checked by
+    test_builtins.py, which runs every item of CONV_LAYERS in float64 and float32."""
+    factory, in_shape = CONV_LAYERS[name]
+    layer = factory()
+    promised = []
+
+    def init():
+        out_shape, params = layer.init(KEY, in_shape, jnp.float32)
+        promised.append(out_shape)  # a static shape: eval_shape returns only arrays
+        return params
+
+    params = jax.eval_shape(init)
+    (out_shape,) = promised
+    x = jax.ShapeDtypeStruct((3, *in_shape), jnp.float32)
+    y, _, dparams, dx = jax.eval_shape(lambda p, x: _forward_backward(layer, p, x), params, x)
+    assert y.shape == (3, *out_shape)
+    assert dx.shape == x.shape
+    assert jax.tree.structure(dparams) == jax.tree.structure(params)
+    assert jax.tree.map(jnp.shape, dparams) == jax.tree.map(jnp.shape, params)
+
+
+DTYPE_ITEMS = [
+    "conv2d_stride2",
+    "conv2d_dilation2",
+    "conv1d_stride2_valid_dilation2",
+    "max_pool_3x3_stride1_same",
+    "avg_pool_3x3_stride2_same",
+    "flatten",
+]
+
+
+@pytest.mark.parametrize("name", DTYPE_ITEMS)
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64, jnp.bfloat16])
+def test_dtype_passes_through(name, dtype):
+    factory, in_shape = CONV_LAYERS[name]
+    layer = factory()
+    _, params = layer.init(KEY, in_shape, dtype)
+    x = _random((2, *in_shape), dtype)
+    y, _, dparams, dx = _forward_backward(layer, params, x)
+    assert y.dtype == dtype
+    assert dx.dtype == dtype
+    assert all(leaf.dtype == dtype for leaf in jax.tree.leaves(dparams))
+
+
+PADDINGS = ["SAME", "VALID", ((1, 2), (0, 3)), ((3, 0), (2, 2))]
+
+
+def test_conv2d_init_shape_matches_the_forward_and_lax_for_every_padding():
+    """For every size, kernel, stride, padding and dilation: init's out_shape = the
+    forward's = lax.conv_general_dilated's with the same padding, and the backward's
+    outputs are shaped like the inputs (shapes only, by jax.eval_shape). Where there is
+    no output, init says so."""
+    for size, kernel, stride, padding, dilation in itertools.product(
+        (5, 6, 7), (1, 2, 3), (1, 2, 3), PADDINGS, (1, 2)
+    ):
+        layer = conv.conv2d(4, kernel, stride=stride, padding=padding, dilation=dilation)
+        in_shape = (size, size + 1, 2)
+        x = jax.ShapeDtypeStruct((2, *in_shape), jnp.float32)
+        W = jax.ShapeDtypeStruct((kernel, kernel, 2, 4), jnp.float32)
+        reference = jax.eval_shape(
+            lambda x, W, s=stride, p=padding, d=dilation: lax.conv_general_dilated(
+                x,
+                W,
+                (s, s),
+                p,
+                rhs_dilation=(d, d),
+                dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            ),
+            x,
+            W,
+        )
+        if min(reference.shape) < 1:
+            with pytest.raises(ValueError, match="no output"):
+                layer.init(KEY, in_shape, jnp.float32)
+            continue
+        out_shape, params = layer.init(KEY, in_shape, jnp.float32)
+        y, residuals = jax.eval_shape(layer.forward, params, x)
+        assert y.shape == (2, *out_shape) == reference.shape, (size, kernel, stride, padding)
+        dparams, dx = jax.eval_shape(layer.backward, params, residuals, y)
+        assert dx.shape == x.shape and dparams["W"].shape == params["W"].shape
+
+
+def test_conv2d_too_small_an_input_names_the_sizes():
+    with pytest.raises(ValueError, match=r"conv2d\(4, 5x5, VALID\).*\(3, 3\).*no output"):
+        conv.conv2d(4, 5, padding="VALID").init(KEY, (3, 3, 1))
+
+
+# ------------------------------------------------------------------ forward references
+
+
+@pytest.mark.parametrize("stride, padding, dilation", [(1, "SAME", 1), (2, "VALID", 2)])
+def test_conv2d_forward_is_the_textbook_sum(stride, padding, dilation):
+    """y[b, i, j, co] = Σ x[b, i·s + p·d − lo, j·s + q·d − lo, ci]·W[p, q, ci, co] + b[co]."""
+    layer = conv.conv2d(3, 2, stride=stride, padding=padding, dilation=dilation)
+    _, params = layer.init(KEY, (5, 6, 2), jnp.float64)
+    params["b"] = _random((3,), key=jax.random.PRNGKey(3))
+    x = np.asarray(_random((2, 5, 6, 2)))
+    y = np.asarray(fnn.apply(layer, params, x))
+    W, b = np.asarray(params["W"]), np.asarray(params["b"])
+    (lo_h, _), (lo_w, _) = conv.resolve_padding(
+        padding, (5, 6), (2, 2), (stride,) * 2, (dilation,) * 2
+    )
+    expected = np.zeros_like(y)
+    for i, j in np.ndindex(*y.shape[1:3]):
+        for p, q in np.ndindex(2, 2):
+            h, w = i * stride + p * dilation - lo_h, j * stride + q * dilation - lo_w
+            if 0 <= h < 5 and 0 <= w < 6:
+                expected[:, i, j, :] += x[:, h, w, :] @ W[p, q]
+    np.testing.assert_allclose(y, expected + b, rtol=1e-12, atol=1e-12)
+
+
+def test_conv1d_is_conv2d_with_a_unit_height():
+    c1 = conv.conv1d(3, 3, stride=2, padding="SAME", dilation=2)
+    c2 = conv.conv2d(3, (1, 3), stride=(1, 2), padding="SAME", dilation=(1, 2))
+    _, p1 = c1.init(KEY, (9, 2), jnp.float64)
+    p2 = {"W": p1["W"][None], "b": p1["b"]}
+    x = _random((2, 9, 2))
+    np.testing.assert_allclose(fnn.apply(c1, p1, x), fnn.apply(c2, p2, x[:, None])[:, 0])
+    dy = _random((2, 5, 3), key=jax.random.PRNGKey(1))
+    g1, dx1 = c1.backward(p1, c1.forward(p1, x)[1], dy)
+    g2, dx2 = c2.backward(p2, c2.forward(p2, x[:, None])[1], dy[:, None])
+    np.testing.assert_allclose(dx1, dx2[:, 0], rtol=1e-12)
+    np.testing.assert_allclose(g1["W"], g2["W"][0], rtol=1e-12)
+
+
+POOLS = [(2, 2, "VALID"), (3, 1, "SAME"), (3, 2, "SAME"), (2, 1, ((1, 1), (0, 2)))]
+
+
+def _reduce_window_max(x, window, stride, pads):
+    return lax.reduce_window(
+        x,
+        -jnp.inf,
+        lax.max,
+        (1, window, window, 1),
+        (1, stride, stride, 1),
+        [(0, 0), *pads, (0, 0)],
+    )
+
+
+@pytest.mark.parametrize("window, stride, padding", POOLS)
+def test_max_pool_matches_reduce_window_and_its_vjp_with_ties(window, stride, padding):
+    """Inputs drawn from {0, 1, 2}: most windows hold tied maxima. The backward routes dy
+    to the first maximum in row-major window order, as jax.vjp of reduce_window does."""
+    x = jnp.asarray(np.random.default_rng(0).integers(0, 3, (2, 7, 6, 2)), jnp.float64)
+    layer = conv.max_pool(window, stride, padding)
+    y, residuals = jax.jit(layer.forward)((), x)
+    pads = conv.resolve_padding(padding, (7, 6), (window,) * 2, (stride,) * 2)
+    reference, vjp = jax.vjp(lambda x: _reduce_window_max(x, window, stride, pads), x)
+    np.testing.assert_array_equal(y, reference)
+    dy = _random(y.shape, key=jax.random.PRNGKey(2))
+    dx = jax.jit(layer.backward)((), residuals, dy)[1]
+    np.testing.assert_allclose(dx, vjp(dy)[0], atol=1e-12)
+    assert residuals.argmax.dtype == jnp.int8 and residuals.in_shape.size == 0
+
+
+def test_max_pool_propagates_nan():
+    x = jnp.zeros((1, 4, 4, 1), jnp.float32).at[0, 1, 1, 0].set(jnp.nan)
+    y = fnn.apply(conv.max_pool(2), (), x)
+    assert np.isnan(y[0, 0, 0, 0]) and not np.isnan(y[0, 1, 1, 0])
+
+
+@pytest.mark.parametrize("window, stride, padding", POOLS)
+def test_avg_pool_divides_by_the_real_elements_of_each_window(window, stride, padding):
+    x = _random((2, 7, 6, 2))
+    pads = conv.resolve_padding(padding, (7, 6), (window,) * 2, (stride,) * 2)
+
+    def window_sum(x):
+        return lax.reduce_window(
+            x, 0.0, lax.add, (1, window, window, 1), (1, stride, stride, 1), [(0, 0), *pads, (0, 0)]
+        )
+
+    count = window_sum(jnp.ones((1, 7, 6, 1), jnp.float64))  # padding adds nothing
+    y = jax.jit(conv.avg_pool(window, stride, padding).forward)((), x)[0]
+    np.testing.assert_allclose(y, window_sum(x) / count, rtol=1e-12)
+    if padding == "VALID":
+        np.testing.assert_allclose(y, window_sum(x) / window**2, rtol=1e-12)
+
+
+def test_flatten_is_row_major_and_its_backward_reshapes_back():
+    x = _random((2, 3, 4, 5))
+    layer = conv.flatten()
+    y, residuals = layer.forward((), x)
+    np.testing.assert_array_equal(y, np.asarray(x).reshape(2, 60))
+    np.testing.assert_array_equal(layer.backward((), residuals, y)[1], x)
+
+
+@settings(max_examples=3, deadline=None)
+@given(
+    size=st.integers(4, 7),
+    kernel=st.integers(1, 3),
+    stride=st.integers(1, 3),
+    dilation=st.integers(1, 2),
+    padding=st.sampled_from(["SAME", "VALID"]),
+    channels=st.integers(1, 3),
+)
+def test_random_conv2d_configurations(size, kernel, stride, dilation, padding, channels):
+    layer = conv.conv2d(channels, kernel, stride=stride, padding=padding, dilation=dilation)
+    result = fnn.check_layer(layer, (size, size + 1, 2), batch=2, finite_differences=False)
+    assert result.passed, str(result)
+
+
+# ------------------------------------------------------------------------ planted bugs
+
+
+def conv2d_bug(kind: str, stride: int = 1) -> fnn.Layer:
+    """fnn.conv2d(3, 3) with one classic mistake planted in its backward."""
+    good = conv.conv2d(3, 3, stride=stride)
+
+    def backward(params, x, dy):
+        W = params["W"]
+        n, o = x.shape[1:3], dy.shape[1:3]
+        pads = conv.resolve_padding("SAME", n, (3, 3), (stride, stride))
+        W_used = W if kind == "unflipped_kernel" else jnp.flip(W, axis=(0, 1))
+        lhs_dilation = (1, 1) if kind == "stride_ignored" else (stride, stride)
+        dx_pads = [
+            (2 - lo, ni + lo - (oi - 1) * stride - 1)
+            for ni, oi, (lo, _) in zip(n, o, pads, strict=True)
+        ]
+        if kind == "stride_ignored":  # no zeros between dy's entries; padded to keep x's shape
+            dx_pads = [
+                (2 - lo, ni + lo - oi - 1 + 1) for ni, oi, (lo, _) in zip(n, o, pads, strict=True)
+            ]
+        if kind == "padding_off_by_one":
+            dx_pads = [(lo + 1, hi - 1) for lo, hi in dx_pads]
+        dx = lax.conv_general_dilated(
+            dy, W_used, (1, 1), dx_pads, lhs_dilation=lhs_dilation,
+            dimension_numbers=("NHWC", "HWOI", "NHWC"),
+        )  # fmt: skip
+        dw_pads = [
+            (lo, 2 + (oi - 1) * stride + 1 - lo - ni)
+            for ni, oi, (lo, _) in zip(n, o, pads, strict=True)
+        ]
+        dW = lax.conv_general_dilated(
+            x, dy, (1, 1), dw_pads, rhs_dilation=(stride, stride),
+            dimension_numbers=("CHWN", "IHWO", "HWNC"),
+        )  # fmt: skip
+        db = jnp.sum(dy, axis=(0, 1, 2))
+        if kind == "dropped_bias_gradient":
+            db = jnp.zeros_like(db)
+        return {"W": dW, "b": db}, dx
+
+    return good._replace(backward=backward, name=f"conv2d[{kind}]")
+
+
+def test_the_planted_bug_harness_is_correct_without_a_bug():
+    for stride in (1, 2):
+        assert fnn.check_layer(conv2d_bug("none", stride), (6, 6, 2), batch=2).passed
+
+
+@pytest.mark.parametrize(
+    "kind, stride",
+    [
+        ("unflipped_kernel", 1),
+        ("stride_ignored", 2),
+        ("padding_off_by_one", 1),
+        ("dropped_bias_gradient", 1),
+    ],
+)
+def test_checker_catches_planted_conv2d_bugs(kind, stride):
+    result = fnn.check_layer(conv2d_bug(kind, stride), (6, 6, 2), batch=2)
+    assert not result.passed, str(result)
+    assert result.max_rel_err > 0.1
+    assert result.finite_differences.startswith("failed")
+    bad = {leaf for leaf, e in result.leaves.items() if e["rel"] > 1e-10}
+    assert bad == ({"params['b']"} if kind == "dropped_bias_gradient" else {"x"})
+
+
+def test_checker_catches_a_max_pool_that_spreads_dy_over_the_window():
+    good = conv.max_pool(2)
+    spread = conv.avg_pool(2)
+
+    def backward(params, residuals, dy):
+        _, dx = spread.backward((), residuals.in_shape, 4 * dy)  # dy to every element
+        return (), dx
+
+    result = fnn.check_layer(good._replace(backward=backward), (4, 4, 1), batch=2)
+    assert not result.passed and result.leaves["x"]["rel"] > 0.1
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    "layer, in_shape, x_shape, expected",
+    [
+        (conv.conv2d(4, 3), (6, 6, 2), (2, 6, 6, 3), "(batch, height, width, 2)"),
+        (conv.conv2d(4, 3), (6, 6, 2), (2, 36, 2), "(batch, height, width, 2)"),
+        (conv.conv1d(4, 3), (7, 2), (2, 7, 1, 2), "(batch, width, 2)"),
+        (conv.max_pool(2), (6, 6, 2), (2, 36), "(batch, height, width, channels)"),
+        (conv.avg_pool((2,)), (6, 2), (2, 6, 6, 2), "(batch, width, channels)"),
+    ],
+)
+def test_wrong_rank_or_channels_name_the_layer_the_expected_and_the_received_shape(
+    layer, in_shape, x_shape, expected
+):
+    _, params = layer.init(KEY, in_shape, jnp.float32)
+    with pytest.raises(ValueError) as info:
+        layer.forward(params, jnp.ones(x_shape, jnp.float32))
+    message = str(info.value)
+    assert message.startswith(layer.name) and expected in message and str(x_shape) in message
+
+
+def test_wrong_rank_in_a_network_names_the_layer_index():
+    net = conv.cnn(10)
+    params = jax.eval_shape(lambda: fnn.init(net, KEY, (8, 8, 1)))  # the check needs shapes
+    with pytest.raises(ValueError, match=r"layer 0 \(conv2d\(16, 3x3, SAME\)\).*got \(4, 64\)"):
+        fnn.apply(net, params, jnp.ones((4, 64), jnp.float32))
+
+
+def test_init_with_a_flat_shape_says_what_it_needs():
+    with pytest.raises(ValueError, match=r"conv2d.*\(height, width, channels\).*got \(64,\)"):
+        conv.conv2d(4, 3).init(KEY, (64,))
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: conv.conv2d(0, 3), "out_channels"),
+        (lambda: conv.conv2d(4, (3, 3, 3)), "kernel_size"),
+        (lambda: conv.conv2d(4, 3, stride=0), "stride"),
+        (lambda: conv.conv2d(4, 3, padding="FULL"), "padding"),
+        (lambda: conv.conv2d(4, 3, padding=((1, 1),)), "padding"),
+        (lambda: conv.conv1d(4, 3, padding=(-1, 0)), "padding"),
+        (lambda: conv.max_pool((2, 2, 2)), "window"),
+        (lambda: conv.cnn(10, channels=(8,), strides=(1, 2)), "strides"),
+    ],
+)
+def test_invalid_hyperparameters(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_integer_input_is_a_type_error():
+    layer = conv.conv2d(2, 3)
+    params = fnn.init(layer, KEY, (4, 4, 1))
+    with pytest.raises(TypeError, match="floating-point"):
+        fnn.apply(layer, params, jnp.ones((1, 4, 4, 1), jnp.int32))
+
+
+# ---------------------------------------------------------------------------- training
+
+
+def test_fnn_train_model_cnn_runs_on_digits_and_refuses_flat_data(tmp_path, capsys):
+    import json
+
+    from fnn.cli import main
+
+    out = tmp_path / "cnn"
+    args = ["train", "--model", "cnn", "--epochs", "1", "--batch-size", "64", "--no-progress"]
+    assert main([*args, "--out", str(out)]) == 0
+    record = json.loads((out / "metrics.json").read_text())
+    assert record["config"]["model"] == "cnn" and record["network"].startswith("serial(conv2d")
+    assert record["gradient_check"]["passed"] and record["test_accuracy"] > 0.5
+    assert main([*args, "--dataset", "iris", "--out", str(tmp_path / "iris")]) == 2
+    assert "--model cnn needs an image data set" in capsys.readouterr().err
