@@ -356,14 +356,13 @@ def _soft(rng, shape=(6, 5)):
 CONV_LAYERS: dict[str, tuple[Callable[[], Layer], tuple[int, ...]]] = {
     "conv2d": (lambda: C.conv2d(3, 3), (6, 6, 2)),
     "conv2d_stride2": (lambda: C.conv2d(3, 3, stride=2), (6, 6, 2)),
-    "conv2d_valid": (lambda: C.conv2d(3, 3, padding="VALID"), (6, 6, 2)),
     "conv2d_valid_stride2_odd": (lambda: C.conv2d(3, 3, stride=2, padding="VALID"), (6, 7, 2)),
     "conv2d_dilation2": (lambda: C.conv2d(3, 3, dilation=2), (6, 6, 2)),
     "conv2d_explicit_padding": (
         lambda: C.conv2d(3, (3, 2), stride=(2, 1), padding=((1, 2), (0, 1))),
         (6, 6, 2),
     ),
-    "conv2d_no_bias": (lambda: C.conv2d(3, 3, use_bias=False), (6, 6, 2)),
+    "conv2d_valid_no_bias": (lambda: C.conv2d(3, 3, padding="VALID", use_bias=False), (6, 6, 2)),
     "conv1d": (lambda: C.conv1d(3, 3), (7, 2)),
     "conv1d_stride2_valid_dilation2": (
         lambda: C.conv1d(3, 3, stride=2, padding="VALID", dilation=2),
@@ -376,10 +375,6 @@ CONV_LAYERS: dict[str, tuple[Callable[[], Layer], tuple[int, ...]]] = {
     "avg_pool_3x3_stride2_same": (lambda: C.avg_pool(3, 2, "SAME"), (6, 5, 2)),
     "flatten": (C.flatten, (4, 3, 2)),
     "cnn": (lambda: C.cnn(3, channels=(2, 3), strides=(1, 2), hidden=(4,)), (6, 6, 1)),
-    "cnn_pooled": (
-        lambda: serial(C.conv2d(3, 3), A.tanh(), C.max_pool(2), C.avg_pool(2, 1), C.flatten()),
-        (6, 6, 1),
-    ),
 }
 
 BUILTIN_CHECKS: dict[str, Callable[[str], CheckResult]] = {
