@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import functools
 import socket
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -193,8 +192,10 @@ def check_batch_divisible(batch_size: int, mesh: Mesh) -> None:
 
 
 def _global(leaf: Any, sharding: NamedSharding, global_shape: tuple[int, ...]) -> jax.Array:
-    """A global array from this process's part of `leaf` (all of it when replicated)."""
-    return jax.make_array_from_process_local_data(sharding, np.asarray(leaf), global_shape)
+    """A global array from this process's part of `leaf` (all of it when replicated);
+    a jax.Array stays on its device (no round trip through the host)."""
+    local = leaf if isinstance(leaf, jax.Array) else np.asarray(leaf)
+    return jax.make_array_from_process_local_data(sharding, local, global_shape)
 
 
 def replicate(tree: Any, mesh: Mesh) -> Any:
@@ -295,6 +296,12 @@ def epoch_order(key: PRNGKey, epoch: jax.Array, n: int, batch_size: int) -> jax.
     return order[: n_batches * batch_size].reshape(n_batches, batch_size)
 
 
+@jax.jit
+def _take(a: jax.Array, rows: jax.Array) -> jax.Array:
+    """`a[rows]` on a's device: `(n, ...)` and `(n_batches, r)` give `(n_batches, r, ...)`."""
+    return jnp.take(a, rows, axis=0)
+
+
 @functools.lru_cache(maxsize=32)
 def make_sharded_epoch_fn(
     net: Layer,
@@ -310,8 +317,9 @@ def make_sharded_epoch_fn(
     same batches, one compiled `lax.scan` per epoch).
 
     `x: (n, ...)`, `y: (n, ...)` are the whole training split, the same in every process.
-    Each epoch the host computes the order (`epoch_order`), each process gathers only its
-    rows of every batch (`process_rows`) and the batches become one global array
+    Each epoch every process computes the order (`epoch_order`), gathers only its rows of
+    every batch (`process_rows`) on its first local device, and the batches become one
+    global array
     `(n_batches, batch_size, ...)` sharded along axis 1 over `"data"`. params and
     opt_state come in and go out replicated (`replicate`).
     """
@@ -337,10 +345,11 @@ def make_sharded_epoch_fn(
         n = int(np.shape(x)[0])
         if n < batch_size:
             raise ValueError(f"batch size {batch_size} is larger than the {n} training examples")
-        order = np.asarray(epoch_order(key, epoch, n, batch_size))[:, rows]  # this process's
-        x, y = np.asarray(x), np.asarray(y)
-        xs = _global(x[order], batches, (order.shape[0], batch_size, *x.shape[1:]))
-        ys = _global(y[order], batches, (order.shape[0], batch_size, *y.shape[1:]))
+        order = epoch_order(key, epoch, n, batch_size)[:, rows]  # this process's rows
+        x, y = jnp.asarray(x), jnp.asarray(y)
+        n_batches = order.shape[0]
+        xs = _global(_take(x, order), batches, (n_batches, batch_size, *x.shape[1:]))
+        ys = _global(_take(y, order), batches, (n_batches, batch_size, *y.shape[1:]))
         return compiled(params, opt_state, xs, ys)
 
     return run_epoch
@@ -415,9 +424,3 @@ def describe_mesh(mesh: Mesh) -> str:
     processes = len({d.process_index for d in mesh.devices.flat})
     plural = "es" if processes > 1 else ""
     return f"{mesh.size} {platform} devices on {processes} process{plural}"
-
-
-def log(message: str) -> None:
-    """Prints `message` to stderr from process 0 only."""
-    if is_main_process():
-        print(message, file=sys.stderr, flush=True)

@@ -67,7 +67,7 @@ TOLERANCE = {"float32": 1e-5, "float64": 1e-12}
 def test_eight_device_step_equals_one_device_step(mesh_run, dtype, mode):
     assert mesh_run["devices"] == 8
     assert mesh_run["replicated_spec"] == "P()"
-    for what in ("sgd/params", "sgd/loss", "adam/params", "adam/loss", "grads"):
+    for what in ("sgd/params", "sgd/loss", "grads"):
         assert mesh_run[f"{dtype}/{mode}/{what}"] <= TOLERANCE[dtype], what
 
 
