@@ -28,6 +28,13 @@ explicit padding `(lo, hi)` that "SAME" and "VALID" resolve to:
 
 Negative paddings above (a stride that leaves the last rows of x unused, a large explicit
 padding) crop, as `lax.conv_general_dilated` and `lax.pad` define them.
+
+All three convolutions are written in the forward's layouts (NHWC input, HWIO kernel,
+NHWC output), the operands transposed to fit: dx's kernel is W flipped with its in/out
+axes swapped; dW's "input" is x as (ci, h, w, b) and its "kernel" dy as (h, w, b, co).
+XLA's CPU backend runs a convolution in other layouts (the batch-contracted `dW` in
+particular) on a slow generic path when the step sits inside a loop such as fit's
+`lax.scan` over an epoch: about 15× slower per step on the digits cnn (benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -171,9 +178,9 @@ def _conv(
     name = f"{kind}({', '.join(parts)})"
     spatial_axes = tuple(range(1, rank + 1))
     s = _SPATIAL[rank]
+    # All three convolutions use the forward's layouts, the operands transposed to fit
+    # (see the module docstring: XLA's CPU backend runs other layouts ~15× slower in a loop).
     forward_dims = (f"N{s}C", f"{s}IO", f"N{s}C")  # x: NHWC, W: HWIO, y: NHWC
-    dx_dims = (f"N{s}C", f"{s}OI", f"N{s}C")  # dy: NHWC, W read with in/out swapped
-    dw_dims = (f"C{s}N", f"I{s}O", f"{s}NC")  # x's batch contracted with dy's; out: HWIO
 
     def init(key, in_shape, dtype=jnp.float32):
         if len(in_shape) != rank + 1:
@@ -224,6 +231,7 @@ def _conv(
             )
         ]
         W_flipped = jnp.flip(W, axis=tuple(range(rank)))  # W[k − 1 − t]
+        W_flipped = jnp.swapaxes(W_flipped, -1, -2)  # in ↔ out: (k..., out, in), HWIO again
         dx = lax.conv_general_dilated(
             dy,
             W_flipped,
@@ -231,7 +239,7 @@ def _conv(
             dx_pads,
             lhs_dilation=strides,
             rhs_dilation=dilation,
-            dimension_numbers=dx_dims,
+            dimension_numbers=forward_dims,
         )
         # dW[t, ci, co] = Σ_{b, i} x[b, i·s + t·d − lo, ci]·dy[b, i, co]: x padded by
         # (lo, (k − 1)·d + (o − 1)·s + 1 − lo − n), window stride d, dy dilated by s
@@ -241,9 +249,14 @@ def _conv(
                 in_sizes, out_sizes, kernel, strides, dilation, pads, strict=True
             )
         ]
+        # In the forward's layouts: x as (ci, spatial..., b), dy as (spatial..., b, co).
+        x_t = jnp.moveaxis(x, 0, -1)  # (ci ← batch role, spatial, b ← feature role)
+        x_t = jnp.moveaxis(x_t, -2, 0)
+        dy_t = jnp.moveaxis(dy, 0, -2)  # (spatial, b ← in, co ← out)
         dW = lax.conv_general_dilated(
-            x, dy, dilation, dw_pads, rhs_dilation=strides, dimension_numbers=dw_dims
-        )
+            x_t, dy_t, dilation, dw_pads, rhs_dilation=strides, dimension_numbers=forward_dims
+        )  # (ci, k..., co)
+        dW = jnp.moveaxis(dW, 0, -2)  # (k..., ci, co)
         grads = {"W": dW}
         if use_bias:
             grads["b"] = jnp.sum(dy, axis=(0, *spatial_axes))  # db = Σ_{b, i} dy[b, i, co]
