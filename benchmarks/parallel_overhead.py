@@ -11,8 +11,8 @@ measures the overhead: time per training step of
 
 and per epoch of `fit` on digits (plain, and `mesh=` a 1- and the 8-device mesh: the
 sharded epoch gathers each process's rows of every batch on the host). Every step is
-waited for before the next is dispatched, in every variant (on forced CPU devices several
-sharded steps in flight at once can stall XLA's in-process collectives; docs/scaling.md).
+waited for before the next is dispatched, in every variant (on several CPU devices fnn's
+sharded step waits for itself anyway: docs/scaling.md, "one caveat").
 Rounds alternate between variants; medians are reported; compilation happens before
 timing. The script re-runs itself in a subprocess with XLA_FLAGS set and writes
 benchmarks/results/parallel_overhead.json.

@@ -272,18 +272,33 @@ def make_sharded_train_step(
     sharded along `"data"` (`shard_batch`), or plain arrays, which jit places so.
     Outputs: replicated. The batch size must be divisible by `mesh.size` (a ValueError
     naming both numbers otherwise).
+
+    On a mesh of several CPU devices each call waits for its result (`_waits`).
     """
     step = make_train_step(net, loss, optimizer, mode, jit=False)
     rep, data = replicated(mesh), data_sharding(mesh)
     compiled = jax.jit(step, in_shardings=(rep, rep, (data, data)), out_shardings=(rep, rep, rep))
 
+    wait = _waits(mesh)
+
     @functools.wraps(step)
     def sharded_step(params, opt_state, batch):
         check_batch_divisible(int(np.shape(batch[0])[0]), mesh)
-        return compiled(params, opt_state, batch)
+        out = compiled(params, opt_state, batch)
+        return jax.block_until_ready(out) if wait else out
 
     sharded_step.compiled = compiled  # the jitted function, for lowering and benchmarks
     return sharded_step
+
+
+def _waits(mesh: Mesh) -> bool:
+    """Whether a step on `mesh` waits for its result before returning: on several CPU
+    devices. With many sharded steps in flight at once (asynchronous dispatch), XLA's
+    in-process CPU collectives were seen to stall until their 40 s rendezvous timeout
+    aborted the process (jax 0.10.2, 8 forced devices on 2 cores); one step at a time
+    never did. CPU meshes are for testing, so the lost overlap costs little; GPU and TPU
+    steps stay asynchronous."""
+    return mesh.size > 1 and mesh.devices.flat[0].platform == "cpu"
 
 
 @functools.partial(jax.jit, static_argnums=(2, 3))
@@ -340,6 +355,7 @@ def make_sharded_epoch_fn(
         scan_epoch, in_shardings=(rep, rep, batches, batches), out_shardings=(rep, rep, rep)
     )
     rows = process_rows(batch_size, mesh)
+    wait = _waits(mesh)
 
     def run_epoch(params, opt_state, key, epoch, x, y):
         n = int(np.shape(x)[0])
@@ -350,7 +366,8 @@ def make_sharded_epoch_fn(
         n_batches = order.shape[0]
         xs = _global(_take(x, order), batches, (n_batches, batch_size, *x.shape[1:]))
         ys = _global(_take(y, order), batches, (n_batches, batch_size, *y.shape[1:]))
-        return compiled(params, opt_state, xs, ys)
+        out = compiled(params, opt_state, xs, ys)
+        return jax.block_until_ready(out) if wait else out
 
     return run_epoch
 
@@ -411,9 +428,12 @@ def make_fsdp_train_step(
         out_shardings=(shardings, opt_shardings, replicated(mesh)),
     )
 
+    wait = _waits(mesh)
+
     def fsdp_step(params, opt_state, batch):
         check_batch_divisible(int(np.shape(batch[0])[0]), mesh)
-        return compiled(params, opt_state, batch)
+        out = compiled(params, opt_state, batch)
+        return jax.block_until_ready(out) if wait else out
 
     return fsdp_step, params, opt_state
 
