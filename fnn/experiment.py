@@ -359,8 +359,10 @@ def metrics_record(
     check: CheckResult | None = None,
     status: str = "completed",
     error: str | None = None,
+    mesh: Any = None,
 ) -> dict[str, Any]:
-    """The metrics.json content of a run (JSON-able)."""
+    """The metrics.json content of a run (JSON-able); with the data-parallel `mesh` the
+    run trained on, a `data_parallel` entry (devices, processes)."""
     from fnn import __version__
 
     task = run.data.task
@@ -396,6 +398,12 @@ def metrics_record(
         }
     if error is not None:
         record["error"] = error
+    if mesh is not None:
+        record["data_parallel"] = {
+            "devices": int(mesh.size),
+            "processes": len({d.process_index for d in mesh.devices.flat}),
+            "axis": "data",
+        }
     return record
 
 

@@ -148,6 +148,7 @@ def test_fnn_train_on_two_processes_writes_from_process_zero_only(tmp_path):
     assert printed == []  # process 1 prints nothing of its own (gloo's C++ log aside)
     metrics = json.loads((outs[0] / "metrics.json").read_text())
     assert metrics["epochs"] == 2 and metrics["test_accuracy"] > 0.5
+    assert metrics["data_parallel"] == {"devices": 2, "processes": 2, "axis": "data"}
     assert (outs[0] / "checkpoint.npz").exists()
     assert not outs[1].exists()
 

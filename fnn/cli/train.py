@@ -338,6 +338,7 @@ def run(args: argparse.Namespace) -> int:
             check=check,
             status="diverged",
             error=str(error),
+            mesh=mesh,
         )
         print(f"fnn train: error: {error}", file=sys.stderr)
         kept = out / experiment.CHECKPOINT
@@ -345,7 +346,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"the last good checkpoint is {kept} (epoch {error.last_good.epoch})")
         return 1
     record = experiment.write_outputs(
-        prepared, result, out, wall_s=time.perf_counter() - start, check=check
+        prepared, result, out, wall_s=time.perf_counter() - start, check=check, mesh=mesh
     )
     label = "accuracy" if metric == "accuracy" else "R²"
     early = f", stopped early (best epoch {result.best_epoch})" if result.stopped_early else ""
