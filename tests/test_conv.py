@@ -388,3 +388,22 @@ def test_train_config_model_cnn_builds_the_cnn_on_images_and_refuses_flat_data(t
         experiment.prepare(experiment.TrainConfig(model="cnn", dataset="iris"))
     args = ["train", "--model", "cnn", "--dataset", "iris", "--out", str(tmp_path / "iris")]
     assert main(args) == 2
+
+
+def test_train_config_model_cnn_takes_mnist_files_as_28x28x1(tmp_path):
+    """MNIST files in --data-dir (a Keras-style npz here, random pixels) stay 28×28×1."""
+    from fnn import experiment
+
+    rng = np.random.default_rng(0)
+    np.savez(
+        tmp_path / "mnist.npz",
+        x_train=rng.integers(0, 256, (64, 28, 28), np.uint8),
+        y_train=np.arange(64, dtype=np.uint8) % 10,
+        x_test=rng.integers(0, 256, (20, 28, 28), np.uint8),
+        y_test=np.arange(20, dtype=np.uint8) % 10,
+    )
+    config = experiment.TrainConfig(model="cnn", dataset="mnist", data_dir=str(tmp_path))
+    run = experiment.prepare(config)
+    assert run.data.x_train.shape == (64, 28, 28, 1)
+    sizes = [np.size(leaf) for leaf in jax.tree.leaves(run.params)]
+    assert sum(sizes) == 160 + 4640 + 14 * 14 * 32 * 64 + 64 + 650  # conv, conv, dense, dense
