@@ -162,6 +162,16 @@ def test_unreachable_coordinator_is_a_clear_error_within_the_timeout():
     assert f"could not reach the coordinator at 127.0.0.1:{port} within 3 s" in done.stderr
 
 
+def test_process_zero_alone_ends_within_the_timeout_saying_what_it_waited_for():
+    port = free_port()
+    command = [*FNN, "train", "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2"]
+    command += ["--process-id", "0", "--coordinator-timeout", "3"]
+    done = subprocess.run(command, env=env(), cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0  # JAX's runtime aborts (SIGABRT: -6 here, 134 in a shell)
+    assert "process 0 of 2: joining 127.0.0.1" in done.stderr
+    assert "waiting up to 3 s for all 2 processes" in done.stderr
+
+
 # In-process checks that need no devices beyond the one this process has.
 
 

@@ -264,6 +264,13 @@ def _mesh(args: argparse.Namespace):
             f"together; got only {', '.join(given)}"
         )
     if given:
+        print(
+            f"fnn train: process {args.process_id} of {args.num_processes}: joining "
+            f"{args.coordinator}, waiting up to {args.coordinator_timeout:g} s for all "
+            f"{args.num_processes} processes (past that the JAX runtime aborts this process)",
+            file=sys.stderr,
+            flush=True,
+        )
         parallel.initialize_distributed(
             args.coordinator,
             args.num_processes,
