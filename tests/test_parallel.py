@@ -220,3 +220,27 @@ def test_fnn_train_scale_flags_are_checked_before_anything_runs(tmp_path, capsys
     assert main(["train", "--devices", str(devices), "--out", out]) == 2
     assert f"--devices {devices}: this process has" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_fit_over_a_one_device_mesh_equals_plain_fit():
+    import jax.numpy as jnp
+    import numpy as np
+    import optax
+
+    import fnn
+
+    net, loss = fnn.mlp([8, 3], "tanh"), fnn.softmax_cross_entropy()
+    params = fnn.init(net, jax.random.PRNGKey(0), (4,), jnp.float64)
+    x = jax.random.normal(jax.random.PRNGKey(1), (40, 4), jnp.float64)
+    y = jnp.arange(40) % 3
+    common = dict(key=jax.random.PRNGKey(2), epochs=2, batch_size=8, progress=False)
+    opt = optax.adam(1e-2)
+    plain = fnn.train.fit(net, loss, opt, params, (x, y), (x, y), **common)
+    meshed = fnn.train.fit(
+        net, loss, opt, params, (x, y), (x, y), **common, mesh=parallel.make_data_mesh(1)
+    )
+    for a, b in zip(jax.tree.leaves(plain.params), jax.tree.leaves(meshed.params), strict=True):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-12, atol=1e-15)
+    for name, values in plain.history.items():
+        if name != "epoch_s":
+            np.testing.assert_allclose(meshed.history[name], values, rtol=1e-12)

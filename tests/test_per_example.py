@@ -133,3 +133,14 @@ def test_bench_per_example_case_times_both_and_matches_the_batch_gradient():
         assert r["step_ms_median"] > 0 and r["temp_bytes"] is not None
         assert r["output_bytes"] >= 128 * bench.WORKLOADS["per_example"].params * 4
         assert r["rel_grad_err"] < 1e-5
+
+
+def test_inputs_with_extra_axes_sum_each_example_over_its_positions():
+    net = fnn.serial(fnn.dense(6), fnn.sigmoid(), fnn.dense(2))
+    loss = fnn.mean_squared_error()
+    params = fnn.init(net, jax.random.PRNGKey(0), (3, 5), jnp.float64)
+    x = jax.random.normal(jax.random.PRNGKey(1), (4, 3, 5), jnp.float64)  # (B, positions, in)
+    y = jax.random.normal(jax.random.PRNGKey(2), (4, 3, 2), jnp.float64)
+    losses, grads = manual(net, loss, params, x, y)
+    assert losses.shape == (4,) and grads[0]["W"].shape == (4, 5, 6)
+    _assert_trees_close(grads, reference(net, loss, params, x, y))
