@@ -37,6 +37,7 @@ GPU_CASES = (
     ("deep_relu_4096", "bfloat16"),
     ("mlp_b4096", "float32"),
     ("tutorial", "float32"),
+    ("cnn_mnist_b1024", "float32"),  # conv net: manual vs autodiff, dispatched and in a scan
     ("deep_sigmoid_4096", "bfloat16"),
     ("deep_tanh_4096", "bfloat16"),
     ("wide_8192x3", "float32"),
