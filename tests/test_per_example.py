@@ -144,3 +144,17 @@ def test_inputs_with_extra_axes_sum_each_example_over_its_positions():
     losses, grads = manual(net, loss, params, x, y)
     assert losses.shape == (4,) and grads[0]["W"].shape == (4, 5, 6)
     _assert_trees_close(grads, reference(net, loss, params, x, y))
+
+
+def test_every_builtin_activation_is_supported():
+    from fnn.activations import ACTIVATIONS
+
+    loss = fnn.mean_squared_error()
+    x, y = _data("mean_squared_error", 3, 3)
+    covered = {activation for activation, _ in CASES}  # by the test above
+    for name, factory in ACTIVATIONS.items():
+        if name in covered:
+            continue
+        net = fnn.serial(fnn.dense(4), factory(), fnn.dense(3))
+        params = fnn.init(net, jax.random.PRNGKey(0), (5,), jnp.float64)
+        _assert_trees_close(manual(net, loss, params, x, y)[1], reference(net, loss, params, x, y))
