@@ -100,9 +100,8 @@ def per_example_value_and_grads(
         residuals.append(res)
     value, loss_res = loss.forward(h, y)
     scale = jnp.asarray(batch, h.dtype)
-    delta = (
-        loss.backward(loss_res, jnp.ones_like(value)) * scale
-    )  # δ_i = B·∂L/∂pred_i = ∂ℓ_i/∂pred_i
+    dpred = loss.backward(loss_res, jnp.ones_like(value))  # ∂L/∂pred_i = (1/B)·∂ℓ_i/∂pred_i
+    delta = dpred * scale  # δ_i = B·∂L/∂pred_i = ∂ℓ_i/∂pred_i, each example's own loss
     losses = _per_example_losses(loss, h, y)
     grads: list[Params] = [None] * len(layers)
     for k in reversed(range(len(layers))):  # backward, keeping examples apart
