@@ -65,7 +65,8 @@ def add_parser(subparsers) -> None:
         "train",
         help="train an MLP on a data set (digits by default) with hand-written gradients",
         description=(
-            "Train a multi-layer perceptron. Before training, the network's hand-written "
+            "Train a multi-layer perceptron (--model cnn: a small conv net for image data "
+            "sets). Before training, the network's hand-written "
             "gradients are checked against jax.grad in float64 on 32 training examples. "
             "Each epoch is one compiled lax.scan over shuffled minibatches (the last "
             "n mod batch-size shuffled examples sit out that epoch); after each, the test "
