@@ -177,10 +177,10 @@ def _conv(
         parts.append("dilation " + "x".join(map(str, dilation)))
     name = f"{kind}({', '.join(parts)})"
     spatial_axes = tuple(range(1, rank + 1))
-    s = _SPATIAL[rank]
+    axes = _SPATIAL[rank]
     # All three convolutions use the forward's layouts, the operands transposed to fit
     # (see the module docstring: XLA's CPU backend runs other layouts ~15× slower in a loop).
-    forward_dims = (f"N{s}C", f"{s}IO", f"N{s}C")  # x: NHWC, W: HWIO, y: NHWC
+    forward_dims = (f"N{axes}C", f"{axes}IO", f"N{axes}C")  # x: NHWC, W: HWIO, y: NHWC
 
     def init(key, in_shape, dtype=jnp.float32):
         if len(in_shape) != rank + 1:
@@ -250,9 +250,9 @@ def _conv(
             )
         ]
         # In the forward's layouts: x as (ci, spatial..., b), dy as (spatial..., b, co).
-        x_t = jnp.moveaxis(x, 0, -1)  # (ci ← batch role, spatial, b ← feature role)
-        x_t = jnp.moveaxis(x_t, -2, 0)
-        dy_t = jnp.moveaxis(dy, 0, -2)  # (spatial, b ← in, co ← out)
+        # ci plays the batch and b the contracted channel: a convolution over b.
+        x_t = jnp.moveaxis(jnp.moveaxis(x, 0, -1), -2, 0)  # (ci, spatial..., b)
+        dy_t = jnp.moveaxis(dy, 0, -2)  # (spatial..., b, co): a kernel from b to co
         dW = lax.conv_general_dilated(
             x_t, dy_t, dilation, dw_pads, rhs_dilation=strides, dimension_numbers=forward_dims
         )  # (ci, k..., co)
