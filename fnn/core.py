@@ -48,12 +48,15 @@ class Layer(NamedTuple):
       backward: `backward(params, residuals, dy) -> (dparams, dx)`, the vector-Jacobian
         product of `forward`; `dparams` has the structure of `params`, `dx` the shape of x.
       name: a short description used in error messages and check reports.
+      sublayers: the layers a combinator (`serial`) chains, in order; `()` for a
+        leaf layer. Lets tools walk a network (e.g. `fnn.per_example`).
     """
 
     init: Callable[..., tuple[Shape, Params]]
     forward: Callable[[Params, Array], tuple[Array, Residuals]]
     backward: Callable[[Params, Residuals, Array], tuple[Params, Array]]
     name: str = "layer"
+    sublayers: tuple[Layer, ...] = ()
 
 
 class Loss(NamedTuple):

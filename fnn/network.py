@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Sequence
 
 import jax
@@ -13,18 +12,11 @@ from fnn.core import Layer
 from fnn.initializers import Initializer
 from fnn.layers import dense
 
-# serial's forward function -> the layers it chains (for `chain_of`); weak keys: a chain
-# forgotten by its user is dropped here too.
-_CHAINS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
 
 def chain_of(net: Layer) -> tuple[Layer, ...] | None:
-    """The layers that `serial` chained into `net`, in order; None when `net` was not
-    built by `serial` (or `mlp`). Used by `fnn.per_example` to walk a network."""
-    try:
-        return _CHAINS.get(net.forward)
-    except TypeError:  # a forward that cannot be weakly referenced: not serial's
-        return None
+    """The layers that `serial` chained into `net`, in order; None for a leaf layer.
+    Used by `fnn.per_example` to walk a network."""
+    return net.sublayers or None
 
 
 def serial(*layers: Layer) -> Layer:
@@ -67,8 +59,7 @@ def serial(*layers: Layer) -> Layer:
             grads[i], dy = layers[i].backward(params[i], residuals[i], dy)  # chain rule
         return tuple(grads), dy
 
-    _CHAINS[forward] = tuple(layers)
-    return Layer(init, forward, backward, name)
+    return Layer(init, forward, backward, name, tuple(layers))
 
 
 def mlp(
