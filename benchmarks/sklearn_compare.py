@@ -25,7 +25,6 @@ from sklearn.metrics import accuracy_score, r2_score
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 
 from fnn import experiment
-from fnn.train import fit
 
 # The configurations of the README's table (fnn train flags in comments).
 CONFIGS = {
@@ -42,20 +41,7 @@ def run_fnn(config: experiment.TrainConfig) -> dict:
     run = experiment.prepare(config)
     data = run.data
     start = time.perf_counter()
-    result = fit(
-        run.net,
-        run.loss,
-        run.optimizer,
-        run.params,
-        (data.x_train, data.y_train),
-        (data.x_test, data.y_test),
-        key=run.key,
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        task=data.task,
-        eval_train=False,
-        progress=False,
-    )
+    result = experiment.fit_run(run, eval_train=False, progress=False)
     wall = time.perf_counter() - start
     history = result.history
     metric = "test_r2" if data.task == "regression" else "test_accuracy"

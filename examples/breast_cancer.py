@@ -14,7 +14,6 @@ from pathlib import Path
 
 from fnn import experiment
 from fnn.plot import plot_history
-from fnn.train import fit
 
 
 def main() -> None:
@@ -44,18 +43,7 @@ def main() -> None:
     check = experiment.verify_gradients(run)
     print(f"hand-written vs jax.grad, float64: max relative error {check.max_rel_err:.1e}")
 
-    result = fit(
-        run.net,
-        run.loss,
-        run.optimizer,
-        run.params,
-        (data.x_train, data.y_train),
-        (data.x_test, data.y_test),
-        key=run.key,
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        progress=False,
-    )
+    result = experiment.fit_run(run, progress=False)
     history = result.history
     print(
         f"test accuracy {history['test_accuracy'][-1]:.4f} "

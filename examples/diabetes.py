@@ -15,7 +15,6 @@ from pathlib import Path
 
 from fnn import experiment
 from fnn.plot import plot_history
-from fnn.train import fit
 
 
 def main() -> None:
@@ -35,23 +34,11 @@ def main() -> None:
         batch_size=32,
     )
     run = experiment.prepare(config)
-    data = run.data
     check = experiment.verify_gradients(run)
     print(f"{run.net.name} + {run.loss.name}")
     print(f"hand-written vs jax.grad, float64: max relative error {check.max_rel_err:.1e}")
 
-    result = fit(
-        run.net,
-        run.loss,
-        run.optimizer,
-        run.params,
-        (data.x_train, data.y_train),
-        (data.x_test, data.y_test),
-        key=run.key,
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        progress=False,
-    )
+    result = experiment.fit_run(run, progress=False)
     history = result.history
     # Targets are standardised on the train split; R² does not depend on that scale.
     print(

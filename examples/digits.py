@@ -15,27 +15,12 @@ from pathlib import Path
 
 from fnn import experiment
 from fnn.plot import plot_histories
-from fnn.train import fit
 
 
 def train(mode: str, config: experiment.TrainConfig) -> dict:
     """Trains the config's network with gradients from `mode`; returns the history."""
     run = experiment.prepare(config)
-    data = run.data
-    result = fit(
-        run.net,
-        run.loss,
-        run.optimizer,
-        run.params,
-        (data.x_train, data.y_train),
-        (data.x_test, data.y_test),
-        key=run.key,
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        mode=mode,
-        progress=False,
-    )
-    return result.history
+    return experiment.fit_run(run, mode=mode, progress=False).history
 
 
 def main() -> None:

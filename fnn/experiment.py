@@ -284,6 +284,28 @@ def save(run: Run, state: FitResult, out_dir: str | Path) -> Path | None:
     )
 
 
+def fit_run(run: Run, **overrides: Any) -> FitResult:
+    """`fnn.train.fit` on a prepared run, in memory (no files): the run's network, loss,
+    optimiser, params, data splits, key and config (epochs, batch size, grad mode,
+    patience, resume state). `overrides` replace or add `fit` keyword arguments, e.g.
+    `mode="autodiff"`, `progress=False`, `eval_train=False`."""
+    data = run.data
+    kwargs: dict[str, Any] = dict(
+        key=run.key,
+        epochs=run.config.epochs,
+        batch_size=run.config.batch_size,
+        mode=run.config.grad,
+        task=data.task,
+        opt_state=run.opt_state,
+        start_epoch=run.start_epoch,
+        history=run.history,
+        patience=run.config.patience,
+    )
+    kwargs.update(overrides)
+    train, test = (data.x_train, data.y_train), (data.x_test, data.y_test)
+    return fit(run.net, run.loss, run.optimizer, run.params, train, test, **kwargs)
+
+
 def train(
     run: Run,
     out_dir: str | Path,
@@ -310,28 +332,8 @@ def train(
         if every and state.epoch % every == 0 and state.epoch < run.config.epochs:
             save(run, state, out_dir)
 
-    data = run.data
     try:
-        result = fit(
-            run.net,
-            run.loss,
-            run.optimizer,
-            run.params,
-            (data.x_train, data.y_train),
-            (data.x_test, data.y_test),
-            key=run.key,
-            epochs=run.config.epochs,
-            batch_size=run.config.batch_size,
-            mode=run.config.grad,
-            task=data.task,
-            opt_state=run.opt_state,
-            start_epoch=run.start_epoch,
-            history=run.history,
-            patience=run.config.patience,
-            progress=progress,
-            callback=on_epoch,
-            mesh=mesh,
-        )
+        result = fit_run(run, progress=progress, callback=on_epoch, mesh=mesh)
     except NonFiniteLossError as error:
         if error.last_good.epoch > 0:
             save(run, error.last_good, out_dir)

@@ -365,20 +365,7 @@ def test_small_runs_reach_loose_quality_bounds(overrides, bound):
     config = experiment.TrainConfig(**overrides, epochs=25)
     run = experiment.prepare(config)
     data = run.data
-    result = fit(
-        run.net,
-        run.loss,
-        run.optimizer,
-        run.params,
-        (data.x_train, data.y_train),
-        (data.x_test, data.y_test),
-        key=run.key,
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        task=data.task,
-        progress=False,
-        eval_train=False,
-    )
+    result = experiment.fit_run(run, progress=False, eval_train=False)
     metric = "test_r2" if data.task == "regression" else "test_accuracy"
     assert result.history[metric][-1] >= bound
     if data.task == "binary":
