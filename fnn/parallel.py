@@ -37,12 +37,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax import lax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from fnn.core import Layer, Loss, Params, PRNGKey
-from fnn.train import make_train_step
+from fnn.train import make_train_step, scan_steps
 
 DATA_AXIS = "data"
 DEFAULT_TIMEOUT_S = 60  # how long a process waits for the coordinator and the others
@@ -343,12 +342,7 @@ def make_sharded_epoch_fn(
     rep, batches = replicated(mesh), batches_sharding(mesh)
 
     def scan_epoch(params, opt_state, xs, ys):
-        def body(carry, batch):
-            params, opt_state = carry
-            params, opt_state, metrics = step(params, opt_state, batch)
-            return (params, opt_state), metrics["loss"]
-
-        (params, opt_state), losses = lax.scan(body, (params, opt_state), (xs, ys))
+        params, opt_state, losses = scan_steps(step, params, opt_state, (xs, ys))
         return params, opt_state, jnp.mean(losses)
 
     compiled = jax.jit(

@@ -61,6 +61,23 @@ def make_train_step(
     return jax.jit(step) if jit else step
 
 
+def scan_steps(step: Callable, params: Params, opt_state: Any, batches: Batch):
+    """Runs `step` (from `make_train_step`) once per batch in one `lax.scan`.
+
+    `batches` is `(xs, ys)` stacked along a leading steps axis: `xs: (steps, batch, ...)`.
+    Returns `(params, opt_state, losses)` with `losses: (steps,)`, each the loss before
+    its step. Call it inside `jit`: the whole loop is then one compiled call.
+    """
+
+    def body(carry, batch):
+        params, opt_state = carry
+        params, opt_state, metrics = step(params, opt_state, batch)
+        return (params, opt_state), metrics["loss"]
+
+    (params, opt_state), losses = lax.scan(body, (params, opt_state), batches)
+    return params, opt_state, losses
+
+
 TASKS = ("classification", "binary", "regression")
 DEFAULT_LOSS = {
     "classification": "softmax_cross_entropy",
@@ -169,12 +186,7 @@ def make_epoch_fn(
         xs = jnp.take(x, batches, axis=0)  # (n_batches, batch_size, ...features)
         ys = jnp.take(y, batches, axis=0)
 
-        def body(carry, batch):
-            params, opt_state = carry
-            params, opt_state, metrics = step(params, opt_state, batch)
-            return (params, opt_state), metrics["loss"]
-
-        (params, opt_state), losses = lax.scan(body, (params, opt_state), (xs, ys))
+        params, opt_state, losses = scan_steps(step, params, opt_state, (xs, ys))
         return params, opt_state, jnp.mean(losses)
 
     return jax.jit(run_epoch)
