@@ -32,7 +32,8 @@ from fnn.losses import (
     sigmoid_binary_cross_entropy,
     softmax_cross_entropy,
 )
-from fnn.network import mlp, serial
+from fnn.network import mlp, residual, serial
+from fnn.normalization import layer_norm
 from fnn.per_example import per_example_grads, per_example_value_and_grads
 from fnn.train import make_train_step
 
@@ -62,6 +63,7 @@ __all__ = [
     "identity",
     "init",
     "initializers",
+    "layer_norm",
     "leaky_relu",
     "log_softmax",
     "loss_as_custom_vjp",
@@ -74,6 +76,7 @@ __all__ = [
     "per_example_grads",
     "per_example_value_and_grads",
     "relu",
+    "residual",
     "run_checks",
     "serial",
     "sigmoid",

@@ -38,7 +38,8 @@ from fnn import initializers, losses
 from fnn.core import Layer, Loss, choose
 from fnn.grad import as_custom_vjp, loss_as_custom_vjp, value_and_grad
 from fnn.layers import dense
-from fnn.network import mlp, serial
+from fnn.network import mlp, residual, serial
+from fnn.normalization import layer_norm
 
 DEFAULT_RTOL = {"float64": 1e-10, "float32": 1e-4}
 DTYPES = tuple(DEFAULT_RTOL)
@@ -377,6 +378,15 @@ CONV_LAYERS: dict[str, tuple[Callable[[], Layer], tuple[int, ...]]] = {
     "cnn": (lambda: C.cnn(3, channels=(2, 3), strides=(1, 2), hidden=(4,)), (6, 6, 1)),
 }
 
+# Layer normalisation and the residual combinator: (factory, in_shape).
+NORM_AND_RESIDUAL_LAYERS: dict[str, tuple[Callable[[], Layer], tuple[int, ...]]] = {
+    "layer_norm": (layer_norm, (5,)),
+    "layer_norm_3d_input": (layer_norm, (2, 5)),
+    "layer_norm_no_scale_no_bias": (lambda: layer_norm(use_scale=False, use_bias=False), (5,)),
+    "residual_mlp": (lambda: residual(serial(dense(5), A.tanh(), dense(5))), (5,)),
+    "residual_layer_norm": (lambda: residual(layer_norm()), (2, 5)),
+}
+
 BUILTIN_CHECKS: dict[str, Callable[[str], CheckResult]] = {
     "dense": _layer_case(lambda: dense(3), (5,)),
     "dense_no_bias": _layer_case(lambda: dense(3, use_bias=False), (5,)),
@@ -397,6 +407,10 @@ BUILTIN_CHECKS: dict[str, Callable[[str], CheckResult]] = {
     },
     "serial_dense_softmax": _layer_case(lambda: serial(dense(4), A.softmax()), (3,)),
     **{name: _layer_case(factory, shape) for name, (factory, shape) in CONV_LAYERS.items()},
+    **{
+        name: _layer_case(factory, shape)
+        for name, (factory, shape) in NORM_AND_RESIDUAL_LAYERS.items()
+    },
     "tutorial_model": _tutorial_model,
 }
 

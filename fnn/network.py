@@ -1,4 +1,5 @@
-"""Composition: `serial` chains layers; `mlp` builds the usual dense network."""
+"""Composition: `serial` chains layers; `mlp` builds the usual dense network; `residual`
+adds a skip connection around a layer."""
 
 from __future__ import annotations
 
@@ -93,3 +94,42 @@ def mlp(
     if output_activation is not None:
         layers.append(get_activation(output_activation))
     return serial(*layers)
+
+
+def residual(layer: Layer) -> Layer:
+    """A skip connection around `layer`: `y = x + layer(x)`.
+
+    `layer` must keep the shape of its input (checked at init). Params and residuals are
+    `layer`'s own; the backward is the chain rule through the sum, `dx = dy + dx_inner`,
+    where `dx_inner` is `layer`'s backward for the same `dy`.
+
+    The result is a leaf layer: its `sublayers` stays empty, since `sublayers` means a
+    serial chain (what `fnn.per_example` walks), which a skip connection is not.
+    """
+    if not isinstance(layer, Layer):
+        raise TypeError(f"residual: the argument must be an fnn Layer, got {type(layer).__name__}")
+    name = f"residual({layer.name})"
+
+    def init(key, in_shape, dtype=jnp.float32):
+        out_shape, params = layer.init(key, tuple(in_shape), dtype)
+        if tuple(out_shape) != tuple(in_shape):
+            raise ValueError(
+                f"{name}: the inner layer {layer.name} must keep the shape of its input; "
+                f"input {tuple(in_shape)}, output {tuple(out_shape)}"
+            )
+        return tuple(in_shape), params
+
+    def forward(params, x):
+        y, residuals = layer.forward(params, x)
+        if y.shape != x.shape:
+            raise ValueError(
+                f"{name}: the inner layer {layer.name} must keep the shape of its input; "
+                f"input {x.shape}, output {y.shape}"
+            )
+        return x + y, residuals  # y = x + layer(x)
+
+    def backward(params, residuals, dy):
+        dparams, dx_inner = layer.backward(params, residuals, dy)  # ∂/∂(params, x) of layer(x)
+        return dparams, dy + dx_inner  # dx = dy·∂x/∂x + dy·∂layer(x)/∂x = dy + dx_inner
+
+    return Layer(init, forward, backward, name)

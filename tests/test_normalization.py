@@ -1,0 +1,173 @@
+"""layer_norm and residual: the battery of test_builtins.py (its float64 and float32
+checks already run every item of fnn.check.NORM_AND_RESIDUAL_LAYERS), plus shapes,
+dtypes, a known-value forward, planted bugs and bad input."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import fnn
+from fnn.check import BUILTIN_CHECKS, NORM_AND_RESIDUAL_LAYERS
+
+KEY = jax.random.PRNGKey(0)
+
+
+def _forward_backward(layer, params, x):
+    """(y, residuals, dparams, dx) for dy = 1, compiled once (faster than op by op)."""
+
+    @jax.jit
+    def run(params, x):
+        y, residuals = layer.forward(params, x)
+        return y, residuals, *layer.backward(params, residuals, jnp.ones_like(y))
+
+    return run(params, x)
+
+
+def test_every_item_is_a_builtin_check():
+    """test_builtins.py runs these in float64 (vjp and finite differences) and float32."""
+    assert set(NORM_AND_RESIDUAL_LAYERS) <= set(BUILTIN_CHECKS)
+
+
+@pytest.mark.parametrize("name", list(NORM_AND_RESIDUAL_LAYERS))
+def test_output_shape_agrees_with_init_and_vjp_shapes_with_inputs(name):
+    """Shapes only (jax.eval_shape traces, computes nothing)."""
+    factory, in_shape = NORM_AND_RESIDUAL_LAYERS[name]
+    layer = factory()
+    out_shape, params = layer.init(KEY, in_shape, jnp.float32)
+    assert out_shape == in_shape
+    x = jax.ShapeDtypeStruct((3, *in_shape), jnp.float32)
+    y, _, dparams, dx = jax.eval_shape(lambda p, x: _forward_backward(layer, p, x), params, x)
+    assert y.shape == (3, *out_shape)
+    assert dx.shape == x.shape
+    assert jax.tree.structure(dparams) == jax.tree.structure(params)
+    assert jax.tree.map(jnp.shape, dparams) == jax.tree.map(jnp.shape, params)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64, jnp.bfloat16])
+def test_dtype_passes_through(dtype):
+    """y, dx and every gradient keep the input dtype (one compiled program per dtype)."""
+    names = list(NORM_AND_RESIDUAL_LAYERS)
+    layers = [NORM_AND_RESIDUAL_LAYERS[name][0]() for name in names]
+    shapes = [NORM_AND_RESIDUAL_LAYERS[name][1] for name in names]
+    params = [layer.init(KEY, s, dtype)[1] for layer, s in zip(layers, shapes, strict=True)]
+    xs = [jax.random.normal(KEY, (2, *s), dtype) for s in shapes]
+
+    @jax.jit
+    def run(params, xs):
+        out = []
+        for layer, p, x in zip(layers, params, xs, strict=True):
+            y, residuals = layer.forward(p, x)
+            out.append((y, *layer.backward(p, residuals, jnp.ones_like(y))))
+        return out
+
+    for name, (y, dparams, dx) in zip(names, run(params, xs), strict=True):
+        assert y.dtype == dtype and dx.dtype == dtype, name
+        assert all(leaf.dtype == dtype for leaf in jax.tree.leaves(dparams)), name
+
+
+def test_layer_norm_rows_have_mean_zero_and_unit_variance():
+    layer = fnn.layer_norm(epsilon=1e-12)
+    x = 3.0 + 5.0 * jax.random.normal(KEY, (4, 2, 6), jnp.float64)
+    params = fnn.init(layer, KEY, (2, 6), jnp.float64)
+    np.testing.assert_array_equal(params["scale"], np.ones(6))
+    np.testing.assert_array_equal(params["bias"], np.zeros(6))
+    y = fnn.apply(layer, params, x)
+    np.testing.assert_allclose(jnp.mean(y, axis=-1), 0.0, atol=1e-12)
+    np.testing.assert_allclose(jnp.var(y, axis=-1), 1.0, rtol=1e-9)
+    # scale and bias act per feature: y = x̂ ⊙ scale + bias
+    scale = jnp.arange(1.0, 7.0, dtype=jnp.float64)
+    bias = jnp.full((6,), -2.0, jnp.float64)
+    y2 = fnn.apply(layer, {"scale": scale, "bias": bias}, x)
+    np.testing.assert_allclose(y2, y * scale.reshape(1, 1, 6) + bias.reshape(1, 1, 6))
+
+
+def test_layer_norm_known_row():
+    """x = (1, 2, 3): μ = 2, var = 2/3, x̂ = (−1, 0, 1)·sqrt(3/2)."""
+    layer = fnn.layer_norm(epsilon=1e-300)
+    params = fnn.init(layer, KEY, (3,), jnp.float64)
+    y = fnn.apply(layer, params, jnp.array([[1.0, 2.0, 3.0]], jnp.float64))
+    np.testing.assert_allclose(y, np.sqrt(1.5) * np.array([[-1.0, 0.0, 1.0]]), rtol=1e-14)
+
+
+def test_residual_adds_the_input_and_keeps_the_inner_params():
+    inner = fnn.dense(3)
+    layer = fnn.residual(inner)
+    assert layer.name == "residual(dense(3))" and layer.sublayers == ()
+    params = fnn.init(layer, KEY, (3,), jnp.float64)
+    x = jax.random.normal(KEY, (2, 3), jnp.float64)
+    np.testing.assert_allclose(fnn.apply(layer, params, x), x + fnn.apply(inner, params, x))
+
+
+# ------------------------------------------------------------------------ planted bugs
+
+
+def test_checker_catches_layer_norm_without_the_variance_term():
+    """dx = (1/σ)(g − mean(g)) forgets the path through σ (− x̂·mean(g ⊙ x̂))."""
+    good = fnn.layer_norm()
+
+    def backward(params, residuals, dy):
+        x_hat, inv_sigma = residuals
+        grads, _ = good.backward(params, residuals, dy)
+        g = dy * params["scale"].reshape((1,) * (dy.ndim - 1) + (-1,))
+        return grads, inv_sigma * (g - jnp.mean(g, axis=-1, keepdims=True))
+
+    result = fnn.check_layer(good._replace(backward=backward), (5,))
+    assert not result.passed, str(result)
+    assert result.finite_differences.startswith("failed")
+    bad = {leaf for leaf, e in result.leaves.items() if e["rel"] > 1e-10}
+    assert bad == {"x"} and result.leaves["x"]["rel"] > 0.1
+
+
+def test_checker_catches_residual_without_the_skip_gradient():
+    """dx = dx_inner forgets the identity path's dy."""
+    inner = fnn.serial(fnn.dense(5), fnn.tanh(), fnn.dense(5))
+    good = fnn.residual(inner)
+    result = fnn.check_layer(good._replace(backward=inner.backward), (5,))
+    assert not result.passed, str(result)
+    assert result.finite_differences.startswith("failed")
+    bad = {leaf for leaf, e in result.leaves.items() if e["rel"] > 1e-10}
+    assert bad == {"x"} and result.leaves["x"]["rel"] > 0.1
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_layer_norm_features_mismatch_names_the_layer_the_expected_and_the_received_shape():
+    layer = fnn.layer_norm()
+    params = fnn.init(layer, KEY, (5,), jnp.float32)
+    with pytest.raises(ValueError) as info:
+        layer.forward(params, jnp.ones((2, 4), jnp.float32))
+    message = str(info.value)
+    assert message.startswith("layer_norm") and "(batch, ..., 5)" in message
+    assert "(2, 4)" in message
+
+
+def test_layer_norm_in_a_network_names_the_layer_index():
+    net = fnn.serial(fnn.dense(4), fnn.layer_norm())
+    params = fnn.init(net, KEY, (3,), jnp.float32)
+    params = (params[0], {k: v[:3] for k, v in params[1].items()})
+    with pytest.raises(ValueError, match=r"layer 1 \(layer_norm\).*\(batch, \.\.\., 3\).*\(2, 4\)"):
+        fnn.apply(net, params, jnp.ones((2, 3), jnp.float32))
+
+
+def test_layer_norm_rejects_a_flat_input_and_integers_and_a_bad_epsilon():
+    layer = fnn.layer_norm()
+    params = fnn.init(layer, KEY, (5,), jnp.float32)
+    with pytest.raises(ValueError, match=r"layer_norm.*got \(5,\)"):
+        layer.forward(params, jnp.ones((5,), jnp.float32))
+    with pytest.raises(TypeError, match="floating-point"):
+        layer.forward(params, jnp.ones((2, 5), jnp.int32))
+    with pytest.raises(ValueError, match="epsilon"):
+        fnn.layer_norm(epsilon=0.0)
+
+
+def test_residual_around_a_shape_changing_layer_names_it_and_both_shapes():
+    layer = fnn.residual(fnn.dense(3))
+    with pytest.raises(ValueError) as info:
+        layer.init(KEY, (5,), jnp.float32)
+    message = str(info.value)
+    assert message.startswith("residual(dense(3))") and "dense(3)" in message
+    assert "input (5,)" in message and "output (3,)" in message
+    with pytest.raises(TypeError, match="fnn Layer"):
+        fnn.residual(lambda x: x)
