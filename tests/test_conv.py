@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from battery import assert_dtype_passes_through
 from jax import lax
 
 import fnn
@@ -70,24 +71,8 @@ DTYPE_ITEMS = [
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64, jnp.bfloat16])
 def test_dtype_passes_through(dtype):
     """y, dx and every gradient keep the input dtype (one compiled program per dtype)."""
-    layers = [CONV_LAYERS[name][0]() for name in DTYPE_ITEMS]
-    params = [
-        layer.init(KEY, CONV_LAYERS[name][1], dtype)[1]
-        for name, layer in zip(DTYPE_ITEMS, layers, strict=True)
-    ]
-    xs = [_random((2, *CONV_LAYERS[name][1]), dtype) for name in DTYPE_ITEMS]
-
-    @jax.jit
-    def run(params, xs):
-        out = []
-        for layer, p, x in zip(layers, params, xs, strict=True):
-            y, residuals = layer.forward(p, x)
-            out.append((y, *layer.backward(p, residuals, jnp.ones_like(y))))
-        return out
-
-    for name, (y, dparams, dx) in zip(DTYPE_ITEMS, run(params, xs), strict=True):
-        assert y.dtype == dtype and dx.dtype == dtype, name
-        assert all(leaf.dtype == dtype for leaf in jax.tree.leaves(dparams)), name
+    items = [(name, CONV_LAYERS[name][0](), CONV_LAYERS[name][1]) for name in DTYPE_ITEMS]
+    assert_dtype_passes_through(items, dtype)
 
 
 PADDINGS = ["SAME", "VALID", ((1, 2), (0, 3)), ((3, 0), (2, 2))]

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from battery import assert_dtype_passes_through
 
 import fnn
 from fnn.check import BUILTIN_CHECKS, NORM_AND_RESIDUAL_LAYERS
@@ -47,23 +48,8 @@ def test_output_shape_agrees_with_init_and_vjp_shapes_with_inputs(name):
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64, jnp.bfloat16])
 def test_dtype_passes_through(dtype):
     """y, dx and every gradient keep the input dtype (one compiled program per dtype)."""
-    names = list(NORM_AND_RESIDUAL_LAYERS)
-    layers = [NORM_AND_RESIDUAL_LAYERS[name][0]() for name in names]
-    shapes = [NORM_AND_RESIDUAL_LAYERS[name][1] for name in names]
-    params = [layer.init(KEY, s, dtype)[1] for layer, s in zip(layers, shapes, strict=True)]
-    xs = [jax.random.normal(KEY, (2, *s), dtype) for s in shapes]
-
-    @jax.jit
-    def run(params, xs):
-        out = []
-        for layer, p, x in zip(layers, params, xs, strict=True):
-            y, residuals = layer.forward(p, x)
-            out.append((y, *layer.backward(p, residuals, jnp.ones_like(y))))
-        return out
-
-    for name, (y, dparams, dx) in zip(names, run(params, xs), strict=True):
-        assert y.dtype == dtype and dx.dtype == dtype, name
-        assert all(leaf.dtype == dtype for leaf in jax.tree.leaves(dparams)), name
+    items = [(name, make(), shape) for name, (make, shape) in NORM_AND_RESIDUAL_LAYERS.items()]
+    assert_dtype_passes_through(items, dtype)
 
 
 def test_layer_norm_rows_have_mean_zero_and_unit_variance():
