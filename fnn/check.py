@@ -106,6 +106,13 @@ def _compare(manual, reference) -> tuple[dict[str, dict[str, float]], str]:
     errors = {}
     for (path, m), (_, r) in zip(m_leaves, r_leaves, strict=True):
         label = re.sub(r"^\['(\w+)'\]", r"\1", jax.tree_util.keystr(path))  # params['W']
+        if r.dtype == jax.dtypes.float0:  # the input was integer: no derivative exists
+            if m.dtype != jax.dtypes.float0 or m.shape != r.shape:
+                return errors, (
+                    f"{label}: expected a float0 zero cotangent of shape {r.shape} for an "
+                    f"integer input, got dtype {m.dtype} shape {m.shape}"
+                )
+            continue
         m, r = np.asarray(m), np.asarray(r)
         if m.shape != r.shape:
             return errors, f"{label}: gradient shape {m.shape}, expected {r.shape}"
@@ -171,6 +178,7 @@ def check_layer(
     input_scale: float = 2.0,
     name: str | None = None,
     finite_differences: bool = True,
+    make_input: Callable[[jax.Array, tuple[int, ...], Any], jax.Array] | None = None,
 ) -> CheckResult:
     """Checks `layer.backward` against `jax.vjp` of `layer.forward` and finite differences.
 
@@ -185,12 +193,21 @@ def check_layer(
       input_scale: the input is `input_scale × N(0, 1)`.
       name: the name in the report (default: `layer.name`).
       finite_differences: also run `jax.test_util.check_grads` (float64 only).
+      make_input: `make_input(key, shape, dtype) -> x`, the input generator (default
+        `input_scale × N(0, 1)`), e.g. integer token ids for an embedding:
+        `lambda key, shape, dtype: jax.random.randint(key, shape, 0, vocab)`. For an
+        integer input the layer's `dx` must be float0 zeros of the input's shape (what
+        `jax.vjp` returns for integer arguments), and finite differences perturb only
+        the params.
     """
     dtype = _check_dtype(dtype)
     with _x64(dtype):
         k_init, k_x, k_dy = jax.random.split(_as_key(key), 3)
         _, params = layer.init(k_init, tuple(in_shape), jnp.dtype(dtype))
-        x = input_scale * jax.random.normal(k_x, (batch, *in_shape), jnp.dtype(dtype))
+        if make_input is None:
+            x = input_scale * jax.random.normal(k_x, (batch, *in_shape), jnp.dtype(dtype))
+        else:
+            x = jnp.asarray(make_input(k_x, (batch, *in_shape), jnp.dtype(dtype)))
         y_shape = jax.eval_shape(lambda p, x: layer.forward(p, x)[0], params, x)
         dy = jax.random.normal(k_dy, y_shape.shape, y_shape.dtype)
 
@@ -207,7 +224,11 @@ def check_layer(
             return _raised(name or layer.name, dtype, rtol, error)
         fd = "skipped (disabled)"
         if finite_differences:
-            fd = _finite_differences(jax.jit(as_custom_vjp(layer)), (params, x), dtype)
+            bridge = jax.jit(as_custom_vjp(layer))
+            if jnp.issubdtype(x.dtype, jnp.inexact):
+                fd = _finite_differences(bridge, (params, x), dtype)
+            else:  # integer inputs have no derivative: difference the params alone
+                fd = _finite_differences(lambda p: bridge(p, x), (params,), dtype)
         return _result(name or layer.name, dtype, rtol, _label(manual), _label(reference), fd)
 
 
