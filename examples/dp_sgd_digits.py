@@ -82,7 +82,7 @@ def train(private: bool, args, data) -> tuple[float, float]:
         epoch_fn = fnn.train.make_epoch_fn(net, loss, optimizer, batch_size=args.batch_size)
 
         def epoch(params, opt_state, key, x, y):
-            return epoch_fn(params, opt_state, key, jnp.int32(0), x, y)
+            return epoch_fn(params, opt_state, key, jnp.int32(0), x, y)[:3]
 
     start = time.perf_counter()
     for e in range(args.epochs):

@@ -21,8 +21,19 @@ from fnn.activations import (
 )
 from fnn.check import CheckResult, check_layer, check_loss, check_model, run_checks
 from fnn.conv import avg_pool, cnn, conv1d, conv2d, flatten, max_pool
-from fnn.core import Layer, Loss, apply, init
-from fnn.grad import as_custom_vjp, loss_as_custom_vjp, value_and_grad
+from fnn.core import (
+    Ctx,
+    Layer,
+    Loss,
+    apply,
+    forward,
+    has_state,
+    init,
+    init_state,
+    update_state,
+)
+from fnn.dropout import dropout
+from fnn.grad import as_custom_vjp, loss_as_custom_vjp, value_and_grad, value_grad_and_state
 from fnn.layers import dense
 from fnn.losses import (
     binary_cross_entropy,
@@ -33,7 +44,7 @@ from fnn.losses import (
     softmax_cross_entropy,
 )
 from fnn.network import mlp, residual, serial
-from fnn.normalization import layer_norm
+from fnn.normalization import batch_norm, layer_norm
 from fnn.per_example import per_example_grads, per_example_value_and_grads
 from fnn.train import make_train_step
 
@@ -41,11 +52,13 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CheckResult",
+    "Ctx",
     "Layer",
     "Loss",
     "apply",
     "as_custom_vjp",
     "avg_pool",
+    "batch_norm",
     "binary_cross_entropy",
     "check_layer",
     "check_loss",
@@ -54,14 +67,18 @@ __all__ = [
     "conv1d",
     "conv2d",
     "dense",
+    "dropout",
     "elu",
     "flatten",
+    "forward",
     "gelu",
     "get_activation",
     "get_loss",
+    "has_state",
     "huber",
     "identity",
     "init",
+    "init_state",
     "initializers",
     "layer_norm",
     "leaky_relu",
@@ -87,5 +104,7 @@ __all__ = [
     "softplus",
     "tanh",
     "train",
+    "update_state",
     "value_and_grad",
+    "value_grad_and_state",
 ]

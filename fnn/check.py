@@ -8,8 +8,10 @@ Each check compares a hand-written derivative with JAX's own:
   (so the derivative it differences against is the hand-written one), float64 only.
 
 Errors, per leaf (each parameter and the input): `abs = max|manual − ref|` and
-`rel = abs / max|ref|` (a norm-wise relative error, which does not blow up at entries
-near zero). An item passes when every leaf's `rel ≤ rtol` (default 1e-10 in float64,
+`rel = abs / max(max|ref|, 1e-3 · G)` where G is the largest `max|ref|` over all leaves:
+a norm-wise relative error, which does not blow up at entries near zero, nor on a leaf
+whose true gradient is zero up to rounding (a dense bias right before `batch_norm`,
+which the normalisation cancels). An item passes when every leaf's `rel ≤ rtol` (default 1e-10 in float64,
 1e-4 in float32), the trees have the same structure and shapes, and, in float64, the
 finite-difference check passes.
 
@@ -35,7 +37,7 @@ import numpy as np
 from fnn import activations as A
 from fnn import conv as C
 from fnn import initializers, losses
-from fnn.core import Layer, Loss, choose
+from fnn.core import Ctx, Layer, Loss, choose, forward
 from fnn.grad import as_custom_vjp, loss_as_custom_vjp, value_and_grad
 from fnn.layers import dense
 from fnn.network import mlp, residual, serial
@@ -97,6 +99,13 @@ def _as_key(key) -> jax.Array:
     return jax.random.PRNGKey(key) if isinstance(key, int) else key
 
 
+LEAF_SCALE_FLOOR = 1e-3  # a leaf's error is relative to at least 1e-3 × the largest leaf
+
+
+def _is_real(x) -> bool:
+    return x.dtype != jax.dtypes.float0 and np.size(x) > 0
+
+
 def _compare(manual, reference) -> tuple[dict[str, dict[str, float]], str]:
     """Per-leaf errors between two pytrees; a structural problem is returned as text."""
     m_leaves, m_def = jax.tree_util.tree_flatten_with_path(manual)
@@ -104,6 +113,10 @@ def _compare(manual, reference) -> tuple[dict[str, dict[str, float]], str]:
     if m_def != r_def:
         return {}, f"gradient tree structure {m_def} differs from the expected {r_def}"
     errors = {}
+    overall = max(
+        (float(np.max(np.abs(np.asarray(r, np.float64)))) for _, r in r_leaves if _is_real(r)),
+        default=0.0,
+    )
     for (path, m), (_, r) in zip(m_leaves, r_leaves, strict=True):
         label = re.sub(r"^\['(\w+)'\]", r"\1", jax.tree_util.keystr(path))  # params['W']
         if r.dtype == jax.dtypes.float0:  # the input was integer: no derivative exists
@@ -121,7 +134,7 @@ def _compare(manual, reference) -> tuple[dict[str, dict[str, float]], str]:
             continue
         diff = np.abs(m.astype(np.float64) - r.astype(np.float64))
         abs_err = float(np.max(diff))
-        scale = float(np.max(np.abs(r.astype(np.float64))))
+        scale = max(float(np.max(np.abs(r.astype(np.float64)))), LEAF_SCALE_FLOOR * overall)
         rel_err = abs_err / scale if scale > 0 else (0.0 if abs_err == 0 else math.inf)
         if not np.isfinite(abs_err):
             abs_err = rel_err = math.inf
@@ -179,6 +192,7 @@ def check_layer(
     name: str | None = None,
     finite_differences: bool = True,
     make_input: Callable[[jax.Array, tuple[int, ...], Any], jax.Array] | None = None,
+    ctx: Ctx | Callable[[Any], Ctx] | None = None,
 ) -> CheckResult:
     """Checks `layer.backward` against `jax.vjp` of `layer.forward` and finite differences.
 
@@ -199,6 +213,9 @@ def check_layer(
         integer input the layer's `dx` must be float0 zeros of the input's shape (what
         `jax.vjp` returns for integer arguments), and finite differences perturb only
         the params.
+      ctx: for a random or stateful layer, the `fnn.Ctx` its forward gets (fixed during
+        the check: the same key, the same state), or a function `ctx(params) -> Ctx`
+        (e.g. running statistics from `fnn.init_state`). Default: evaluation, `Ctx()`.
     """
     dtype = _check_dtype(dtype)
     with _x64(dtype):
@@ -208,23 +225,32 @@ def check_layer(
             x = input_scale * jax.random.normal(k_x, (batch, *in_shape), jnp.dtype(dtype))
         else:
             x = jnp.asarray(make_input(k_x, (batch, *in_shape), jnp.dtype(dtype)))
-        y_shape = jax.eval_shape(lambda p, x: layer.forward(p, x)[0], params, x)
+        if callable(ctx):
+            ctx = ctx(params)
+
+        def run(params, x, ctx):
+            return forward(layer, params, x, ctx)
+
+        try:
+            y_shape = jax.eval_shape(lambda p, x, c: run(p, x, c)[0], params, x, ctx)
+        except (TypeError, ValueError) as error:  # e.g. a missing key or state
+            return _raised(name or layer.name, dtype, rtol, error)
         dy = jax.random.normal(k_dy, y_shape.shape, y_shape.dtype)
 
         @jax.jit  # one compiled program per item: much faster than op-by-op dispatch
-        def both(params, x, dy):
-            _, residuals = layer.forward(params, x)
+        def both(params, x, dy, ctx):
+            _, residuals = run(params, x, ctx)
             manual = layer.backward(params, residuals, dy)
-            _, vjp = jax.vjp(lambda p, x: layer.forward(p, x)[0], params, x)
+            _, vjp = jax.vjp(lambda p, x: run(p, x, ctx)[0], params, x)
             return manual, vjp(dy)
 
         try:
-            manual, reference = both(params, x, dy)
+            manual, reference = both(params, x, dy, ctx)
         except (TypeError, ValueError) as error:  # e.g. a backward with a wrong shape
             return _raised(name or layer.name, dtype, rtol, error)
         fd = "skipped (disabled)"
         if finite_differences:
-            bridge = jax.jit(as_custom_vjp(layer))
+            bridge = jax.jit(as_custom_vjp(layer, ctx))
             if jnp.issubdtype(x.dtype, jnp.inexact):
                 fd = _finite_differences(bridge, (params, x), dtype)
             else:  # integer inputs have no derivative: difference the params alone
@@ -286,11 +312,14 @@ def check_model(
     dtype: str = "float64",
     rtol: float | None = None,
     name: str | None = None,
+    ctx: Ctx | Callable[[Any], Ctx] | None = None,
 ) -> CheckResult:
     """Checks `value_and_grad(net, loss, "manual")` against the "autodiff" mode on data.
 
     This is the check a training run makes before it starts: the gradient of the whole
-    objective, network and loss together, on real inputs `x` and targets `y`.
+    objective, network and loss together, on real inputs `x` and targets `y`. `ctx` is
+    as in `check_layer` (e.g. `lambda params: fnn.Ctx(True, key, fnn.init_state(net,
+    params))` for a network with dropout and batch_norm, in training mode).
     """
     dtype = _check_dtype(dtype)
     with _x64(dtype):
@@ -299,8 +328,10 @@ def check_model(
         if jnp.issubdtype(y.dtype, jnp.floating):
             y = y.astype(jnp.dtype(dtype))
         _, params = net.init(_as_key(key), x.shape[1:], jnp.dtype(dtype))
-        _, manual = jax.jit(value_and_grad(net, loss, "manual"))(params, x, y)
-        _, reference = jax.jit(value_and_grad(net, loss, "autodiff"))(params, x, y)
+        if callable(ctx):
+            ctx = ctx(params)
+        _, manual = jax.jit(value_and_grad(net, loss, "manual"))(params, x, y, ctx)
+        _, reference = jax.jit(value_and_grad(net, loss, "autodiff"))(params, x, y, ctx)
         fd = "skipped (whole-model check compares the two modes)"
         return _result(
             name or f"{net.name} + {loss.name}",

@@ -2,7 +2,8 @@
 
 A checkpoint is ONE ``.npz`` file (a zip of ``.npy`` arrays), readable without fnn:
 
-- ``params/<path>`` and ``opt_state/<path>``: one array per leaf, ``<path>`` being the
+- ``params/<path>``, ``opt_state/<path>`` and ``state/<path>`` (the running statistics
+  of stateful layers such as batch_norm; none for most networks): one array per leaf, ``<path>`` being the
   leaf's `jax.tree_util.keystr` path, e.g. ``params/[0]['W']`` or
   ``opt_state/[0].mu[0]['W']``. Dtypes numpy cannot store natively (bfloat16, ...) are
   stored as unsigned integers of the same width and named in the metadata.
@@ -30,7 +31,8 @@ flushed and fsynced, then renamed over the target with `os.replace`, so a crash 
 either the old checkpoint or the new one, never half of one.
 
 Loads are checked: the tree structure (leaf paths), shapes and dtypes must match the
-``params_like`` and ``opt_state_like`` trees (e.g. a fresh init and ``optimizer.init``),
+``params_like``, ``opt_state_like`` and ``state_like`` trees (e.g. a fresh init,
+``optimizer.init`` and ``fnn.init_state``),
 and a `CheckpointError` says exactly what differs; a missing, truncated or corrupt file
 raises a `CheckpointError` too, never a silent load.
 """
@@ -53,7 +55,7 @@ import numpy as np
 FORMAT = "fnn.checkpoint"
 VERSION = 1
 METADATA = "metadata"
-TREES = ("params", "opt_state")
+TREES = ("params", "opt_state", "state")
 _MAX_LISTED = 12  # differences listed in one error message
 
 
@@ -71,6 +73,7 @@ class Checkpoint(NamedTuple):
       key: the PRNG key for what comes next (typed or raw uint32, as it was saved).
       config: the run's configuration (a JSON-able dict).
       history: per-epoch metrics (a JSON-able dict, e.g. of lists).
+      state: the running statistics, with the structure of `state_like` (`()` for none).
     """
 
     params: Any
@@ -79,6 +82,7 @@ class Checkpoint(NamedTuple):
     key: jax.Array
     config: dict
     history: dict
+    state: Any = ()
 
 
 def save_checkpoint(
@@ -90,6 +94,7 @@ def save_checkpoint(
     key: jax.Array,
     config: dict,
     history: dict,
+    state: Any = (),
 ) -> Path:
     """Writes a checkpoint to `path` atomically and returns `path` as a Path.
 
@@ -103,6 +108,7 @@ def save_checkpoint(
       key: a PRNG key, typed (`jax.random.key`) or raw uint32 (`jax.random.PRNGKey`).
       config: a JSON-able dict (numpy and JAX scalars and arrays are converted).
       history: a JSON-able dict of per-epoch metrics.
+      state: the running statistics of stateful layers (`()`, the default, for none).
 
     Raises:
       CheckpointError: a bad epoch, or a config/history that JSON cannot hold.
@@ -112,7 +118,7 @@ def save_checkpoint(
         raise CheckpointError(f"epoch must be a non-negative int, got {epoch!r}")
     arrays: dict[str, np.ndarray] = {}
     leaves: dict[str, list[dict]] = {}
-    for tree_name, tree in (("params", params), ("opt_state", opt_state)):
+    for tree_name, tree in (("params", params), ("opt_state", opt_state), ("state", state)):
         leaves[tree_name] = []
         for leaf_path, leaf in _leaves_with_paths(tree):
             stored, info = _storable(leaf)
@@ -139,8 +145,11 @@ def save_checkpoint(
     return path
 
 
-def load_checkpoint(path: str | Path, *, params_like: Any, opt_state_like: Any) -> Checkpoint:
-    """Reads the checkpoint at `path`, checked against `params_like` and `opt_state_like`.
+def load_checkpoint(
+    path: str | Path, *, params_like: Any, opt_state_like: Any, state_like: Any = ()
+) -> Checkpoint:
+    """Reads the checkpoint at `path`, checked against `params_like`, `opt_state_like`
+    and `state_like`.
 
     Arguments:
       path: a file written by `save_checkpoint`.
@@ -148,6 +157,8 @@ def load_checkpoint(path: str | Path, *, params_like: Any, opt_state_like: Any) 
         of a fresh init, or `jax.eval_shape` of it (`jax.ShapeDtypeStruct` leaves, no
         compute); its values are not used.
       opt_state_like: the same for the optimiser state (e.g. `optimizer.init(params)`).
+      state_like: the same for the running statistics (`fnn.init_state(net, params)`;
+        `()`, the default, for a network without state).
 
     Returns:
       A `Checkpoint` whose params and opt_state are rebuilt with the like-trees' treedefs
@@ -166,7 +177,8 @@ def load_checkpoint(path: str | Path, *, params_like: Any, opt_state_like: Any) 
     arrays, metadata = _read(path)
     problems: list[str] = []
     rebuilt = {}
-    for tree_name, like in (("params", params_like), ("opt_state", opt_state_like)):
+    likes = (("params", params_like), ("opt_state", opt_state_like), ("state", state_like))
+    for tree_name, like in likes:
         rebuilt[tree_name] = _rebuild(tree_name, like, metadata["leaves"], arrays, problems)
     if problems:
         listed = problems[:_MAX_LISTED]
@@ -183,6 +195,7 @@ def load_checkpoint(path: str | Path, *, params_like: Any, opt_state_like: Any) 
         key=_key_from_json(metadata["key"], path),
         config=metadata["config"],
         history=metadata["history"],
+        state=rebuilt["state"],
     )
 
 
@@ -348,6 +361,8 @@ def _parse_metadata(entry: np.ndarray, path: Path) -> dict:
     needed = ("epoch", "key", "config", "history", "leaves", "sha256")
     absent = [name for name in needed if name not in metadata]
     leaves = metadata.get("leaves")
+    if isinstance(leaves, dict):
+        leaves.setdefault("state", [])  # written before state was stored: none
     if absent or not isinstance(leaves, dict) or any(t not in leaves for t in TREES):
         raise CheckpointError(f"{path} is corrupt: its metadata lacks {absent or ['leaves']}")
     for tree_name in TREES:

@@ -543,17 +543,25 @@ def cnn(
     activation: str | Layer = "relu",
     output_activation: str | Layer | None = None,
     w_init: str | Initializer = "he_normal",
+    batch_norm: bool = False,
+    dropout: float = 0.0,
 ) -> Layer:
     """A small convolutional network for images: SAME convolutions with `activation`
     after each, flatten, dense hidden layers, and a dense output layer of width `outputs`.
+
+    `batch_norm` puts a `batch_norm` between each convolution and its activation (per
+    channel, over batch, height and width); `dropout` a `dropout(rate)` after each hidden
+    dense layer's activation. Either makes the network take a `fnn.Ctx`.
 
     The default is `conv2d(16, 3) relu, conv2d(32, 3, stride 2) relu, flatten, dense(64)
     relu, dense(outputs)`; input `(batch, height, width, channels)`, output
     `(batch, outputs)` (logits unless `output_activation` is given).
     """
     from fnn.activations import get_activation
+    from fnn.dropout import dropout as dropout_layer
     from fnn.layers import dense
     from fnn.network import serial
+    from fnn.normalization import batch_norm as batch_norm_layer
 
     channels, strides, hidden = list(channels), list(strides), list(hidden)
     if not channels or len(channels) != len(strides):
@@ -564,10 +572,12 @@ def cnn(
     act = get_activation(activation)
     layers: list[Layer] = []
     for width, stride in zip(channels, strides, strict=True):
-        layers += [conv2d(width, kernel_size, stride=stride, w_init=w_init), act]
+        layers.append(conv2d(width, kernel_size, stride=stride, w_init=w_init))
+        layers += [batch_norm_layer(), act] if batch_norm else [act]
     layers.append(flatten())
     for width in hidden:
         layers += [dense(width, w_init=w_init), act]
+        layers += [dropout_layer(dropout)] if dropout else []
     layers.append(dense(outputs))
     if output_activation is not None:
         layers.append(get_activation(output_activation))

@@ -16,6 +16,24 @@ A loss is two pure functions::
     forward(pred, target)       -> (value, residuals)   # value: a scalar, mean over the batch
     backward(residuals, dvalue) -> dpred                # shaped like pred
 
+Random and stateful layers (`dropout`, `batch_norm`) take a third, keyword argument,
+a `Ctx`, and say so with `takes_ctx=True`::
+
+    forward(params, x, ctx=Ctx(train, key, state)) -> (y, residuals)
+
+`ctx.train` (a Python bool) picks training or evaluation behaviour, `ctx.key` is the PRNG
+key of this forward pass, `ctx.state` the layer's running statistics. State is a pytree
+kept apart from params (optimisers never see it), structured like params (one entry per
+layer of a `serial`, `()` where a layer has none). It is read by the forward and
+updated by a separate pure function of the residuals::
+
+    init_state(params)               -> state       # e.g. running mean 0, variance 1
+    update_state(state, residuals)   -> state       # after a training-mode forward
+
+so the backward contract is unchanged, both gradient modes update state the same way,
+and a training step carries `(params, opt_state, state)`. `fnn.forward`, `fnn.apply`,
+`fnn.init_state` and `fnn.update_state` call any layer the right way.
+
 The batch convention is batch-first and row-major: a dense layer computes `x @ W + b`
 with `W: (in, out)`. Losses divide by the batch size (they average), so layers sum over
 the batch in their backward: the tutorial's `dW = A·dZᵀ/m` is `dW = xᵀ·dy` with the `1/m`
@@ -24,6 +42,8 @@ already inside `dy`.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -36,6 +56,33 @@ Residuals = Any  # a pytree of arrays kept by forward for backward
 Shape = tuple[int, ...]
 PRNGKey = jax.Array
 DType = Any
+State = Any  # a pytree of running statistics, structured like params; () for none
+
+
+@functools.partial(
+    jax.tree_util.register_dataclass, data_fields=["key", "state"], meta_fields=["train"]
+)
+@dataclasses.dataclass(frozen=True)
+class Ctx:
+    """What a random or stateful layer's forward needs besides params and x.
+
+    A pytree whose leaves are the key and the state; `train` is static, so a `Ctx` can be
+    passed into a jitted function and each mode compiles its own program.
+
+    Attributes:
+      train: training behaviour (dropout drops, batch_norm uses batch statistics) when
+        True; evaluation behaviour (dropout is the identity, batch_norm uses its running
+        statistics) when False, the default. A Python bool: each value compiles its own
+        program.
+      key: the PRNG key of this forward pass (dropout needs one in training); `serial`
+        gives its i-th layer `jax.random.fold_in(key, i)`.
+      state: the running statistics, structured like the network's params (from
+        `fnn.init_state`); `()` where there are none.
+    """
+
+    train: bool = False
+    key: PRNGKey | None = None
+    state: State = ()
 
 
 class Layer(NamedTuple):
@@ -50,6 +97,12 @@ class Layer(NamedTuple):
       name: a short description used in error messages and check reports.
       sublayers: the layers a combinator (`serial`) chains, in order; `()` for a
         leaf layer. Lets tools walk a network (e.g. `fnn.per_example`).
+      takes_ctx: whether `forward` takes the keyword argument `ctx` (a `Ctx`): random
+        and stateful layers, and combinators holding one.
+      init_state: `init_state(params) -> state`, or None for a layer without state.
+      update_state: `update_state(state, residuals) -> state`, the new running
+        statistics after a training-mode forward that returned `residuals`; None for a
+        layer without state.
     """
 
     init: Callable[..., tuple[Shape, Params]]
@@ -57,6 +110,9 @@ class Layer(NamedTuple):
     backward: Callable[[Params, Residuals, Array], tuple[Params, Array]]
     name: str = "layer"
     sublayers: tuple[Layer, ...] = ()
+    takes_ctx: bool = False
+    init_state: Callable[[Params], State] | None = None
+    update_state: Callable[[State, Residuals], State] | None = None
 
 
 class Loss(NamedTuple):
@@ -74,9 +130,39 @@ class Loss(NamedTuple):
     name: str = "loss"
 
 
-def apply(layer: Layer, params: Params, x: Array) -> Array:
-    """Runs `layer.forward` and returns only the output (no residuals)."""
-    return layer.forward(params, x)[0]
+def forward(layer: Layer, params: Params, x: Array, ctx: Ctx | None = None):
+    """Runs `layer.forward` -> `(y, residuals)`, passing `ctx` to a layer that takes one
+    (default `Ctx()`: evaluation) and ignoring it otherwise."""
+    if layer.takes_ctx:
+        return layer.forward(params, x, ctx=Ctx() if ctx is None else ctx)
+    return layer.forward(params, x)
+
+
+def apply(layer: Layer, params: Params, x: Array, ctx: Ctx | None = None) -> Array:
+    """Runs `layer.forward` and returns only the output (no residuals).
+
+    For a network with dropout or batch_norm, `ctx` picks the behaviour: the default is
+    evaluation, which needs the running statistics of batch_norm:
+    `fnn.apply(net, params, x, fnn.Ctx(state=state))`.
+    """
+    return forward(layer, params, x, ctx)[0]
+
+
+def has_state(layer: Layer) -> bool:
+    """Whether `layer` keeps running statistics (e.g. holds a `batch_norm`)."""
+    return layer.init_state is not None
+
+
+def init_state(layer: Layer, params: Params) -> State:
+    """The initial running statistics of `layer` for `params`; `()` for a layer without
+    state."""
+    return layer.init_state(params) if layer.init_state is not None else ()
+
+
+def update_state(layer: Layer, state: State, residuals: Residuals) -> State:
+    """The running statistics after a training-mode forward that returned `residuals`;
+    `state` itself for a layer without state."""
+    return layer.update_state(state, residuals) if layer.update_state is not None else state
 
 
 def init(layer: Layer, key: PRNGKey, in_shape: Shape, dtype: DType = jnp.float32) -> Params:

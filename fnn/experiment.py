@@ -26,7 +26,7 @@ import optax
 from fnn import activations as _activations
 from fnn.check import CheckResult, check_model
 from fnn.conv import cnn
-from fnn.core import Layer, Loss, choose
+from fnn.core import Ctx, Layer, Loss, choose, init_state
 from fnn.grad import GRAD_MODES
 from fnn.losses import LOSSES, get_loss
 from fnn.network import mlp
@@ -57,6 +57,8 @@ class TrainConfig:
     model: str = "mlp"
     hidden: tuple[int, ...] = (256, 128)
     activation: str = "relu"
+    batch_norm: bool = False
+    dropout: float = 0.0
     loss: str | None = None
     grad: str = "manual"
     optimizer: str = "adam"
@@ -96,6 +98,8 @@ class TrainConfig:
         choose("dtype", self.dtype, dict.fromkeys(("float32", "float64")))
         if not self.hidden or any(h < 1 for h in self.hidden):
             raise ValueError(f"hidden widths must be positive, got {list(self.hidden)}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout rate must be in [0, 1), got {self.dropout}")
         if self.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 1:
@@ -117,6 +121,7 @@ class Run(NamedTuple):
     key: jax.Array  # the data-order key: epoch e shuffles with fold_in(key, e)
     start_epoch: int
     history: dict[str, list[float]] | None
+    state: Any = ()  # running statistics (batch_norm), fnn.init_state(net, params)
 
 
 def loss_name(config: TrainConfig, task: str) -> str:
@@ -137,8 +142,10 @@ def build_network(config: TrainConfig, data: Any, loss: str) -> Layer:
 
     "mlp": `hidden` widths with `activation`. "cnn" (image data sets, `(h, w, 1)` inputs):
     `fnn.conv.cnn`, conv2d(16, 3) and conv2d(32, 3, stride 2) with `activation`, flatten,
-    dense(64); `hidden` is not used.
+    dense(64); `hidden` is not used. `batch_norm` and `dropout` as `mlp` and `cnn` take
+    them.
     """
+    extras = dict(batch_norm=config.batch_norm, dropout=config.dropout)
     output = "sigmoid" if loss == "binary_cross_entropy" else None
     if config.model == "cnn":
         if len(data.feature_shape) != 3:
@@ -146,8 +153,15 @@ def build_network(config: TrainConfig, data: Any, loss: str) -> Layer:
                 f"--model cnn needs an image data set ({', '.join(IMAGE_DATASETS)}); "
                 f"{config.dataset} has flat features of shape {tuple(data.feature_shape)}"
             )
-        return cnn(data.output_width, activation=config.activation, output_activation=output)
-    return mlp([*config.hidden, data.output_width], config.activation, output_activation=output)
+        return cnn(
+            data.output_width, activation=config.activation, output_activation=output, **extras
+        )
+    return mlp(
+        [*config.hidden, data.output_width],
+        config.activation,
+        output_activation=output,
+        **extras,
+    )
 
 
 def _check_dtype_enabled(dtype: str) -> None:
@@ -208,7 +222,10 @@ def prepare(config: TrainConfig, *, data: Any = None) -> Run:
     init = jax.jit(net.init, static_argnums=(1, 2))
     _, params = init(init_key, tuple(data.x_train.shape[1:]), jnp.dtype(config.dtype))
     opt_state = optimizer.init(params)
-    return Run(config, data, net, get_loss(loss), optimizer, params, opt_state, data_key, 0, None)
+    state = init_state(net, params)
+    return Run(
+        config, data, net, get_loss(loss), optimizer, params, opt_state, data_key, 0, None, state
+    )
 
 
 def resume(out_dir: str | Path, *, epochs: int | None = None) -> Run:
@@ -231,7 +248,9 @@ def resume(out_dir: str | Path, *, epochs: int | None = None) -> Run:
     if epochs is not None:
         config = dataclasses.replace(config, epochs=epochs)
     run = prepare(config)
-    saved = load_checkpoint(path, params_like=run.params, opt_state_like=run.opt_state)
+    saved = load_checkpoint(
+        path, params_like=run.params, opt_state_like=run.opt_state, state_like=run.state
+    )
     if config.epochs < saved.epoch:
         raise ValueError(
             f"the checkpoint in {out_dir} has {saved.epoch} epochs done; --epochs "
@@ -243,24 +262,30 @@ def resume(out_dir: str | Path, *, epochs: int | None = None) -> Run:
         key=saved.key,
         start_epoch=saved.epoch,
         history=saved.history,
+        state=saved.state,
     )
 
 
 def verify_gradients(run: Run, *, examples: int = CHECK_EXAMPLES) -> CheckResult:
     """Checks the network's hand-written gradients against `jax.grad` (float64) on the
-    first `examples` training examples, at the initial params of the run's seed."""
+    first `examples` training examples, at the initial params of the run's seed; a
+    network with dropout or batch_norm is checked in training mode (one fixed dropout
+    mask, batch statistics)."""
     x = np.asarray(run.data.x_train[:examples])
     y = np.asarray(run.data.y_train[:examples])
     # The same functions, each compiled once instead of op by op: same values, faster.
     net, loss = run.net, run.loss
-    net = Layer(
-        jax.jit(net.init, static_argnums=(1, 2)),
-        jax.jit(net.forward),
-        jax.jit(net.backward),
-        net.name,
+    net = net._replace(
+        init=jax.jit(net.init, static_argnums=(1, 2)),
+        forward=jax.jit(net.forward),
+        backward=jax.jit(net.backward),
     )
     loss = Loss(jax.jit(loss.forward), jax.jit(loss.backward), loss.name)
-    return check_model(net, loss, x, y, key=run.config.seed, dtype="float64")
+    ctx = None
+    if net.takes_ctx:
+        dropout_key = jax.random.PRNGKey(run.config.seed + 1)
+        ctx = lambda params: Ctx(True, dropout_key, init_state(net, params))  # noqa: E731
+    return check_model(net, loss, x, y, key=run.config.seed, dtype="float64", ctx=ctx)
 
 
 def save(run: Run, state: FitResult, out_dir: str | Path) -> Path | None:
@@ -271,7 +296,11 @@ def save(run: Run, state: FitResult, out_dir: str | Path) -> Path | None:
 
     if not is_main_process():
         return None
-    state = state._replace(params=local_copy(state.params), opt_state=local_copy(state.opt_state))
+    state = state._replace(
+        params=local_copy(state.params),
+        opt_state=local_copy(state.opt_state),
+        state=local_copy(state.state),
+    )
 
     return save_checkpoint(
         Path(out_dir) / CHECKPOINT,
@@ -281,6 +310,7 @@ def save(run: Run, state: FitResult, out_dir: str | Path) -> Path | None:
         key=run.key,
         config=run.config.to_dict(),
         history=state.history,
+        state=state.state,
     )
 
 
@@ -300,6 +330,7 @@ def fit_run(run: Run, **overrides: Any) -> FitResult:
         start_epoch=run.start_epoch,
         history=run.history,
         patience=run.config.patience,
+        state=run.state,
     )
     kwargs.update(overrides)
     train, test = (data.x_train, data.y_train), (data.x_test, data.y_test)
@@ -423,6 +454,8 @@ def write_outputs(run: Run, result: FitResult, out_dir: str | Path, **record_kwa
     c = run.config
     hidden = "-".join(map(str, c.hidden))
     model = "cnn" if c.model == "cnn" else f"hidden {hidden}"
+    model += " batch_norm" if c.batch_norm else ""
+    model += f" dropout {c.dropout:g}" if c.dropout else ""
     title = (
         f"{c.dataset}: {model} {c.activation}, {c.grad} gradients, "
         f"{c.optimizer} η={c.lr:g}, batch {c.batch_size}"

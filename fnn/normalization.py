@@ -1,4 +1,5 @@
-"""Normalisation layers, each with a hand-written backward pass.
+"""Normalisation layers, each with a hand-written backward pass: `layer_norm` and
+`batch_norm`.
 
 `layer_norm` normalises every example over its last (feature) axis, so it keeps no state
 and needs no key: the statistics are those of the example itself, in training and in
@@ -14,13 +15,20 @@ cotangent `dy` and `g = dy ⊙ scale`, the vector-Jacobian product is
 
 The first line follows from `∂x̂_j/∂x_i = (1/σ)·(δ_ij − 1/N − x̂_i·x̂_j/N)`: the `1/N`
 term is the gradient through μ, the `x̂_i·x̂_j/N` term the gradient through σ.
+
+`batch_norm` is the same computation over the other axes: μ and var are per feature
+(the last axis), taken over the batch and any spatial axes, so in training the formula
+for `dx` is the one above with the means over those axes. In evaluation it uses running
+statistics instead, `x̂ = (x − running_mean)/sqrt(running_var + ε)`: an affine map of x,
+whose backward is `dx = g/σ`. The running statistics are state, not params: see
+`batch_norm`.
 """
 
 from __future__ import annotations
 
 import jax.numpy as jnp
 
-from fnn.core import Layer, check_floating
+from fnn.core import Ctx, Layer, check_floating
 
 
 def layer_norm(*, epsilon: float = 1e-5, use_scale: bool = True, use_bias: bool = True) -> Layer:
@@ -100,3 +108,140 @@ def layer_norm(*, epsilon: float = 1e-5, use_scale: bool = True, use_bias: bool 
         return grads, dx
 
     return Layer(init, forward, backward, name)
+
+
+def batch_norm(
+    *,
+    momentum: float = 0.9,
+    epsilon: float = 1e-5,
+    use_scale: bool = True,
+    use_bias: bool = True,
+) -> Layer:
+    """Batch normalisation of each feature (the last axis) over the batch and any spatial
+    axes, `y = (x − μ)/sqrt(var + ε) ⊙ scale + bias`.
+
+    Training and evaluation differ, and the layer takes a `fnn.Ctx` to say which:
+
+    - training (`Ctx(train=True, ...)`): μ and var are the statistics of this batch
+      (biased variance), and gradients flow through them;
+    - evaluation (`Ctx(state=state)`, the default mode): μ and var are the running
+      statistics in `ctx.state`, constants for the gradient.
+
+    **State.** The running statistics `{"mean": (features,), "var": (features,)}` are kept
+    apart from params, so optimisers never touch them: `fnn.init_state(net, params)`
+    gives mean 0 and variance 1, and after a training-mode forward
+    `fnn.update_state(net, state, residuals)` returns
+    `momentum·state + (1 − momentum)·batch_statistics` (an exponential moving average;
+    the variance is the biased batch variance). `fnn.train` carries the state through its
+    steps and epochs, and under data parallelism the batch statistics are those of the
+    global batch (the mean over a sharded axis is a cross-device reduction).
+
+    Arguments:
+      momentum: the running statistics' decay, in [0, 1) (PyTorch's momentum 0.1 is 0.9).
+      epsilon: added to the variance before the square root (a positive float).
+      use_scale, use_bias: learned `scale` (ones) and `bias` (zeros); at least one, as
+        they size the running statistics.
+
+    Shapes: `x: (batch, ..., features)`, e.g. `(batch, features)` after a dense layer or
+    NHWC `(batch, height, width, channels)` after a convolution; `y` shaped like `x`.
+    Residuals: `x̂` and `1/σ`, plus the batch μ and var in training (for the state).
+    """
+    if not isinstance(momentum, int | float) or not 0 <= momentum < 1:
+        raise ValueError(f"batch_norm: momentum must be a float in [0, 1), got {momentum!r}")
+    if not isinstance(epsilon, int | float) or not epsilon > 0:
+        raise ValueError(f"batch_norm: epsilon must be a positive float, got {epsilon!r}")
+    if not (use_scale or use_bias):
+        raise ValueError(
+            "batch_norm: use_scale and use_bias cannot both be False: the params size the "
+            "running statistics; follow it with no affine map by keeping scale at ones"
+        )
+    name = "batch_norm"
+
+    def init(key, in_shape, dtype=jnp.float32):
+        del key
+        if len(in_shape) < 1:
+            raise ValueError(f"{name}: in_shape must end in a feature axis, got {in_shape}")
+        params = {}
+        if use_scale:
+            params["scale"] = jnp.ones((in_shape[-1],), dtype)
+        if use_bias:
+            params["bias"] = jnp.zeros((in_shape[-1],), dtype)
+        return tuple(in_shape), params
+
+    def _vector(params):
+        return params["scale"] if use_scale else params["bias"]
+
+    def init_state(params):
+        v = _vector(params)
+        return {"mean": jnp.zeros_like(v), "var": jnp.ones_like(v)}
+
+    def _row(v, ndim):
+        return v.reshape((1,) * (ndim - 1) + (v.shape[0],))
+
+    def forward(params, x, ctx=Ctx()):
+        check_floating(name, x)
+        features = _vector(params).shape[0]
+        if x.ndim < 2 or x.shape[-1] != features:
+            raise ValueError(
+                f"{name}: expected input of shape (batch, ..., {features}), got {x.shape}"
+            )
+        axes = tuple(range(x.ndim - 1))  # the batch and spatial axes
+        eps = jnp.asarray(epsilon, x.dtype)
+        if ctx.train:
+            mu = jnp.mean(x, axis=axes, keepdims=True)  # μ = mean over batch (and space)
+            centred = x - mu  # x − μ
+            var = jnp.mean(centred * centred, axis=axes, keepdims=True)  # mean((x − μ)²)
+            inv_sigma = 1 / jnp.sqrt(var + eps)  # 1/σ = 1/sqrt(var + ε)
+            batch_stats = {"mean": mu.reshape(-1), "var": var.reshape(-1)}
+        else:
+            state = ctx.state
+            if not isinstance(state, dict) or set(state) != {"mean", "var"}:
+                raise ValueError(
+                    f"{name}: evaluation uses the running statistics: pass "
+                    "fnn.Ctx(state=state) with state from fnn.init_state(net, params) (or "
+                    f"the state training returned), or Ctx(train=True); got state {state!r}"
+                )
+            if state["mean"].shape != (features,) or state["var"].shape != (features,):
+                raise ValueError(
+                    f"{name}: expected running mean and var of shape ({features},), got "
+                    f"{state['mean'].shape} and {state['var'].shape}"
+                )
+            centred = x - _row(state["mean"].astype(x.dtype), x.ndim)  # x − running mean
+            inv_sigma = 1 / jnp.sqrt(_row(state["var"].astype(x.dtype), x.ndim) + eps)
+            batch_stats = None
+        x_hat = centred * inv_sigma  # x̂ = (x − μ)/σ
+        y = x_hat
+        if use_scale:
+            y = y * _row(params["scale"], x.ndim)  # x̂ ⊙ scale
+        if use_bias:
+            y = y + _row(params["bias"], x.ndim)  # x̂ ⊙ scale + bias
+        residuals = {"x_hat": x_hat, "inv_sigma": inv_sigma}
+        if batch_stats is not None:
+            residuals["batch"] = batch_stats
+        return y, residuals
+
+    def backward(params, residuals, dy):
+        x_hat, inv_sigma = residuals["x_hat"], residuals["inv_sigma"]
+        axes = tuple(range(dy.ndim - 1))
+        grads = {}
+        g = dy
+        if use_scale:
+            grads["scale"] = jnp.sum(dy * x_hat, axis=axes)  # dscale = Σ dy ⊙ x̂
+            g = dy * _row(params["scale"], dy.ndim)  # g = dy ⊙ scale
+        if use_bias:
+            grads["bias"] = jnp.sum(dy, axis=axes)  # dbias = Σ dy
+        if "batch" not in residuals:  # evaluation: μ and σ are constants
+            return grads, g * inv_sigma  # dx = g/σ
+        g_mean = jnp.mean(g, axis=axes, keepdims=True)  # mean(g): the path through μ
+        gx_mean = jnp.mean(g * x_hat, axis=axes, keepdims=True)  # mean(g ⊙ x̂): through σ
+        dx = inv_sigma * (g - g_mean - x_hat * gx_mean)  # dx = (1/σ)(g − mean(g) − x̂·mean(g⊙x̂))
+        return grads, dx
+
+    def update_state(state, residuals):
+        batch = residuals["batch"]
+        m = momentum
+        return {  # running ← m·running + (1 − m)·batch
+            k: m * state[k] + (1 - m) * batch[k].astype(state[k].dtype) for k in ("mean", "var")
+        }
+
+    return Layer(init, forward, backward, name, (), True, init_state, update_state)

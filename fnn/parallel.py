@@ -41,7 +41,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from fnn.core import Layer, Loss, Params, PRNGKey
-from fnn.train import make_train_step, scan_steps
+from fnn.train import make_train_step, scan_steps, step_key
 
 DATA_AXIS = "data"
 DEFAULT_TIMEOUT_S = 60  # how long a process waits for the coordinator and the others
@@ -263,9 +263,14 @@ def make_sharded_train_step(
     mode: str = "manual",
     *,
     mesh: Mesh,
+    stateful: bool = False,
 ) -> Callable:
     """Returns `step(params, opt_state, batch) -> (params, opt_state, metrics)`, the data-
-    parallel form of `fnn.train.make_train_step`.
+    parallel form of `fnn.train.make_train_step`; with `stateful=True`, `step(params,
+    opt_state, batch, state, key) -> (params, opt_state, metrics, state)` as there, the
+    state and key replicated. batch_norm's statistics are those of the global batch (XLA
+    reduces them across devices) and dropout's mask is drawn for the global batch, so the
+    step equals the one-device step.
 
     Inputs: params and opt_state replicated over `mesh` (`replicate`), the batch `(x, y)`
     sharded along `"data"` (`shard_batch`), or plain arrays, which jit places so.
@@ -274,16 +279,19 @@ def make_sharded_train_step(
 
     On a mesh of several CPU devices each call waits for its result (`_waits`).
     """
-    step = make_train_step(net, loss, optimizer, mode, jit=False)
+    step = make_train_step(net, loss, optimizer, mode, jit=False, stateful=stateful)
     rep, data = replicated(mesh), data_sharding(mesh)
-    compiled = jax.jit(step, in_shardings=(rep, rep, (data, data)), out_shardings=(rep, rep, rep))
+    ins, outs = (rep, rep, (data, data)), (rep, rep, rep)
+    if stateful:
+        ins, outs = (*ins, rep, rep), (*outs, rep)
+    compiled = jax.jit(step, in_shardings=ins, out_shardings=outs)
 
     wait = _waits(mesh)
 
     @functools.wraps(step)
-    def sharded_step(params, opt_state, batch):
+    def sharded_step(params, opt_state, batch, *state_and_key):
         check_batch_divisible(int(np.shape(batch[0])[0]), mesh)
-        out = compiled(params, opt_state, batch)
+        out = compiled(params, opt_state, batch, *state_and_key)
         return jax.block_until_ready(out) if wait else out
 
     sharded_step.compiled = compiled  # the jitted function, for lowering and benchmarks
@@ -326,32 +334,36 @@ def make_sharded_epoch_fn(
     mesh: Mesh,
     batch_size: int,
 ) -> Callable:
-    """Returns `epoch(params, opt_state, key, epoch, x, y) -> (params, opt_state,
-    mean_loss)`, the data-parallel form of `fnn.train.make_epoch_fn` (same signature,
-    same batches, one compiled `lax.scan` per epoch).
+    """Returns `epoch(params, opt_state, key, epoch, x, y, state=()) -> (params, opt_state,
+    mean_loss, state)`, the data-parallel form of `fnn.train.make_epoch_fn` (same
+    signature, same batches, same dropout keys, one compiled `lax.scan` per epoch).
 
     `x: (n, ...)`, `y: (n, ...)` are the whole training split, the same in every process.
     Each epoch every process computes the order (`epoch_order`), gathers only its rows of
     every batch (`process_rows`) on its first local device, and the batches become one
     global array
     `(n_batches, batch_size, ...)` sharded along axis 1 over `"data"`. params and
-    opt_state come in and go out replicated (`replicate`).
+    opt_state come in and go out replicated (`replicate`), and so does the state.
     """
     check_batch_divisible(batch_size, mesh)
-    step = make_train_step(net, loss, optimizer, mode, jit=False)
+    step = make_train_step(net, loss, optimizer, mode, jit=False, stateful=True)
     rep, batches = replicated(mesh), batches_sharding(mesh)
 
-    def scan_epoch(params, opt_state, xs, ys):
-        params, opt_state, losses = scan_steps(step, params, opt_state, (xs, ys))
-        return params, opt_state, jnp.mean(losses)
+    def scan_epoch(params, opt_state, xs, ys, state, key, epoch):
+        params, opt_state, losses, state = scan_steps(
+            step, params, opt_state, (xs, ys), state, step_key(key, epoch)
+        )
+        return params, opt_state, jnp.mean(losses), state
 
     compiled = jax.jit(
-        scan_epoch, in_shardings=(rep, rep, batches, batches), out_shardings=(rep, rep, rep)
+        scan_epoch,
+        in_shardings=(rep, rep, batches, batches, rep, rep, rep),
+        out_shardings=(rep, rep, rep, rep),
     )
     rows = process_rows(batch_size, mesh)
     wait = _waits(mesh)
 
-    def run_epoch(params, opt_state, key, epoch, x, y):
+    def run_epoch(params, opt_state, key, epoch, x, y, state=()):
         n = int(np.shape(x)[0])
         if n < batch_size:
             raise ValueError(f"batch size {batch_size} is larger than the {n} training examples")
@@ -360,7 +372,7 @@ def make_sharded_epoch_fn(
         n_batches = order.shape[0]
         xs = _global(_take(x, order), batches, (n_batches, batch_size, *x.shape[1:]))
         ys = _global(_take(y, order), batches, (n_batches, batch_size, *y.shape[1:]))
-        out = compiled(params, opt_state, xs, ys)
+        out = compiled(params, opt_state, xs, ys, state, key, epoch)
         return jax.block_until_ready(out) if wait else out
 
     return run_epoch

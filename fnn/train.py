@@ -3,7 +3,10 @@
 The layers of a run, innermost first:
 
 - `make_train_step(net, loss, optimizer, mode)`: one minibatch step,
-  `step(params, opt_state, (x, y)) -> (params, opt_state, {"loss": value})`;
+  `step(params, opt_state, (x, y)) -> (params, opt_state, {"loss": value})`; with
+  `stateful=True` (networks with dropout or batch_norm) the step also takes the running
+  statistics and a key, `step(params, opt_state, batch, state, key) -> (params,
+  opt_state, metrics, state)`;
 - `make_epoch_fn(...)`: one epoch as ONE compiled call: shuffle with a PRNG key derived
   from the epoch number, cut into `(n_batches, batch, ...)` and `lax.scan` the step;
 - `make_eval_fn(...)`: the loss and accuracy (or R²) of a whole split, compiled;
@@ -26,8 +29,8 @@ import numpy as np
 import optax
 from jax import lax
 
-from fnn.core import Array, Layer, Loss, Params, PRNGKey, choose
-from fnn.grad import GRAD_MODES, value_and_grad
+from fnn.core import Array, Ctx, Layer, Loss, Params, PRNGKey, State, choose, forward, init_state
+from fnn.grad import GRAD_MODES, value_grad_and_state
 from fnn.optim import current_learning_rate
 
 Batch = tuple[jax.Array, jax.Array]  # (x: (batch, ...features), y: targets)
@@ -40,6 +43,7 @@ def make_train_step(
     mode: str = "manual",
     *,
     jit: bool = True,
+    stateful: bool = False,
 ) -> Callable:
     """Returns `step(params, opt_state, batch) -> (params, opt_state, metrics)`.
 
@@ -48,34 +52,72 @@ def make_train_step(
     gradient descent is `optax.sgd(lr)`). `metrics` is `{"loss": value}` (the loss before
     the update). The step is jitted unless `jit=False`; either way it can be called inside
     `lax.scan`.
-    """
-    grad_fn = value_and_grad(net, loss, mode)
 
-    def step(params, opt_state, batch):
+    With `stateful=True` the step runs the network in training mode and carries what
+    random and stateful layers need: `step(params, opt_state, batch, state, key) ->
+    (params, opt_state, metrics, state)`, where `state` holds the running statistics
+    (`fnn.init_state(net, params)` to start; `()` for a network without any) and `key` is
+    this step's PRNG key (dropout). A network with dropout or batch_norm needs it: without
+    it, a ValueError says so.
+    """
+    if net.takes_ctx and not stateful:
+        raise ValueError(
+            f"make_train_step: {net.name} has random or stateful layers (dropout, "
+            "batch_norm): pass stateful=True and call step(params, opt_state, batch, "
+            "state, key), with state from fnn.init_state(net, params)"
+        )
+    grad_fn = value_grad_and_state(net, loss, mode)
+
+    def stateful_step(params, opt_state, batch, state=(), key=None):
         x, y = batch
-        value, grads = grad_fn(params, x, y)
+        value, grads, state = grad_fn(params, x, y, Ctx(True, key, state))
         updates, opt_state = optimizer.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)  # θ ← θ − lr·∇θ for optax.sgd
-        return params, opt_state, {"loss": value}
+        return params, opt_state, {"loss": value}, state
 
-    return jax.jit(step) if jit else step
+    def step(params, opt_state, batch):
+        params, opt_state, metrics, _ = stateful_step(params, opt_state, batch)
+        return params, opt_state, metrics
+
+    chosen = stateful_step if stateful else step
+    return jax.jit(chosen) if jit else chosen
 
 
-def scan_steps(step: Callable, params: Params, opt_state: Any, batches: Batch):
-    """Runs `step` (from `make_train_step`) once per batch in one `lax.scan`.
+def scan_steps(
+    step: Callable,
+    params: Params,
+    opt_state: Any,
+    batches: Batch,
+    state: State = (),
+    key: PRNGKey | None = None,
+):
+    """Runs `step` (from `make_train_step(..., stateful=True)`) once per batch in one
+    `lax.scan`.
 
-    `batches` is `(xs, ys)` stacked along a leading steps axis: `xs: (steps, batch, ...)`.
-    Returns `(params, opt_state, losses)` with `losses: (steps,)`, each the loss before
-    its step. Call it inside `jit`: the whole loop is then one compiled call.
+    `batches` is `(xs, ys)` stacked along a leading steps axis: `xs: (steps, batch, ...)`;
+    step i gets the key `fold_in(key, i)` (None without a key). Returns `(params,
+    opt_state, losses, state)` with `losses: (steps,)`, each the loss before its step.
+    Call it inside `jit`: the whole loop is then one compiled call.
     """
+    steps = jnp.arange(jax.tree.leaves(batches)[0].shape[0])
 
-    def body(carry, batch):
-        params, opt_state = carry
-        params, opt_state, metrics = step(params, opt_state, batch)
-        return (params, opt_state), metrics["loss"]
+    def body(carry, scanned):
+        params, opt_state, state = carry
+        i, batch = scanned
+        step_key = None if key is None else jax.random.fold_in(key, i)
+        params, opt_state, metrics, state = step(params, opt_state, batch, state, step_key)
+        return (params, opt_state, state), metrics["loss"]
 
-    (params, opt_state), losses = lax.scan(body, (params, opt_state), batches)
-    return params, opt_state, losses
+    (params, opt_state, state), losses = lax.scan(
+        body, (params, opt_state, state), (steps, batches)
+    )
+    return params, opt_state, losses, state
+
+
+def step_key(key: PRNGKey, epoch: Array) -> PRNGKey:
+    """The key of an epoch's random layers (dropout): derived from the data-order key
+    `fold_in(key, epoch)`, and different from it; step i then uses `fold_in(·, i)`."""
+    return jax.random.fold_in(jax.random.fold_in(key, epoch), 1)
 
 
 TASKS = ("classification", "binary", "regression")
@@ -127,6 +169,8 @@ class FitResult(NamedTuple):
       epoch: the number of epochs completed in total (resumed ones included).
       best_epoch: the 1-based epoch with the lowest test loss (0 without a test split).
       stopped_early: whether early stopping ended the run.
+      state: the running statistics of stateful layers (batch_norm), `()` for none;
+        evaluate with `fnn.apply(net, params, x, fnn.Ctx(state=state))`.
     """
 
     params: Params
@@ -135,6 +179,7 @@ class FitResult(NamedTuple):
     epoch: int
     best_epoch: int = 0
     stopped_early: bool = False
+    state: State = ()
 
 
 def infer_task(y: Any, loss: Loss | str) -> str:
@@ -160,8 +205,8 @@ def make_epoch_fn(
     *,
     batch_size: int,
 ) -> Callable:
-    """Returns a jitted `epoch(params, opt_state, key, epoch, x, y) -> (params, opt_state,
-    mean_loss)`: one epoch of minibatch training as ONE compiled call.
+    """Returns a jitted `epoch(params, opt_state, key, epoch, x, y, state=()) -> (params,
+    opt_state, mean_loss, state)`: one epoch of minibatch training as ONE compiled call.
 
     The epoch's examples are shuffled with `jax.random.permutation(fold_in(key, epoch),
     n)` (so the order depends only on `key` and the epoch number: a resumed run sees the
@@ -173,10 +218,14 @@ def make_epoch_fn(
     Shapes: `x: (n, ...features)`, `y: (n, ...)`, `epoch`: an int32 scalar (pass an
     array, e.g. `jnp.int32(3)`, so that the function is compiled once); `mean_loss`: the
     mean over the epoch's steps of the loss before each update.
-    """
-    step = make_train_step(net, loss, optimizer, mode, jit=False)
 
-    def run_epoch(params, opt_state, key, epoch, x, y):
+    `state` holds the running statistics of stateful layers (`fnn.init_state(net,
+    params)`; `()` for none), carried from step to step; random layers (dropout) get the
+    key `fold_in(step_key(key, epoch), i)` at step i.
+    """
+    step = make_train_step(net, loss, optimizer, mode, jit=False, stateful=True)
+
+    def run_epoch(params, opt_state, key, epoch, x, y, state=()):
         n = x.shape[0]
         n_batches = n // batch_size
         if n_batches < 1:
@@ -186,15 +235,18 @@ def make_epoch_fn(
         xs = jnp.take(x, batches, axis=0)  # (n_batches, batch_size, ...features)
         ys = jnp.take(y, batches, axis=0)
 
-        params, opt_state, losses = scan_steps(step, params, opt_state, (xs, ys))
-        return params, opt_state, jnp.mean(losses)
+        params, opt_state, losses, state = scan_steps(
+            step, params, opt_state, (xs, ys), state, step_key(key, epoch)
+        )
+        return params, opt_state, jnp.mean(losses), state
 
     return jax.jit(run_epoch)
 
 
 def make_eval_fn(net: Layer, loss: Loss, task: str) -> Callable:
-    """Returns a jitted `evaluate(params, x, y) -> {"loss": ..., "accuracy" | "r2": ...}`
-    over a whole split in one forward pass (scalars, on device).
+    """Returns a jitted `evaluate(params, x, y, state=()) -> {"loss": ..., "accuracy" |
+    "r2": ...}` over a whole split in one forward pass (scalars, on device), in evaluation
+    mode (dropout off, batch_norm on the running statistics in `state`).
 
     - classification (integer labels `(n,)`): accuracy = mean(argmax(pred) == y);
     - binary (targets `(n, k)` in [0, 1]): accuracy = mean((pred > t) == (y > 0.5)) with
@@ -205,8 +257,8 @@ def make_eval_fn(net: Layer, loss: Loss, task: str) -> Callable:
     metric = metric_name(task)
     threshold = 0.5 if loss.name == "binary_cross_entropy" else 0.0
 
-    def evaluate(params, x, y):
-        pred = net.forward(params, x)[0]
+    def evaluate(params, x, y, state=()):
+        pred = forward(net, params, x, Ctx(False, None, state))[0]
         value = loss.forward(pred, y)[0]
         if task == "classification":
             score = jnp.mean((jnp.argmax(pred, axis=-1) == y).astype(pred.dtype))
@@ -289,6 +341,7 @@ def fit(
     progress: bool = True,
     callback: Callable[[FitResult], None] | None = None,
     mesh: Any = None,
+    state: State | None = None,
 ) -> FitResult:
     """Trains `net` on `train` for `epochs` epochs, evaluating on `test` after each.
 
@@ -325,6 +378,10 @@ def fit(
         (`fnn.parallel.make_sharded_epoch_fn`; same batches, same results up to the order
         of float sums); `batch_size` must be divisible by the mesh's device count. The
         returned params and opt_state are then replicated over the mesh. None: one device.
+      state: the running statistics to resume from (default `fnn.init_state(net,
+        params)`). Networks with dropout or batch_norm train in training mode (dropout
+        keys derived from `key` and the epoch) and are evaluated in evaluation mode, on
+        the running statistics.
 
     Returns:
       A `FitResult`. `history` holds per-epoch lists: `train_loss`, `train_accuracy` or
@@ -360,6 +417,8 @@ def fit(
     eval_fn = _cached(_cached_eval_fn, net, loss, task)
     if opt_state is None:
         opt_state = optimizer.init(params)
+    if state is None:
+        state = init_state(net, params)
     on_one_device = lambda tree: tree  # noqa: E731
     if mesh is not None:
         from fnn import parallel
@@ -367,56 +426,60 @@ def fit(
         epoch_fn = parallel.make_sharded_epoch_fn(
             net, loss, optimizer, mode, mesh=mesh, batch_size=batch_size
         )
-        params, opt_state = parallel.replicate((params, opt_state), mesh)
+        params, opt_state, state = parallel.replicate((params, opt_state, state), mesh)
         on_one_device = parallel.local_copy  # evaluation runs on one device
     fresh = new_history(task, eval_train=eval_train, test=test is not None)
     history = {k: list(v) for k, v in (history or fresh).items()}
     for name in fresh:
         history.setdefault(name, [])
 
-    state = FitResult(params, opt_state, history, start_epoch)
-    best = (math.inf, state)  # (lowest test loss, its state)
+    current = FitResult(params, opt_state, history, start_epoch, state=state)
+    best = (math.inf, current)  # (lowest test loss, its result)
     since_best = 0
     bar = _progress(start_epoch, epochs, progress)
     try:
         for epoch in range(start_epoch, epochs):
             start = time.perf_counter()
-            new_params, new_opt_state, train_loss = epoch_fn(
-                state.params, state.opt_state, key, jnp.int32(epoch), x_train, y_train
+            new_params, new_opt_state, train_loss, new_state = epoch_fn(
+                current.params, current.opt_state, key, jnp.int32(epoch), x_train, y_train, current.state
             )
             train_loss = float(train_loss)  # the epoch's one host sync
             seconds = time.perf_counter() - start
-            _guard(train_loss, "train", epoch, state)
+            _guard(train_loss, "train", epoch, current)
             record = {"train_loss": train_loss}
-            eval_params = on_one_device(new_params)
+            eval_params, eval_state = on_one_device((new_params, new_state))
             if eval_train:
-                record[f"train_{metric}"] = float(eval_fn(eval_params, x_train, y_train)[metric])
+                record[f"train_{metric}"] = float(eval_fn(eval_params, x_train, y_train, eval_state)[metric])
             if test is not None:
-                scores = {k: float(v) for k, v in eval_fn(eval_params, x_test, y_test).items()}
-                _guard(scores["loss"], "test", epoch, state)
+                scores = {k: float(v) for k, v in eval_fn(eval_params, x_test, y_test, eval_state).items()}
+                _guard(scores["loss"], "test", epoch, current)
                 record["test_loss"], record[f"test_{metric}"] = scores["loss"], scores[metric]
             record["epoch_s"] = seconds
             for name, value in record.items():
                 history[name].append(value)
-            state = FitResult(new_params, new_opt_state, history, epoch + 1, best[1].best_epoch)
+            current = FitResult(
+                new_params, new_opt_state, history, epoch + 1, best[1].best_epoch, state=new_state
+            )
             if test is not None and record["test_loss"] < best[0] - min_delta:
-                state = state._replace(best_epoch=epoch + 1)
-                best, since_best = (record["test_loss"], state), 0
+                current = current._replace(best_epoch=epoch + 1)
+                best, since_best = (record["test_loss"], current), 0
             else:
                 since_best += 1
             bar.update(1)
             bar.set_postfix(_postfix(record, metric), refresh=False)
             if callback is not None:
-                callback(state)
+                callback(current)
             if patience is not None and since_best >= patience:
-                state = state._replace(stopped_early=True)
+                current = current._replace(stopped_early=True)
                 break
     finally:
         bar.close()
-    if state.stopped_early and restore_best:
+    if current.stopped_early and restore_best:
         kept = best[1]
-        state = state._replace(params=kept.params, opt_state=kept.opt_state)
-    return state._replace(history=history, best_epoch=best[1].best_epoch)
+        current = current._replace(
+            params=kept.params, opt_state=kept.opt_state, state=kept.state
+        )
+    return current._replace(history=history, best_epoch=best[1].best_epoch)
 
 
 def _guard(value: float, split: str, epoch: int, last_good: FitResult) -> None:

@@ -176,9 +176,10 @@ def test_remainder_batch_is_dropped_each_epoch():
     params = fnn.init(net, jax.random.PRNGKey(0), (4,), jnp.float32)
     optimizer = optax.adam(1e-3)
     epoch = make_epoch_fn(net, fnn.softmax_cross_entropy(), optimizer, batch_size=4)
-    _, opt_state, loss = epoch(
+    _, opt_state, loss, state = epoch(
         params, optimizer.init(params), jax.random.PRNGKey(0), jnp.int32(0), x, y
     )
+    assert state == ()
     assert int(opt_state[0].count) == 2
     assert loss.shape == () and math.isfinite(float(loss))
 

@@ -46,6 +46,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _dropout_rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"dropout rate must be in [0, 1), got {value:g}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -106,6 +116,18 @@ def add_parser(subparsers) -> None:
     )
     model.add_argument(
         "--activation", choices=sorted(ACTIVATIONS), help=f"(default: {d.activation})"
+    )
+    model.add_argument(
+        "--batch-norm",
+        action="store_true",
+        default=None,
+        help="batch_norm before each hidden activation (mlp) or after each convolution (cnn)",
+    )
+    model.add_argument(
+        "--dropout",
+        type=_dropout_rate,
+        metavar="RATE",
+        help=f"dropout after each hidden dense layer's activation (default: {d.dropout:g})",
     )
     model.add_argument(
         "--loss",
@@ -198,6 +220,8 @@ def _config_values(args: argparse.Namespace) -> dict:
         "model",
         "hidden",
         "activation",
+        "batch_norm",
+        "dropout",
         "loss",
         "grad",
         "optimizer",

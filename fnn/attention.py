@@ -1,0 +1,174 @@
+"""Multi-head self-attention with a hand-written backward pass.
+
+Notation, for one example `x: (T, D)` (the batch axis rides along everywhere), `H` heads
+of width `dh = D/H`, and `c = 1/√dh`:
+
+    [q | k | v] = x·W_qkv + b_qkv            each (T, D), then split into H heads (T, dh)
+    S = c·q·kᵀ                               scores, (T, T) per head
+    S_ij = m for j > i  (causal only)        m: the dtype's most negative finite value
+    P = softmax(S)                           over the key axis j, per query row i
+    O = P·v                                  (T, dh) per head, heads merged back to (T, D)
+    y = O·W_o + b_o
+
+The backward runs the same chain in reverse. For a cotangent `dy`:
+
+    dW_o = Oᵀ·dy,  db_o = Σ dy,  dO = dy·W_oᵀ          (sums over batch and positions)
+    dv   = Pᵀ·dO                                       (per head)
+    dP   = dO·vᵀ
+    dS   = P ⊙ (dP − rowsum(dP ⊙ P))                   (the softmax VJP)
+    dq   = c·dS·k
+    dk   = c·dSᵀ·q
+    dW_qkv = xᵀ·[dq | dk | dv],  db_qkv = Σ [dq | dk | dv],  dx = [dq | dk | dv]·W_qkvᵀ
+
+The softmax line follows from `∂P_ij/∂S_il = P_ij(δ_jl − P_il)`: for one row,
+`dS_l = Σ_j dP_j·P_j(δ_jl − P_l) = P_l·(dP_l − Σ_j dP_j·P_j)`. The subtracted row sum is
+the path through the normaliser; without it the gradient would be that of `exp(S)`.
+
+`dv = Pᵀ·dO` and `dk = c·dSᵀ·q` carry a transpose because `v` and `k` are indexed by the
+key position `j`, summed over the query position `i` in the forward: each key feeds every
+query that attends to it.
+
+Causal masking sets the scores of future keys (`j > i`) to `m`, a large negative FINITE
+number rather than −∞: `exp(m − max)` underflows to exactly 0, so `P_ij = 0` there, and
+no `−∞ − (−∞)` can make a NaN. The backward needs no mask of its own: `dS = P ⊙ (…)` is
+0 wherever `P` is, which is also the derivative of the masking `where` (a masked score
+does not depend on `S`). The row maximum subtracted before the exponential (for a
+stable softmax) is a constant for the derivative: softmax does not change under a shift.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+from fnn.core import Layer, check_floating
+from fnn.initializers import Initializer, get_initializer
+
+
+def multi_head_attention(
+    num_heads: int,
+    *,
+    causal: bool = False,
+    w_init: str | Initializer = "glorot_uniform",
+    use_bias: bool = True,
+) -> Layer:
+    """Multi-head scaled dot-product self-attention over a sequence.
+
+    Arguments:
+      num_heads: the number of heads `H`; the model width `D` must be divisible by it
+        (checked at init), each head having width `dh = D/H`.
+      causal: when True, position `i` attends only to positions `j ≤ i` (for
+        autoregressive models: the output at `i` does not depend on inputs after `i`).
+      w_init: the initialiser of `W_qkv` and `W_o` (a name from `fnn.initializers` or a
+        callable `(key, shape, dtype) -> array`). The biases start at zero.
+      use_bias: whether to add `b_qkv` and `b_o`.
+
+    Shapes: `x: (batch, T, D)`, `in_shape=(T, D)`; params `{"W_qkv": (D, 3D), "b_qkv":
+    (3D,), "W_o": (D, D), "b_o": (D,)}` (no biases without `use_bias`); `y: (batch, T, D)`.
+    The columns of `W_qkv` are `[q | k | v]`, each `D` wide and split into `H` heads of
+    `dh` consecutive columns; the rows of `W_o` take the heads in the same order. Any `T`
+    works for the same params (no position information inside: add a
+    `positional_embedding` first).
+
+    Residuals: `x`, the heads `q, k, v` (each `(batch, H, T, dh)`), the attention
+    weights `P` (`(batch, H, T, T)`) and the merged heads' output `O` (`(batch, H, T,
+    dh)`). The formulas of the backward are in fnn/attention.py.
+
+    Inputs must be floating point: integer inputs raise a TypeError.
+    """
+    if not isinstance(num_heads, int) or num_heads < 1:
+        raise ValueError(
+            f"multi_head_attention: num_heads must be a positive int, got {num_heads!r}"
+        )
+    w_init = get_initializer(w_init)
+    H = num_heads
+    name = f"multi_head_attention({H}{', causal' if causal else ''})"
+
+    def init(key, in_shape, dtype=jnp.float32):
+        in_shape = tuple(in_shape)
+        if len(in_shape) != 2:
+            raise ValueError(f"{name}: in_shape must be (T, D), got {in_shape}")
+        D = in_shape[1]
+        if D % H:
+            raise ValueError(
+                f"{name}: the width D = {D} must be divisible by num_heads = {H} "
+                f"(each head gets D/num_heads features)"
+            )
+        qkv_key, o_key = jax.random.split(key)
+        params = {"W_qkv": w_init(qkv_key, (D, 3 * D), dtype)}
+        if use_bias:
+            params["b_qkv"] = jnp.zeros((3 * D,), dtype)
+        params["W_o"] = w_init(o_key, (D, D), dtype)
+        if use_bias:
+            params["b_o"] = jnp.zeros((D,), dtype)
+        return in_shape, params
+
+    def _width(params):
+        """D, after checking that every parameter has the shape it must have for it."""
+        D = params["W_o"].shape[-1]
+        expected = {"W_qkv": (D, 3 * D), "W_o": (D, D)}
+        if use_bias:
+            expected.update(b_qkv=(3 * D,), b_o=(D,))
+        for key, shape in expected.items():
+            if params[key].shape != shape:
+                raise ValueError(
+                    f"{name}: expected {key} of shape {shape}, got {params[key].shape}"
+                )
+        if D % H:
+            raise ValueError(f"{name}: the width D = {D} must be divisible by num_heads = {H}")
+        return D
+
+    def forward(params, x):
+        check_floating(name, x)
+        D = _width(params)
+        if x.ndim != 3 or x.shape[-1] != D:
+            raise ValueError(f"{name}: expected input of shape (batch, T, {D}), got {x.shape}")
+        dh = D // H
+        T = x.shape[1]
+        c = jnp.asarray(1 / math.sqrt(dh), x.dtype)  # c = 1/√dh
+        # [q | k | v] = x·W_qkv + b_qkv, heads split off: W_qkv viewed as (D, 3, H, dh)
+        qkv = jnp.einsum("btd,dchk->cbhtk", x, params["W_qkv"].reshape(D, 3, H, dh))
+        if use_bias:
+            qkv = qkv + params["b_qkv"].reshape(3, 1, H, 1, dh)
+        q, k, v = qkv[0], qkv[1], qkv[2]  # each (batch, H, T, dh)
+        S = c * jnp.einsum("bhik,bhjk->bhij", q, k)  # S = c·q·kᵀ
+        if causal:
+            allowed = jnp.tril(jnp.ones((T, T), dtype=bool)).reshape(1, 1, T, T)  # j ≤ i
+            S = jnp.where(allowed, S, jnp.finfo(S.dtype).min)  # future keys: most negative
+        shifted = S - jax.lax.stop_gradient(jnp.max(S, axis=-1, keepdims=True))  # stable
+        E = jnp.exp(shifted)
+        P = E / jnp.sum(E, axis=-1, keepdims=True)  # P = softmax(S) over keys j
+        O = jnp.einsum("bhij,bhjk->bhik", P, v)  # O = P·v
+        # y = O·W_o + b_o, heads merged: W_o viewed as (H, dh, D)
+        y = jnp.einsum("bhtk,hke->bte", O, params["W_o"].reshape(H, dh, D))
+        if use_bias:
+            y = y + params["b_o"].reshape(1, 1, D)
+        return y, (x, q, k, v, P, O)
+
+    def backward(params, residuals, dy):
+        x, q, k, v, P, O = residuals
+        D = x.shape[-1]
+        dh = D // H
+        c = jnp.asarray(1 / math.sqrt(dh), x.dtype)
+        grads = {}
+        W_o = params["W_o"].reshape(H, dh, D)
+        grads["W_o"] = jnp.einsum("bhtk,bte->hke", O, dy).reshape(D, D)  # dW_o = Oᵀ·dy
+        if use_bias:
+            grads["b_o"] = jnp.sum(dy, axis=(0, 1))  # db_o = Σ_batch,t dy
+        dO = jnp.einsum("bte,hke->bhtk", dy, W_o)  # dO = dy·W_oᵀ
+        dv = jnp.einsum("bhij,bhik->bhjk", P, dO)  # dv = Pᵀ·dO
+        dP = jnp.einsum("bhik,bhjk->bhij", dO, v)  # dP = dO·vᵀ
+        dS = P * (dP - jnp.sum(dP * P, axis=-1, keepdims=True))  # dS = P ⊙ (dP − Σ_j dP⊙P)
+        dq = c * jnp.einsum("bhij,bhjk->bhik", dS, k)  # dq = c·dS·k
+        dk = c * jnp.einsum("bhij,bhik->bhjk", dS, q)  # dk = c·dSᵀ·q
+        dqkv = jnp.stack([dq, dk, dv])  # d[q | k | v]: (3, batch, H, T, dh)
+        grads["W_qkv"] = jnp.einsum("btd,cbhtk->dchk", x, dqkv).reshape(D, 3 * D)  # xᵀ·dqkv
+        if use_bias:
+            grads["b_qkv"] = jnp.sum(dqkv, axis=(1, 3)).reshape(3 * D)  # db_qkv = Σ dqkv
+        W_qkv = params["W_qkv"].reshape(D, 3, H, dh)
+        dx = jnp.einsum("cbhtk,dchk->btd", dqkv, W_qkv)  # dx = dqkv·W_qkvᵀ
+        return grads, dx
+
+    return Layer(init, forward, backward, name)

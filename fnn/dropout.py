@@ -1,0 +1,64 @@
+"""Dropout, a random layer with a hand-written backward pass.
+
+In training (`ctx.train`), each element is kept with probability `1 − rate` and scaled
+by `1/(1 − rate)` (inverted dropout, so evaluation needs no rescaling):
+
+    keep ~ Bernoulli(1 − rate)          (drawn from ctx.key, shaped like x)
+    y    = x ⊙ keep / (1 − rate)
+    dx   = dy ⊙ keep / (1 − rate)       (the same mask: y is linear in x)
+
+The mask is kept as 1 bit per element (`packbits`), as relu keeps its sign. In evaluation
+(`ctx.train` False) dropout is the identity, `dx = dy`, and needs no key.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from fnn.core import Ctx, Layer, check_floating
+
+
+def dropout(rate: float) -> Layer:
+    """Inverted dropout: in training, zeroes each element with probability `rate` and
+    scales the rest by `1/(1 − rate)`; in evaluation, the identity.
+
+    Arguments:
+      rate: the probability of dropping an element, in [0, 1).
+
+    Takes a `fnn.Ctx`: training (`Ctx(train=True, key=key)`) needs a PRNG key; the same
+    key gives the same mask. Params `()`; residuals: the mask, 1 bit per element (none in
+    evaluation). Under data parallelism the mask is drawn for the global batch, so it does
+    not depend on the number of devices.
+    """
+    if not isinstance(rate, int | float) or not 0 <= rate < 1:
+        raise ValueError(f"dropout: rate must be a float in [0, 1), got {rate!r}")
+    name = f"dropout({rate})"
+
+    def init(key, in_shape, dtype=jnp.float32):
+        del key, dtype
+        return tuple(in_shape), ()
+
+    def forward(params, x, ctx=Ctx()):
+        del params
+        check_floating(name, x)
+        if not ctx.train or rate == 0:
+            return x, ()  # evaluation: y = x
+        if ctx.key is None:
+            raise ValueError(
+                f"{name}: training mode needs a PRNG key: pass fnn.Ctx(train=True, key=key)"
+            )
+        keep = jax.random.bernoulli(ctx.key, 1 - rate, x.shape)
+        scale = jnp.asarray(1 / (1 - rate), x.dtype)
+        y = jnp.where(keep, x * scale, jnp.zeros((), x.dtype))  # y = x ⊙ keep/(1 − rate)
+        return y, jnp.packbits(keep, axis=-1)
+
+    def backward(params, bits, dy):
+        del params
+        if isinstance(bits, tuple):  # evaluation or rate 0
+            return (), dy  # dx = dy
+        keep = jnp.unpackbits(bits, axis=-1, count=dy.shape[-1]).astype(bool)
+        scale = jnp.asarray(1 / (1 - rate), dy.dtype)
+        return (), jnp.where(keep, dy * scale, jnp.zeros((), dy.dtype))  # dx = dy ⊙ keep/(1 − rate)
+
+    return Layer(init, forward, backward, name, takes_ctx=True)

@@ -1,0 +1,388 @@
+"""embedding, positional_embedding and multi_head_attention: their backward against
+jax.vjp (float64 and float32), planted bugs the check must catch, causality, a known
+forward, dtypes, bad input, a whole token model's gradient, and the example."""
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import fnn
+from fnn.attention import multi_head_attention
+from fnn.embedding import embedding, positional_embedding
+
+KEY = jax.random.PRNGKey(0)
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def token_ids(vocab):
+    """A `make_input` for check_layer: uniform integer ids in [0, vocab)."""
+    return lambda key, shape, dtype: jax.random.randint(key, shape, 0, vocab)
+
+
+# name: (factory, in_shape, make_input). T != D everywhere, so a transposed axis shows.
+CASES = {
+    "embedding": (lambda: embedding(7, 3), (6,), token_ids(7)),
+    "embedding_1d_ids": (lambda: embedding(5, 4), (), token_ids(5)),
+    "positional_embedding": (positional_embedding, (5, 4), None),
+    "attention_1_head": (lambda: multi_head_attention(1), (3, 4), None),
+    "attention_2_heads_causal": (lambda: multi_head_attention(2, causal=True), (5, 4), None),
+    "attention_4_heads_causal_no_bias": (
+        lambda: multi_head_attention(4, causal=True, use_bias=False),
+        (3, 8),
+        None,
+    ),
+}
+FLOAT32_CASES = ["embedding", "positional_embedding", "attention_2_heads_causal"]
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_backward_matches_vjp_and_finite_differences_float64(name):
+    factory, in_shape, make_input = CASES[name]
+    result = fnn.check_layer(factory(), in_shape, dtype="float64", make_input=make_input)
+    assert result.passed, str(result)
+    assert result.max_rel_err <= 1e-12
+    assert result.finite_differences == "passed"
+
+
+@pytest.mark.parametrize("name", FLOAT32_CASES)
+def test_backward_matches_vjp_float32(name):
+    factory, in_shape, make_input = CASES[name]
+    result = fnn.check_layer(factory(), in_shape, dtype="float32", make_input=make_input)
+    assert result.passed, str(result)
+    assert result.max_rel_err <= 1e-5
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_output_shape_agrees_with_init_and_grads_with_params(name):
+    """Shapes only (jax.eval_shape traces, computes nothing)."""
+    factory, in_shape, make_input = CASES[name]
+    layer = factory()
+    out_shape, params = layer.init(KEY, in_shape, jnp.float32)
+    dtype = jnp.int32 if make_input else jnp.float32
+    x = jax.ShapeDtypeStruct((3, *in_shape), dtype)
+
+    def run(params, x):
+        y, residuals = layer.forward(params, x)
+        return y, layer.backward(params, residuals, jnp.ones_like(y))
+
+    y, (dparams, dx) = jax.eval_shape(run, params, x)
+    assert y.shape == (3, *out_shape)
+    assert dx.shape == x.shape
+    assert jax.tree.map(jnp.shape, dparams) == jax.tree.map(jnp.shape, params)
+
+
+# ------------------------------------------------------------------------ the forward
+def numpy_attention(params, x, num_heads, causal):
+    """The forward written in plain numpy, float64, from the definition."""
+    params = {k: np.asarray(v) for k, v in params.items()}
+    x = np.asarray(x)
+    B, T, D = x.shape
+    dh = D // num_heads
+    qkv = x @ params["W_qkv"] + params["b_qkv"]
+    heads = [qkv[..., i * D : (i + 1) * D].reshape(B, T, num_heads, dh) for i in range(3)]
+    q, k, v = (h.transpose(0, 2, 1, 3) for h in heads)  # (B, H, T, dh)
+    S = q @ k.transpose(0, 1, 3, 2) / np.sqrt(dh)
+    if causal:
+        S = np.where(np.tril(np.ones((T, T), bool)), S, -np.inf)
+    P = np.exp(S - S.max(-1, keepdims=True))
+    P /= P.sum(-1, keepdims=True)
+    O = (P @ v).transpose(0, 2, 1, 3).reshape(B, T, D)
+    return O @ params["W_o"] + params["b_o"]
+
+
+def test_attention_forward_equals_a_numpy_transcription_of_the_definition():
+    B, T, D, H = 2, 5, 6, 3
+    x = jax.random.normal(KEY, (B, T, D), jnp.float64)
+    for causal in (False, True):
+        layer = multi_head_attention(H, causal=causal)
+        params = fnn.init(layer, jax.random.PRNGKey(1), (T, D), jnp.float64)
+        params = {**params, "b_qkv": jnp.linspace(-1, 1, 3 * D), "b_o": jnp.linspace(0, 1, D)}
+        y = jax.jit(layer.forward)(params, x)[0]
+        np.testing.assert_allclose(y, numpy_attention(params, x, H, causal), rtol=1e-12, atol=1e-13)
+
+
+def test_causal_attention_output_at_t_ignores_later_inputs():
+    B, T, D, t = 2, 6, 4, 3
+    x = jax.random.normal(KEY, (B, T, D), jnp.float64)
+    changed = x.at[:, t].add(5.0)
+    for causal in (True, False):
+        layer = multi_head_attention(2, causal=causal)
+        params = fnn.init(layer, KEY, (T, D), jnp.float64)
+        y, y_changed = jax.jit(jax.vmap(layer.forward, (None, 0)))(params, jnp.stack([x, changed]))[
+            0
+        ]
+        assert not np.allclose(y[:, t], y_changed[:, t])
+        if causal:  # positions before t see exactly what they saw before
+            np.testing.assert_array_equal(y[:, :t], y_changed[:, :t])
+        else:  # without the mask every position sees position t
+            assert not np.allclose(y[:, :t], y_changed[:, :t])
+
+
+def test_causal_weights_are_exactly_zero_above_the_diagonal_and_finite():
+    T = 4
+    layer = multi_head_attention(2, causal=True)
+    params = fnn.init(layer, KEY, (T, 4), jnp.float32)
+    x = 100.0 * jax.random.normal(KEY, (2, T, 4), jnp.float32)  # large scores
+    y, (_, _, _, _, P, _) = jax.jit(layer.forward)(params, x)
+    future = np.triu(np.ones((T, T), bool), k=1)
+    assert np.all(np.asarray(P)[..., future] == 0)
+    np.testing.assert_allclose(np.sum(P, axis=-1), 1, rtol=1e-6)
+    assert np.all(np.isfinite(y))
+
+
+def test_embedding_looks_rows_up_and_sums_repeated_tokens_in_the_gradient():
+    layer = embedding(4, 2)
+    table = jnp.arange(8.0).reshape(4, 2)
+    x = jnp.array([[3, 1, 3], [3, 0, 1]])
+    y, residuals = layer.forward({"table": table}, x)
+    np.testing.assert_array_equal(y, table[np.asarray(x)])
+    dy = jnp.ones((2, 3, 2))
+    grads, dx = layer.backward({"table": table}, residuals, dy)
+    np.testing.assert_array_equal(grads["table"][:, 0], [1, 2, 0, 3])  # token 3 thrice, 2 never
+    assert dx.dtype == jax.dtypes.float0 and dx.shape == x.shape
+
+
+def test_out_of_range_ids_under_jit_give_nan_rows_and_no_gradient():
+    layer = embedding(4, 2)
+    table = jnp.arange(8.0).reshape(4, 2)
+    x = jnp.array([[0, 4, -1, 2]])  # 4 and -1 are out of range (-1 does not wrap around)
+
+    @jax.jit
+    def run(table, x):
+        y, residuals = layer.forward({"table": table}, x)
+        return y, layer.backward({"table": table}, residuals, jnp.ones_like(y))[0]
+
+    y, grads = run(table, x)
+    assert np.all(np.isnan(y[0, 1:3]))
+    np.testing.assert_array_equal(y[0, [0, 3]], table[np.array([0, 2])])
+    np.testing.assert_array_equal(grads["table"][:, 0], [1, 0, 1, 0])
+
+
+def test_positional_embedding_adds_the_same_table_to_every_example():
+    layer = positional_embedding()
+    params = fnn.init(layer, KEY, (3, 2), jnp.float64)
+    assert 0 < float(jnp.std(params["table"])) < 0.1  # a small start
+    x = jax.random.normal(KEY, (4, 3, 2), jnp.float64)
+    expected = np.asarray(x) + np.asarray(params["table"])[None]
+    np.testing.assert_allclose(fnn.apply(layer, params, x), expected, rtol=1e-15)
+
+
+def test_embedding_init_is_unit_normal_and_accepts_other_initializers():
+    table = fnn.init(embedding(400, 50), KEY, (3,))["table"]
+    assert abs(float(jnp.std(table)) - 1) < 0.02 and table.dtype == jnp.float32
+    assert not jnp.any(fnn.init(embedding(4, 2, init="zeros"), KEY, (3,))["table"])
+    assert fnn.init(embedding(4, 2, init=jax.nn.initializers.ones), KEY, (3,))["table"].sum() == 8
+
+
+# ------------------------------------------------------------------------ planted bugs
+def attention_backward(num_heads, bug=None):
+    """multi_head_attention's backward written again from the formulas (no biases), with
+    one planted `bug`: "no_scale" (dq, dk without 1/√dh), "no_softmax_subtraction"
+    (dS = P ⊙ dP), "untransposed_P" (dv = P·dO instead of Pᵀ·dO)."""
+    H = num_heads
+
+    def backward(params, residuals, dy):
+        x, q, k, v, P, O = residuals
+        D = x.shape[-1]
+        dh = D // H
+        c = 1.0 if bug == "no_scale" else 1 / math.sqrt(dh)
+        W_o = params["W_o"].reshape(H, dh, D)
+        dO = jnp.einsum("bte,hke->bhtk", dy, W_o)
+        if bug == "untransposed_P":
+            dv = jnp.einsum("bhij,bhjk->bhik", P, dO)
+        else:
+            dv = jnp.einsum("bhij,bhik->bhjk", P, dO)
+        dP = jnp.einsum("bhik,bhjk->bhij", dO, v)
+        if bug == "no_softmax_subtraction":
+            dS = P * dP
+        else:
+            dS = P * (dP - jnp.sum(dP * P, axis=-1, keepdims=True))
+        dq = c * jnp.einsum("bhij,bhjk->bhik", dS, k)
+        dk = c * jnp.einsum("bhij,bhik->bhjk", dS, q)
+        dqkv = jnp.stack([dq, dk, dv])
+        grads = {
+            "W_qkv": jnp.einsum("btd,cbhtk->dchk", x, dqkv).reshape(D, 3 * D),
+            "W_o": jnp.einsum("bhtk,bte->hke", O, dy).reshape(D, D),
+        }
+        dx = jnp.einsum("cbhtk,dchk->btd", dqkv, params["W_qkv"].reshape(D, 3, H, dh))
+        return grads, dx
+
+    return backward
+
+
+@pytest.mark.parametrize("bug", [None, "no_scale", "no_softmax_subtraction", "untransposed_P"])
+def test_planted_attention_bugs_are_caught(bug):
+    good = multi_head_attention(2, causal=True, use_bias=False)
+    layer = good._replace(backward=attention_backward(2, bug))
+    result = fnn.check_layer(layer, (5, 4), finite_differences=False)
+    if bug is None:  # the formulas written again agree: the planted bug is the only change
+        assert result.passed, str(result)
+    else:
+        assert not result.passed
+        assert result.max_rel_err > 1e-3, str(result)
+
+
+def test_planted_embedding_bug_assignment_instead_of_accumulation_is_caught():
+    good = embedding(3, 2)
+
+    def backward(params, ids, dy):
+        table = params["table"]
+        rows = dy.reshape(-1, table.shape[1])
+        dtable = jnp.zeros_like(table).at[ids.reshape(-1)].set(rows)  # wrong: .set keeps one
+        return {"table": dtable}, np.zeros(ids.shape, jax.dtypes.float0)
+
+    layer = good._replace(backward=backward)
+    result = fnn.check_layer(layer, (6,), make_input=token_ids(3), finite_differences=False)
+    assert not result.passed and result.leaves["params['table']"]["rel"] > 0.1, str(result)
+
+
+def test_planted_positional_bug_first_example_only_is_caught():
+    layer = positional_embedding()
+    layer = layer._replace(backward=lambda params, res, dy: ({"table": dy[0]}, dy))
+    result = fnn.check_layer(layer, (3, 2), finite_differences=False)
+    assert not result.passed and result.leaves["params['table']"]["rel"] > 0.1, str(result)
+
+
+# ------------------------------------------------------------------------ dtypes
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_dtype_passes_through(dtype):
+    """y and every gradient keep the params' dtype; one compiled program per dtype."""
+    emb, pos, att = embedding(5, 4), positional_embedding(), multi_head_attention(2, causal=True)
+    params = [
+        layer.init(KEY, (3, 4) if layer is not emb else (3,), dtype)[1] for layer in (emb, pos, att)
+    ]
+    ids = jnp.array([[0, 4, 4], [1, 2, 3]])
+    x = jax.random.normal(KEY, (2, 3, 4), dtype)
+
+    @jax.jit
+    def run(params, ids, x):
+        out = []
+        for layer, p, inp in zip((emb, pos, att), params, (ids, x, x), strict=True):
+            y, residuals = layer.forward(p, inp)
+            out.append((y, *layer.backward(p, residuals, jnp.ones_like(y))))
+        return out
+
+    for name, (y, dparams, dx) in zip(("emb", "pos", "att"), run(params, ids, x), strict=True):
+        assert y.dtype == dtype, name
+        assert all(leaf.dtype == dtype for leaf in jax.tree.leaves(dparams)), name
+        assert dx.dtype == (jax.dtypes.float0 if name == "emb" else dtype), name
+
+
+# ------------------------------------------------------------------------ bad input
+def test_attention_bad_input_names_layer_expected_and_received_shape():
+    layer = multi_head_attention(2)
+    params = fnn.init(layer, KEY, (3, 4))
+    with pytest.raises(
+        ValueError,
+        match=r"^multi_head_attention\(2\): expected input of shape "
+        r"\(batch, T, 4\), got \(3, 4\)",
+    ):
+        layer.forward(params, jnp.ones((3, 4)))
+    with pytest.raises(ValueError, match=r"\(batch, T, 4\), got \(2, 3, 5\)"):
+        layer.forward(params, jnp.ones((2, 3, 5)))
+    with pytest.raises(TypeError, match=r"^multi_head_attention\(2\): expected a floating"):
+        layer.forward(params, jnp.ones((2, 3, 4), jnp.int32))
+    with pytest.raises(ValueError, match=r"expected W_qkv of shape \(4, 12\), got \(4, 4\)"):
+        layer.forward({**params, "W_qkv": jnp.ones((4, 4))}, jnp.ones((2, 3, 4)))
+
+
+def test_attention_bad_configuration():
+    with pytest.raises(ValueError, match=r"D = 5 must be divisible by num_heads = 2"):
+        multi_head_attention(2, causal=True).init(KEY, (3, 5))
+    with pytest.raises(ValueError, match=r"in_shape must be \(T, D\), got \(4,\)"):
+        multi_head_attention(2).init(KEY, (4,))
+    with pytest.raises(ValueError, match=r"num_heads must be a positive int, got 0"):
+        multi_head_attention(0)
+
+
+def test_embedding_bad_input():
+    layer = embedding(5, 3)
+    params = fnn.init(layer, KEY, (4,))
+    with pytest.raises(
+        TypeError,
+        match=r"^embedding\(5, 3\): expected integer token ids, "
+        r"got dtype float32",
+    ):
+        layer.forward(params, jnp.zeros((2, 4), jnp.float32))
+    with pytest.raises(
+        ValueError,
+        match=r"^embedding\(5, 3\): token ids must lie in \[0, 5\), "
+        r"got \[-1, 5, 9\]",
+    ):
+        layer.forward(params, jnp.array([[0, 5, -1, 9], [1, 2, 5, 4]]))
+    with pytest.raises(ValueError, match=r"expected table of shape \(5, 3\), got \(3, 5\)"):
+        layer.forward({"table": jnp.ones((3, 5))}, jnp.zeros((2, 4), jnp.int32))
+    with pytest.raises(ValueError, match=r"vocab_size must be a positive int, got 0"):
+        embedding(0, 3)
+
+
+def test_positional_embedding_bad_input_names_expected_and_received_shape():
+    layer = positional_embedding()
+    params = fnn.init(layer, KEY, (5, 4))
+    for bad in [(2, 6, 4), (2, 5, 3), (5, 4)]:
+        with pytest.raises(
+            ValueError,
+            match=r"^positional_embedding: expected input of shape "
+            rf"\(batch, 5, 4\), got \({', '.join(map(str, bad))}\)",
+        ):
+            layer.forward(params, jnp.ones(bad))
+    with pytest.raises(ValueError, match=r"in_shape must be \(T, D\), got \(4,\)"):
+        layer.init(KEY, (4,))
+    with pytest.raises(TypeError, match="^positional_embedding: expected a floating"):
+        layer.forward(params, jnp.ones((2, 5, 4), jnp.int32))
+
+
+def test_errors_inside_serial_name_the_layer():
+    net = fnn.serial(embedding(5, 4), positional_embedding())
+    params = fnn.init(net, KEY, (3,))
+    with pytest.raises(
+        ValueError,
+        match=r"layer 1 \(positional_embedding\): expected input "
+        r"of shape \(batch, 3, 4\), got \(2, 6, 4\)",
+    ):
+        net.forward(params, jnp.zeros((2, 6), jnp.int32))
+
+
+# ------------------------------------------------------------------------ a token model
+def test_token_model_manual_gradient_equals_autodiff_under_jit():
+    V, D, T, B = 6, 4, 5, 3
+    net = fnn.serial(
+        embedding(V, D),
+        positional_embedding(),
+        fnn.residual(fnn.serial(fnn.layer_norm(), multi_head_attention(2, causal=True))),
+        fnn.dense(V),
+    )
+    params = fnn.init(net, KEY, (T,), jnp.float64)
+    x = jax.random.randint(jax.random.PRNGKey(1), (B, T), 0, V)
+    y = jax.random.randint(jax.random.PRNGKey(2), (B, T), 0, V)
+    loss = fnn.softmax_cross_entropy()
+
+    @jax.jit
+    def both(params, x, y):
+        manual = fnn.value_and_grad(net, loss, "manual")(params, x, y)
+        return manual, fnn.value_and_grad(net, loss, "autodiff")(params, x, y)
+
+    (value, grads), (ref_value, ref_grads) = both(params, x, y)
+    assert np.isfinite(value) and value == pytest.approx(float(ref_value), rel=1e-13)
+    assert jax.tree.structure(grads) == jax.tree.structure(params)
+    for g, r in zip(jax.tree.leaves(grads), jax.tree.leaves(ref_grads), strict=True):
+        assert g.dtype == jnp.float64
+        np.testing.assert_allclose(g, r, rtol=1e-10, atol=1e-13)
+
+
+# ------------------------------------------------------------------------ the example
+def test_example_learns_the_lag_copy_task():
+    sys.path.insert(0, str(EXAMPLES))
+    spec = importlib.util.spec_from_file_location(
+        "attention_sequence", EXAMPLES / "attention_sequence.py"
+    )
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    run = example.train(epochs=5, seed=0)
+    assert run["test_accuracy"] > 0.95, run["history"]
