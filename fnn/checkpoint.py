@@ -3,8 +3,8 @@
 A checkpoint is ONE ``.npz`` file (a zip of ``.npy`` arrays), readable without fnn:
 
 - ``params/<path>``, ``opt_state/<path>`` and ``state/<path>`` (the running statistics
-  of stateful layers such as batch_norm; none for most networks): one array per leaf, ``<path>`` being the
-  leaf's `jax.tree_util.keystr` path, e.g. ``params/[0]['W']`` or
+  of stateful layers such as batch_norm; none for most networks): one array per leaf,
+  ``<path>`` being the leaf's `jax.tree_util.keystr` path, e.g. ``params/[0]['W']`` or
   ``opt_state/[0].mu[0]['W']``. Dtypes numpy cannot store natively (bfloat16, ...) are
   stored as unsigned integers of the same width and named in the metadata.
 - ``metadata``: a 0-d string array holding JSON::

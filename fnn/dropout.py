@@ -18,6 +18,8 @@ import jax.numpy as jnp
 
 from fnn.core import Ctx, Layer, check_floating
 
+_EVALUATION = Ctx()  # the mode when no Ctx is given
+
 
 def dropout(rate: float) -> Layer:
     """Inverted dropout: in training, zeroes each element with probability `rate` and
@@ -39,7 +41,7 @@ def dropout(rate: float) -> Layer:
         del key, dtype
         return tuple(in_shape), ()
 
-    def forward(params, x, ctx=Ctx()):
+    def forward(params, x, ctx=_EVALUATION):
         del params
         check_floating(name, x)
         if not ctx.train or rate == 0:

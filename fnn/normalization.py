@@ -30,6 +30,8 @@ import jax.numpy as jnp
 
 from fnn.core import Ctx, Layer, check_floating
 
+_EVALUATION = Ctx()  # the mode when no Ctx is given
+
 
 def layer_norm(*, epsilon: float = 1e-5, use_scale: bool = True, use_bias: bool = True) -> Layer:
     """Layer normalisation over the last axis, `y = (x − μ)/sqrt(var + ε) ⊙ scale + bias`.
@@ -178,7 +180,7 @@ def batch_norm(
     def _row(v, ndim):
         return v.reshape((1,) * (ndim - 1) + (v.shape[0],))
 
-    def forward(params, x, ctx=Ctx()):
+    def forward(params, x, ctx=_EVALUATION):
         check_floating(name, x)
         features = _vector(params).shape[0]
         if x.ndim < 2 or x.shape[-1] != features:

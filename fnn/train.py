@@ -441,7 +441,13 @@ def fit(
         for epoch in range(start_epoch, epochs):
             start = time.perf_counter()
             new_params, new_opt_state, train_loss, new_state = epoch_fn(
-                current.params, current.opt_state, key, jnp.int32(epoch), x_train, y_train, current.state
+                current.params,
+                current.opt_state,
+                key,
+                jnp.int32(epoch),
+                x_train,
+                y_train,
+                current.state,
             )
             train_loss = float(train_loss)  # the epoch's one host sync
             seconds = time.perf_counter() - start
@@ -449,9 +455,13 @@ def fit(
             record = {"train_loss": train_loss}
             eval_params, eval_state = on_one_device((new_params, new_state))
             if eval_train:
-                record[f"train_{metric}"] = float(eval_fn(eval_params, x_train, y_train, eval_state)[metric])
+                record[f"train_{metric}"] = float(
+                    eval_fn(eval_params, x_train, y_train, eval_state)[metric]
+                )
             if test is not None:
-                scores = {k: float(v) for k, v in eval_fn(eval_params, x_test, y_test, eval_state).items()}
+                scores = {
+                    k: float(v) for k, v in eval_fn(eval_params, x_test, y_test, eval_state).items()
+                }
                 _guard(scores["loss"], "test", epoch, current)
                 record["test_loss"], record[f"test_{metric}"] = scores["loss"], scores[metric]
             record["epoch_s"] = seconds
@@ -476,9 +486,7 @@ def fit(
         bar.close()
     if current.stopped_early and restore_best:
         kept = best[1]
-        current = current._replace(
-            params=kept.params, opt_state=kept.opt_state, state=kept.state
-        )
+        current = current._replace(params=kept.params, opt_state=kept.opt_state, state=kept.state)
     return current._replace(history=history, best_epoch=best[1].best_epoch)
 
 

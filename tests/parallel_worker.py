@@ -34,6 +34,16 @@ def rel_err(a, b) -> float:
     return max(errs)
 
 
+def tree_rel_err(a, b) -> float:
+    """max|a − b| / max|b| over the whole tree: for trees with a leaf that is zero up to
+    rounding (a dense bias right before batch_norm gets a gradient of ~1e-17)."""
+    diff = max(
+        float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+    )
+    return diff / max(float(np.max(np.abs(np.asarray(y)))) for y in jax.tree.leaves(b))
+
+
 def problem(dtype: str, batch: int = 64):
     net = fnn.mlp([32, 10])
     loss = fnn.softmax_cross_entropy()
@@ -98,6 +108,49 @@ def fsdp_errors(mesh) -> dict:
     return out
 
 
+def stateful_errors(mesh) -> dict:
+    """batch_norm and dropout under data parallelism, float64: three steps of the sharded
+    stateful step vs the one-device step (params, running statistics, loss), and two
+    epochs of `fit(mesh=...)` vs plain `fit`."""
+    out = {}
+    net = fnn.mlp([32, 10], batch_norm=True, dropout=0.3)
+    loss = fnn.softmax_cross_entropy()
+    params = fnn.init(net, jax.random.PRNGKey(0), (20,), jnp.float64)
+    # SGD, not Adam: the gradient of a dense bias right before batch_norm is zero up to
+    # rounding, and Adam would scale that rounding noise up to full-size steps.
+    opt = optax.sgd(0.1)
+    for mode in ("manual", "autodiff"):
+        plain = fnn.make_train_step(net, loss, opt, mode, stateful=True)
+        sharded = parallel.make_sharded_train_step(net, loss, opt, mode, mesh=mesh, stateful=True)
+        one = (params, opt.init(params), fnn.init_state(net, params))
+        many = parallel.replicate(one, mesh)
+        for k in range(3):
+            x = jax.random.normal(jax.random.PRNGKey(10 + k), (64, 20), jnp.float64)
+            y = jax.random.randint(jax.random.PRNGKey(20 + k), (64,), 0, 10)
+            key = jax.random.PRNGKey(30 + k)
+            p1, s1, m1, st1 = plain(one[0], one[1], (x, y), one[2], key)
+            p8, s8, m8, st8 = sharded(
+                many[0], many[1], parallel.shard_batch((x, y), mesh, 64), many[2], key
+            )
+            one, many = (p1, s1, st1), (p8, s8, st8)
+        out[f"stateful/{mode}/params"] = tree_rel_err(many[0], one[0])
+        out[f"stateful/{mode}/state"] = rel_err(many[2], one[2])
+        out[f"stateful/{mode}/loss"] = rel_err(m8["loss"], m1["loss"])
+        moved = jax.tree.map(
+            lambda a, b: jnp.max(jnp.abs(a - b)), one[2], fnn.init_state(net, params)
+        )
+        out[f"stateful/{mode}/state_moved"] = float(max(jax.tree.leaves(moved)))
+    x = jax.random.normal(jax.random.PRNGKey(5), (96, 20), jnp.float64)
+    y = jax.random.randint(jax.random.PRNGKey(6), (96,), 0, 10)
+    kwargs = dict(key=jax.random.PRNGKey(7), epochs=2, batch_size=16, progress=False)
+    a = fnn.train.fit(net, loss, opt, params, (x, y), (x, y), **kwargs)
+    b = fnn.train.fit(net, loss, opt, params, (x, y), (x, y), mesh=mesh, **kwargs)
+    out["stateful/fit/params"] = tree_rel_err(b.params, a.params)
+    out["stateful/fit/state"] = rel_err(b.state, a.state)
+    out["stateful/fit/test_loss"] = rel_err(b.history["test_loss"], a.history["test_loss"])
+    return out
+
+
 def cli_errors(out_dir: Path) -> dict:
     """`fnn train` for 3 epochs on digits over 8 devices and over 1, in both dtypes."""
     from fnn.cli import main
@@ -128,6 +181,7 @@ def main_mesh(out_dir: str) -> dict:
     result = {"devices": mesh.size}
     result.update(step_errors(mesh))
     result.update(fsdp_errors(mesh))
+    result.update(stateful_errors(mesh))
     result.update(cli_errors(Path(out_dir)))
     return result
 

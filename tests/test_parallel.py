@@ -84,6 +84,20 @@ def test_fsdp_step_shards_weights_and_equals_the_replicated_step(mesh_run):
     assert mesh_run["fsdp/autodiff"] <= 1e-12
 
 
+@pytest.mark.parametrize("mode", ["manual", "autodiff"])
+def test_batch_norm_and_dropout_step_on_eight_devices_equals_one_device(mesh_run, mode):
+    """Batch statistics over the global batch, dropout masks drawn for the global batch:
+    three sharded steps equal three one-device steps, running statistics included."""
+    for what in ("params", "state", "loss"):
+        assert mesh_run[f"stateful/{mode}/{what}"] <= 1e-12, what
+    assert mesh_run[f"stateful/{mode}/state_moved"] > 1e-3  # the statistics did update
+
+
+def test_fit_with_batch_norm_and_dropout_on_eight_devices_equals_one_device(mesh_run):
+    for what in ("params", "state", "test_loss"):
+        assert mesh_run[f"stateful/fit/{what}"] <= 1e-12, what
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_fnn_train_on_eight_devices_equals_one_device(mesh_run, dtype):
     assert mesh_run[f"cli/{dtype}/train_loss"] <= TOLERANCE[dtype]

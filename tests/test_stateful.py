@@ -1,0 +1,308 @@
+"""batch_norm and dropout: the Ctx contract (training/evaluation, keys, running
+statistics), their backward passes against planted bugs, and their state through
+training steps, fit and checkpoints. The float64/float32 checks of every item are in
+tests/test_builtins.py (STATEFUL_LAYERS are built-in checks)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import fnn
+from fnn.check import BUILTIN_CHECKS, STATEFUL_LAYERS
+from fnn.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+
+KEY = jax.random.PRNGKey(0)
+TRAIN = fnn.Ctx(train=True)
+
+
+def test_every_item_is_a_builtin_check():
+    assert set(STATEFUL_LAYERS) <= set(BUILTIN_CHECKS)
+
+
+# ---------------------------------------------------------------------------------------
+# batch_norm
+
+
+def _bn_input(shape=(6, 4), seed=1):
+    return 3 + 2 * jax.random.normal(jax.random.PRNGKey(seed), shape, jnp.float64)
+
+
+def test_batch_norm_training_output_matches_numpy():
+    layer = fnn.batch_norm()
+    params = {"scale": jnp.array([1.0, 2.0, 0.5, 1.0]), "bias": jnp.array([0.0, 1.0, 0.0, -1.0])}
+    x = _bn_input()
+    y = fnn.apply(layer, params, x, TRAIN)
+    xn = np.asarray(x)
+    expected = (xn - xn.mean(0)) / np.sqrt(xn.var(0) + 1e-5) * np.asarray(params["scale"])
+    np.testing.assert_allclose(y, expected + np.asarray(params["bias"]), rtol=1e-12)
+
+
+def test_batch_norm_nhwc_normalises_each_channel_over_batch_and_space():
+    layer = fnn.batch_norm()
+    x = _bn_input((3, 4, 5, 2))
+    params = fnn.init(layer, KEY, (4, 5, 2), jnp.float64)
+    y = np.asarray(fnn.apply(layer, params, x, TRAIN))
+    np.testing.assert_allclose(y.mean(axis=(0, 1, 2)), 0, atol=1e-12)
+    np.testing.assert_allclose(y.var(axis=(0, 1, 2)), 1, rtol=1e-5)  # var/(var + ε)
+
+
+def test_running_statistics_are_an_exponential_moving_average_of_batch_statistics():
+    layer = fnn.batch_norm(momentum=0.8)
+    x = _bn_input()
+    params = fnn.init(layer, KEY, (4,), jnp.float64)
+    state = fnn.init_state(layer, params)
+    assert jnp.all(state["mean"] == 0) and jnp.all(state["var"] == 1)
+    _, residuals = fnn.forward(layer, params, x, fnn.Ctx(True, None, state))
+    new = fnn.update_state(layer, state, residuals)
+    xn = np.asarray(x)
+    np.testing.assert_allclose(new["mean"], 0.2 * xn.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(new["var"], 0.8 + 0.2 * xn.var(0), rtol=1e-12)
+
+
+def test_evaluation_uses_the_running_statistics_not_the_batch():
+    layer = fnn.batch_norm(use_scale=False)
+    params = fnn.init(layer, KEY, (4,), jnp.float64)
+    state = {"mean": jnp.full((4,), 2.0), "var": jnp.full((4,), 4.0)}
+    x = _bn_input()
+    y = fnn.apply(layer, params, x, fnn.Ctx(state=state))
+    np.testing.assert_allclose(y, (np.asarray(x) - 2) / np.sqrt(4 + 1e-5), rtol=1e-12)
+    assert not np.allclose(y, fnn.apply(layer, params, x, TRAIN))
+
+
+def test_evaluation_without_running_statistics_says_how_to_get_them():
+    net = fnn.serial(fnn.dense(4), fnn.batch_norm())
+    params = fnn.init(net, KEY, (3,))
+    with pytest.raises(ValueError, match=r"layer 1 \(batch_norm\): evaluation uses the running"):
+        fnn.apply(net, params, jnp.ones((2, 3)))
+    with pytest.raises(ValueError, match="fnn.init_state"):
+        fnn.apply(net, params, jnp.ones((2, 3)), fnn.Ctx())
+
+
+def test_batch_norm_bad_inputs_name_the_layer_and_the_shapes():
+    layer = fnn.batch_norm()
+    params = fnn.init(layer, KEY, (4,))
+    with pytest.raises(
+        ValueError, match=r"batch_norm: expected input of shape \(batch, \.\.\., 4\), got \(2, 5\)"
+    ):
+        fnn.apply(layer, params, jnp.ones((2, 5)), TRAIN)
+    bad_state = fnn.Ctx(state={"mean": jnp.zeros(3), "var": jnp.ones(3)})
+    with pytest.raises(
+        ValueError, match=r"expected running mean and var of shape \(4,\), got \(3,\)"
+    ):
+        fnn.apply(layer, params, jnp.ones((2, 4)), bad_state)
+    with pytest.raises(TypeError, match="batch_norm: expected a floating-point input"):
+        fnn.apply(layer, params, jnp.ones((2, 4), jnp.int32), TRAIN)
+    for bad in (dict(momentum=1.0), dict(epsilon=0.0), dict(use_scale=False, use_bias=False)):
+        with pytest.raises(ValueError, match="batch_norm: "):
+            fnn.batch_norm(**bad)
+
+
+def test_a_serial_state_of_the_wrong_length_is_named():
+    net = fnn.serial(fnn.dense(4), fnn.batch_norm())
+    params = fnn.init(net, KEY, (3,))
+    with pytest.raises(ValueError, match="serial: expected state for 2 layers"):
+        fnn.apply(net, params, jnp.ones((2, 3)), fnn.Ctx(state=((),)))
+
+
+def _bn_bug(kind):
+    """batch_norm with a planted bug in its training-mode backward."""
+    good = fnn.batch_norm()
+
+    def backward(params, res, dy):
+        x_hat, inv = res["x_hat"], res["inv_sigma"]
+        axes = tuple(range(dy.ndim - 1))
+        g = dy * params["scale"].reshape((1,) * (dy.ndim - 1) + (-1,))
+        grads = {"scale": jnp.sum(dy * x_hat, axis=axes), "bias": jnp.sum(dy, axis=axes)}
+        g_mean = jnp.mean(g, axis=axes, keepdims=True)
+        gx_mean = jnp.mean(g * x_hat, axis=axes, keepdims=True)
+        if kind == "no_mean_term":  # forgets the path through μ
+            return grads, inv * (g - x_hat * gx_mean)
+        if kind == "no_variance_term":  # forgets the path through σ
+            return grads, inv * (g - g_mean)
+        if kind == "evaluation_formula":  # treats the batch statistics as constants
+            return grads, inv * g
+        if kind == "bias_mean_not_sum":
+            grads["bias"] = jnp.mean(dy, axis=axes)
+        if kind == "scale_without_x_hat":
+            grads["scale"] = jnp.sum(dy, axis=axes)
+        return grads, inv * (g - g_mean - x_hat * gx_mean)
+
+    return good._replace(backward=backward)
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "no_mean_term",
+        "no_variance_term",
+        "evaluation_formula",
+        "bias_mean_not_sum",
+        "scale_without_x_hat",
+    ],
+)
+def test_checker_catches_planted_batch_norm_bugs(kind):
+    result = fnn.check_layer(_bn_bug(kind), (3, 3, 2), ctx=TRAIN, finite_differences=False)
+    assert not result.passed
+    assert result.max_rel_err > 1e-3, str(result)
+    assert fnn.check_layer(_bn_bug("none"), (3, 3, 2), ctx=TRAIN).passed
+
+
+# ---------------------------------------------------------------------------------------
+# dropout
+
+
+def test_dropout_keeps_one_minus_rate_scales_by_its_inverse_and_preserves_the_mean():
+    layer = fnn.dropout(0.25)
+    x = jnp.ones((200, 100))
+    y = fnn.apply(layer, (), x, fnn.Ctx(True, jax.random.PRNGKey(3)))
+    kept = np.asarray(y) != 0
+    assert abs(kept.mean() - 0.75) < 0.01  # 20 000 draws: standard error 0.003
+    np.testing.assert_allclose(np.asarray(y)[kept], 1 / 0.75, rtol=1e-6)
+
+
+def test_dropout_mask_is_a_function_of_the_key():
+    layer = fnn.dropout(0.5)
+    x = jnp.ones((4, 16))
+    a, b, c = (fnn.apply(layer, (), x, fnn.Ctx(True, jax.random.PRNGKey(k))) for k in (1, 1, 2))
+    assert jnp.array_equal(a, b) and not jnp.array_equal(a, c)
+
+
+def test_dropout_backward_uses_the_forward_mask():
+    layer = fnn.dropout(0.5)
+    x = jax.random.normal(KEY, (4, 19))  # 19: the packed mask's last byte is partial
+    y, residuals = fnn.forward(layer, (), x, fnn.Ctx(True, jax.random.PRNGKey(4)))
+    assert residuals.dtype == jnp.uint8 and residuals.shape == (4, 3)  # 1 bit per element
+    _, dx = layer.backward((), residuals, jnp.ones_like(y))
+    np.testing.assert_array_equal(np.asarray(dx) != 0, np.asarray(y) != 0)
+
+
+def test_dropout_is_the_identity_in_evaluation_and_at_rate_zero():
+    x = jax.random.normal(KEY, (3, 5))
+    assert jnp.array_equal(fnn.apply(fnn.dropout(0.5), (), x), x)
+    assert jnp.array_equal(fnn.apply(fnn.dropout(0.0), (), x, fnn.Ctx(True, KEY)), x)
+
+
+def test_dropout_errors_name_the_layer_and_what_is_needed():
+    with pytest.raises(ValueError, match=r"dropout\(0.5\): training mode needs a PRNG key"):
+        fnn.apply(fnn.dropout(0.5), (), jnp.ones((2, 3)), TRAIN)
+    for rate in (1.0, -0.1, "0.5"):
+        with pytest.raises(ValueError, match=r"dropout: rate must be a float in \[0, 1\)"):
+            fnn.dropout(rate)
+
+
+def test_serial_gives_each_dropout_its_own_key():
+    net = fnn.serial(fnn.dropout(0.5), fnn.dropout(0.5))
+    ctx = fnn.Ctx(True, jax.random.PRNGKey(5))
+    _, (first, second) = fnn.forward(net, ((), ()), jnp.ones((4, 32)), ctx)
+    assert not jnp.array_equal(first, second)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_dtype_passes_through_in_training(dtype):
+    net = fnn.serial(fnn.batch_norm(), fnn.dropout(0.3))
+    params = fnn.init(net, KEY, (3, 4), dtype)
+    x = jax.random.normal(KEY, (2, 3, 4), dtype)
+    ctx = fnn.Ctx(True, KEY, fnn.init_state(net, params))
+    y, residuals = fnn.forward(net, params, x, ctx)
+    dparams, dx = net.backward(params, residuals, jnp.ones_like(y))
+    assert y.dtype == dx.dtype == dtype
+    assert all(leaf.dtype == dtype for leaf in jax.tree.leaves(dparams))
+
+
+# ---------------------------------------------------------------------------------------
+# Training with state
+
+
+def _blobs(n=96, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, n)
+    x = rng.normal(size=(n, 6)) + 3.0 * np.eye(3, 6)[y]
+    return jnp.asarray(x), jnp.asarray(y)
+
+
+NET = fnn.mlp([16, 3], batch_norm=True, dropout=0.2)
+
+
+def test_plain_train_step_refuses_a_network_with_state_and_says_what_to_do():
+    with pytest.raises(ValueError, match="pass stateful=True"):
+        fnn.make_train_step(NET, fnn.softmax_cross_entropy(), optax.sgd(0.1))
+
+
+def test_stateful_step_manual_equals_autodiff_state_included():
+    x, y = _blobs(32)
+    params = fnn.init(NET, KEY, (6,), jnp.float64)
+    state = fnn.init_state(NET, params)
+    out = {}
+    for mode in ("manual", "autodiff"):
+        step = fnn.make_train_step(
+            NET, fnn.softmax_cross_entropy(), optax.sgd(0.1), mode, stateful=True
+        )
+        out[mode] = step(params, optax.sgd(0.1).init(params), (x, y), state, jax.random.PRNGKey(9))
+    for a, b in zip(jax.tree.leaves(out["manual"]), jax.tree.leaves(out["autodiff"]), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-14)
+    assert not np.allclose(out["manual"][3][1]["mean"], 0)  # the running mean moved
+
+
+def test_check_model_passes_a_network_with_batch_norm_and_dropout_in_training():
+    """A dense bias right before batch_norm has a zero gradient up to rounding; the
+    checker measures it against the gradient's scale, not its own ~1e-17."""
+    x, y = _blobs(16)
+    ctx = lambda p: fnn.Ctx(True, KEY, fnn.init_state(NET, p))  # noqa: E731
+    result = fnn.check_model(NET, fnn.softmax_cross_entropy(), x, y, ctx=ctx)
+    assert result.passed, str(result)
+    assert result.max_rel_err < 1e-12
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    x, y = _blobs()
+    x = x.astype(jnp.float32)
+    params = fnn.init(NET, KEY, (6,), jnp.float32)
+    return fnn.train.fit(
+        NET,
+        fnn.softmax_cross_entropy(),
+        optax.adam(1e-2),
+        params,
+        (x, y),
+        (x, y),
+        key=KEY,
+        epochs=6,
+        batch_size=16,
+        progress=False,
+    )
+
+
+def test_fit_learns_carries_the_state_and_evaluates_on_it(fitted):
+    assert fitted.history["test_accuracy"][-1] >= 0.9
+    bn = fitted.state[1]  # mlp: dense, batch_norm, relu, dropout, dense
+    assert set(bn) == {"mean", "var"} and not np.allclose(bn["mean"], 0)
+    x, y = _blobs()
+    logits = fnn.apply(NET, fitted.params, x.astype(jnp.float32), fnn.Ctx(state=fitted.state))
+    accuracy = float(jnp.mean(jnp.argmax(logits, -1) == y))
+    assert accuracy == pytest.approx(fitted.history["test_accuracy"][-1], abs=1e-6)
+
+
+def test_checkpoint_round_trips_the_state_and_rejects_a_mismatch(fitted, tmp_path):
+    path = save_checkpoint(
+        tmp_path / "c.npz",
+        params=fitted.params,
+        opt_state=fitted.opt_state,
+        epoch=6,
+        key=KEY,
+        config={},
+        history={},
+        state=fitted.state,
+    )
+    like = fnn.init_state(NET, fitted.params)
+    saved = load_checkpoint(
+        path, params_like=fitted.params, opt_state_like=fitted.opt_state, state_like=like
+    )
+    for a, b in zip(jax.tree.leaves(saved.state), jax.tree.leaves(fitted.state), strict=True):
+        np.testing.assert_array_equal(a, b)
+    other = fnn.init_state(fnn.mlp([16, 3], batch_norm=False), fitted.params)
+    with pytest.raises(CheckpointError, match=r"state\[1\]\['mean'\]: in the checkpoint"):
+        load_checkpoint(
+            path, params_like=fitted.params, opt_state_like=fitted.opt_state, state_like=other
+        )
