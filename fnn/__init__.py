@@ -19,6 +19,7 @@ from fnn.activations import (
     softplus,
     tanh,
 )
+from fnn.attention import multi_head_attention
 from fnn.check import CheckResult, check_layer, check_loss, check_model, run_checks
 from fnn.conv import avg_pool, cnn, conv1d, conv2d, flatten, max_pool
 from fnn.core import (
@@ -33,6 +34,7 @@ from fnn.core import (
     update_state,
 )
 from fnn.dropout import dropout
+from fnn.embedding import embedding, positional_embedding
 from fnn.grad import as_custom_vjp, loss_as_custom_vjp, value_and_grad, value_grad_and_state
 from fnn.layers import dense
 from fnn.losses import (
@@ -69,6 +71,7 @@ __all__ = [
     "dense",
     "dropout",
     "elu",
+    "embedding",
     "flatten",
     "forward",
     "gelu",
@@ -88,10 +91,12 @@ __all__ = [
     "max_pool",
     "mean_squared_error",
     "mlp",
+    "multi_head_attention",
     "parallel",
     "per_example",
     "per_example_grads",
     "per_example_value_and_grads",
+    "positional_embedding",
     "relu",
     "residual",
     "run_checks",

@@ -72,9 +72,10 @@ def multi_head_attention(
     works for the same params (no position information inside: add a
     `positional_embedding` first).
 
-    Residuals: `x`, the heads `q, k, v` (each `(batch, H, T, dh)`), the attention
-    weights `P` (`(batch, H, T, T)`) and the merged heads' output `O` (`(batch, H, T,
-    dh)`). The formulas of the backward are in fnn/attention.py.
+    Residuals: the tuple `(x, q, k, v, P, O)`: the input `x`, the heads `q, k, v` (each
+    `(batch, H, T, dh)`), the attention weights `P` (`(batch, H, T, T)`) and the heads'
+    outputs `O = P·v` (`(batch, H, T, dh)`, before `W_o`). The formulas of the backward
+    are in fnn/attention.py.
 
     Inputs must be floating point: integer inputs raise a TypeError.
     """

@@ -37,8 +37,10 @@ import numpy as np
 from fnn import activations as A
 from fnn import conv as C
 from fnn import initializers, losses
+from fnn.attention import multi_head_attention
 from fnn.core import Ctx, Layer, Loss, choose, forward, init_state
 from fnn.dropout import dropout
+from fnn.embedding import embedding, positional_embedding
 from fnn.grad import as_custom_vjp, loss_as_custom_vjp, value_and_grad
 from fnn.layers import dense
 from fnn.network import mlp, residual, serial
@@ -441,6 +443,37 @@ NORM_AND_RESIDUAL_LAYERS: dict[str, tuple[Callable[[], Layer], tuple[int, ...]]]
 }
 
 
+def _token_ids(vocab: int):
+    """A `make_input` drawing integer token ids in [0, vocab)."""
+    return lambda key, shape, dtype: jax.random.randint(key, shape, 0, vocab)
+
+
+# Sequence layers: (factory, in_shape, make_input or None for floating inputs).
+SEQUENCE_LAYERS: dict[str, tuple[Callable[[], Layer], tuple[int, ...], Callable | None]] = {
+    "embedding": (lambda: embedding(7, 3), (6,), _token_ids(7)),
+    "embedding_2d_ids": (lambda: embedding(5, 4), (2, 3), _token_ids(5)),
+    "positional_embedding": (positional_embedding, (5, 4), None),
+    "multi_head_attention": (lambda: multi_head_attention(1), (3, 4), None),
+    "multi_head_attention_causal": (lambda: multi_head_attention(2, causal=True), (5, 4), None),
+    "attention_4_heads_causal_no_bias": (
+        lambda: multi_head_attention(4, causal=True, use_bias=False),
+        (3, 8),
+        None,
+    ),
+    "transformer_block": (
+        lambda: serial(
+            embedding(6, 4),
+            positional_embedding(),
+            residual(serial(layer_norm(), multi_head_attention(2, causal=True))),
+            residual(serial(layer_norm(), dense(8), A.gelu(), dense(4))),
+            dense(6),
+        ),
+        (5,),
+        _token_ids(6),
+    ),
+}
+
+
 def _running_stats(layer_fn):
     """A `ctx(params)` for evaluation mode with running statistics away from 0 and 1
     (mean 0.3, variance 2.5 in every batch_norm), so that the check sees them used."""
@@ -508,6 +541,10 @@ BUILTIN_CHECKS: dict[str, Callable[[str], CheckResult]] = {
     **{
         name: _layer_case(factory, shape, **kwargs)
         for name, (factory, shape, kwargs) in STATEFUL_LAYERS.items()
+    },
+    **{
+        name: _layer_case(factory, shape, make_input=make_input)
+        for name, (factory, shape, make_input) in SEQUENCE_LAYERS.items()
     },
     "tutorial_model": _tutorial_model,
 }

@@ -71,8 +71,9 @@ def embedding(vocab_size: int, features: int, *, init: str | Initializer = "norm
 
     Shapes: `x: (batch, ...)` integer ids (e.g. `(batch, T)`, `in_shape=(T,)`), params
     `{"table": (vocab_size, features)}`, `y: (batch, ..., features)` in the table's dtype.
-    Residuals: the ids only. The backward is the scatter-add described in
-    fnn/embedding.py; the input cotangent is `float0` zeros shaped like `x`.
+    Residuals: the ids only (out-of-range ones replaced by `vocab_size`). The backward is
+    the scatter-add described in fnn/embedding.py; the input cotangent is `float0` zeros
+    shaped like `x`.
 
     Floating-point ids raise a TypeError; ids outside `[0, vocab_size)` raise a
     ValueError when `x` is a concrete array and give NaN rows under `jit`.
