@@ -503,7 +503,7 @@ STATEFUL_LAYERS: dict[str, tuple[Callable[[], Layer], tuple[int, ...], dict]] = 
         {"ctx": Ctx(train=True), "batch": 6},
     ),
     "batch_norm_eval": (batch_norm, (5,), {"ctx": _running_stats(batch_norm)}),
-    "dropout_train": (lambda: dropout(0.3), (2, 7), {"ctx": Ctx(True, jax.random.PRNGKey(0))}),
+    "dropout_train": (lambda: dropout(0.3), (2, 7), {"ctx": _training(lambda: dropout(0.3))}),
     "dropout_eval": (lambda: dropout(0.3), (7,), {}),
 }
 _bn_mlp = lambda: mlp([6, 5, 3], "tanh", batch_norm=True, dropout=0.2)  # noqa: E731

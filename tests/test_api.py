@@ -21,3 +21,18 @@ def test_every_layer_factory_returns_a_layer_and_every_loss_a_loss():
 
     assert all(isinstance(factory(), fnn.Layer) for factory in ACTIVATIONS.values())
     assert all(isinstance(factory(), fnn.Loss) for factory in LOSSES.values())
+
+
+def test_importing_fnn_starts_no_jax_backend():
+    """`jax.distributed.initialize` must come before any computation: importing fnn (the
+    CLI and every module included) must not run one, e.g. by building a PRNG key."""
+    import subprocess
+    import sys
+
+    code = (
+        "import jax._src.xla_bridge as xb; import fnn, fnn.cli, fnn.check, fnn.experiment; "
+        "print(xb.backends_are_initialized())"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "False"
