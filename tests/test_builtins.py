@@ -31,7 +31,13 @@ def test_manual_backward_matches_vjp_and_finite_differences_float64(name):
         assert result.finite_differences == "passed"
 
 
-@pytest.mark.parametrize("name", [n for n in BUILTIN_CHECKS if not n.startswith("mlp_")])
+# Whole networks are checked in float64 only: in float32 they repeat their layers' checks.
+NETWORKS = ("cnn", "cnn_batch_norm_train", "transformer_block", "tutorial_net", "residual_mlp")
+
+
+@pytest.mark.parametrize(
+    "name", [n for n in BUILTIN_CHECKS if not n.startswith("mlp_") and n not in NETWORKS]
+)
 def test_manual_backward_matches_vjp_float32(name):
     (result,) = run_checks([name], "float32")
     assert result.passed, str(result)
