@@ -88,6 +88,11 @@ class Workload:
         convolutions `conv` = ((channels, stride), ...) with `activation`, flatten, then
         the dense `features`; `in_features` is then `h·w·c`. Only `JAX_IMPLS` run on it.
       conv: the conv layers of an image workload.
+      sequence: `(T, D, heads, ffn)` for a one-block causal transformer on token ids
+        (`sequence_model`): embedding to width D, positional_embedding, a pre-norm
+        residual multi_head_attention(heads, causal) and a residual feed-forward block
+        D→ffn→D (gelu), layer_norm and dense(vocab), vocab = `features[-1]`; inputs and
+        targets are `(batch, T)` ids. Only `JAX_IMPLS` run on it.
     """
 
     name: str
@@ -103,10 +108,17 @@ class Workload:
     per_example: bool = False
     image: tuple[int, int, int] | None = None
     conv: tuple[tuple[int, int], ...] = ()
+    sequence: tuple[int, int, int, int] | None = None
 
     def gemms(self) -> list[tuple[int, int, int]]:
         """(m, k, n) per layer and example, each layer as a GEMM: a dense layer is
-        (1, in, out); a 3×3 SAME convolution is its im2col (out_h·out_w, 9·in, out)."""
+        (1, in, out); a 3×3 SAME convolution is its im2col (out_h·out_w, 9·in, out); a
+        sequence model's projections are (T, in, out) and its attention q·kᵀ and P·v are
+        (T, D, T) each, summed over the heads (the full T×T, causal mask included)."""
+        if self.sequence is not None:
+            T, D, _, F = self.sequence
+            V = self.features[-1]
+            return [(T, D, 3 * D), (T, D, T), (T, D, T), (T, D, D), (T, D, F), (T, F, D), (T, D, V)]
         shapes, widths = [], [self.in_features]
         if self.image is not None:
             h, w, c = self.image
@@ -121,12 +133,20 @@ class Workload:
 
     @property
     def weights(self) -> int:
-        """The number of dense and conv weights (biases excluded)."""
+        """The number of dense and conv weights (biases excluded); for a sequence model,
+        the projections' and the embedding tables'."""
+        if self.sequence is not None:
+            T, D, _, F = self.sequence
+            V = self.features[-1]
+            return 3 * D * D + D * D + 2 * D * F + D * V + V * D + T * D
         return sum(k * n for _, k, n in self.gemms())
 
     @property
     def params(self) -> int:
-        """The number of parameters, weights and biases."""
+        """The number of parameters, weights and biases (and layer_norm scales)."""
+        if self.sequence is not None:
+            _, D, _, F = self.sequence
+            return self.weights + 3 * D + D + F + D + self.features[-1] + 3 * 2 * D
         return self.weights + sum(self.features) + sum(c for c, _ in self.conv)
 
     @property
@@ -272,6 +292,18 @@ WORKLOADS: dict[str, Workload] = {
             image=(28, 28, 1),
             conv=((32, 1), (64, 2)),
         ),
+        Workload(
+            "transformer",
+            64,
+            (64,),
+            "gelu",
+            "softmax_ce",
+            16,
+            5,
+            description="one causal transformer block on 64 tokens: D 128, 4 heads, ffn 512, "
+            "vocab 64, batch 16",
+            sequence=(64, 128, 4, 512),
+        ),
     ]
 }
 
@@ -285,6 +317,7 @@ CPU_WORKLOADS = (
     "per_example",
     "cnn_digits",
     "cnn_mnist",
+    "transformer",
 )
 GPU_WORKLOADS = (
     "tutorial",
@@ -344,9 +377,38 @@ class Problem:
     grads: dict[str, Any] = dataclasses.field(default_factory=dict)  # by mode, memoised
 
 
+def sequence_model(vocab: int, width: int, heads: int, ffn: int) -> Layer:
+    """The one-block causal transformer of a `sequence` workload (see `Workload`)."""
+    from fnn.activations import gelu
+    from fnn.attention import multi_head_attention
+    from fnn.embedding import embedding, positional_embedding
+    from fnn.layers import dense
+    from fnn.network import residual, serial
+    from fnn.normalization import layer_norm
+
+    return serial(
+        embedding(vocab, width),
+        positional_embedding(),
+        residual(serial(layer_norm(), multi_head_attention(heads, causal=True))),
+        residual(serial(layer_norm(), dense(ffn), gelu(), dense(width))),
+        layer_norm(),
+        dense(vocab),
+    )
+
+
 def make_problem(workload: Workload, dtype: str, seed: int = 0) -> Problem:
     """Builds the network, a fixed batch and initial parameters for `workload`."""
     dt = jnp.dtype(dtype)
+    if workload.sequence is not None:
+        T, D, heads, F = workload.sequence
+        V = workload.features[-1]
+        net = sequence_model(V, D, heads, F)
+        params = jax.jit(lambda key: net.init(key, (T,), dt)[1])(jax.random.PRNGKey(seed))
+        rng = np.random.default_rng(seed)
+        x = jnp.asarray(rng.integers(0, V, (workload.batch, T)), jnp.int32)
+        y = jnp.asarray(rng.integers(0, V, (workload.batch, T)), jnp.int32)
+        loss = softmax_cross_entropy()
+        return Problem(workload, dt, net, loss, params, x, y, optax.sgd(workload.learning_rate))
     w_init = initializers.uniform(0.01) if workload.w_init == "uniform" else workload.w_init
     net = mlp(workload.features, workload.activation, w_init=w_init)
     in_shape = (workload.in_features,)
@@ -996,7 +1058,7 @@ def run_workload(
         if (name in PER_EXAMPLE_IMPLS) == workload.per_example
         or (workload.per_example and name == "autodiff")
     ]
-    if workload.image is not None:  # numpy and the peers build MLPs only
+    if workload.image is not None or workload.sequence is not None:  # numpy, peers: MLPs
         impls = [name for name in impls if name in JAX_IMPLS]
     problem = make_problem(workload, dtype)
     built, records = {}, []

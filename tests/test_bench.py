@@ -1,6 +1,7 @@
 """The benchmark harness on a tiny workload: every field present and sane, files written,
 and the `fnn bench` command's flags. No timed assertions: speed goals live in benchmarks."""
 
+import dataclasses
 import json
 import math
 
@@ -181,3 +182,27 @@ def test_cli_runs_a_tiny_grid(tmp_path, capsys):
     records = json.loads((tmp_path / "results.json").read_text())
     assert {r["impl"] for r in records} == {"manual", "autodiff"}
     assert "tiny" in capsys.readouterr().out
+
+
+def test_sequence_workload_flops_and_a_tiny_run():
+    """The transformer workload: FLOPs count the projections and the T×T attention
+    products; manual and autodiff run on token ids and agree on the gradient."""
+    w = bench.WORKLOADS["transformer"]
+    T, D, _, F = w.sequence
+    V = w.features[-1]
+    per_example = T * (D * 3 * D + 2 * D * T + D * D + 2 * D * F + D * V)
+    assert w.flops_per_step == 6 * w.batch * per_example
+    tiny = dataclasses.replace(w, name="tiny_transformer", batch=2, steps=1, sequence=(6, 8, 2, 16))
+    records = bench.run_workload(
+        tiny,
+        "float32",
+        ["manual", "autodiff", "numpy", "torch"],
+        repeats=2,
+        square=64,
+        machine=bench.machine_info(),
+        progress=lambda line: None,
+    )
+    assert [r["impl"] for r in records] == ["manual", "autodiff"]  # numpy, peers: MLPs only
+    manual = records[0]
+    assert manual["status"] == "ok" and manual["rel_grad_err"] < 1e-5
+    assert manual["residual_arrays"] < records[1]["residual_arrays"]
