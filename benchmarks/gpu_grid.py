@@ -38,11 +38,13 @@ GPU_CASES = (
     ("mlp_b4096", "float32"),
     ("tutorial", "float32"),
     ("cnn_mnist_b1024", "float32"),  # conv net: manual vs autodiff, dispatched and in a scan
+    ("transformer_512", "bfloat16"),  # attention: hand-written backward vs jax.grad
     ("deep_sigmoid_4096", "bfloat16"),
     ("deep_tanh_4096", "bfloat16"),
     ("wide_8192x3", "float32"),
     ("mlp_b256", "bfloat16"),
     ("mlp_b4096", "bfloat16"),
+    ("transformer_512", "float32"),
 )
 GPU_STEPS = {"tutorial": 2_000, "mlp_b256": 200, "mlp_b4096": 50}
 TINY_CASES = (("tiny", "float32"), ("tutorial", "float32"))

@@ -304,6 +304,18 @@ WORKLOADS: dict[str, Workload] = {
             "vocab 64, batch 16",
             sequence=(64, 128, 4, 512),
         ),
+        Workload(
+            "transformer_512",
+            512,
+            (1024,),
+            "gelu",
+            "softmax_ce",
+            32,
+            10,
+            description="one causal transformer block on 512 tokens: D 512, 8 heads, ffn 2048, "
+            "vocab 1024, batch 32",
+            sequence=(512, 512, 8, 2048),
+        ),
     ]
 }
 
@@ -329,6 +341,7 @@ GPU_WORKLOADS = (
     "wide_8192x3",
     "per_example",
     "cnn_mnist_b1024",
+    "transformer_512",
 )
 QUICK_WORKLOADS = ("tutorial", "mlp_b256", "deep_relu", "per_example")
 QUICK_STEPS = {"tutorial": 2_000}
