@@ -148,11 +148,6 @@ def apply(layer: Layer, params: Params, x: Array, ctx: Ctx | None = None) -> Arr
     return forward(layer, params, x, ctx)[0]
 
 
-def has_state(layer: Layer) -> bool:
-    """Whether `layer` keeps running statistics (e.g. holds a `batch_norm`)."""
-    return layer.init_state is not None
-
-
 def init_state(layer: Layer, params: Params) -> State:
     """The initial running statistics of `layer` for `params`; `()` for a layer without
     state."""

@@ -10,8 +10,10 @@ import jax.numpy as jnp
 
 from fnn.activations import get_activation
 from fnn.core import Ctx, Layer, forward, init_state, update_state
+from fnn.dropout import dropout as dropout_layer
 from fnn.initializers import Initializer
 from fnn.layers import dense
+from fnn.normalization import batch_norm as batch_norm_layer
 
 
 def chain_of(net: Layer) -> tuple[Layer, ...] | None:
@@ -92,7 +94,7 @@ def serial(*layers: Layer) -> Layer:
 
     return Layer(
         init,
-        forward_ if takes_ctx else (lambda params, x: forward_(params, x)),
+        forward_,
         backward,
         name,
         tuple(layers),
@@ -128,9 +130,6 @@ def mlp(
     With `batch_norm` or `dropout` the network takes a `fnn.Ctx` (training or
     evaluation; see `fnn.core`).
     """
-    from fnn.dropout import dropout as dropout_layer
-    from fnn.normalization import batch_norm as batch_norm_layer
-
     features = list(features)
     if not features:
         raise ValueError("mlp: features must name at least one layer width")
@@ -186,7 +185,7 @@ def residual(layer: Layer) -> Layer:
 
     return Layer(
         init,
-        forward_ if layer.takes_ctx else (lambda params, x: forward_(params, x)),
+        forward_,
         backward,
         name,
         (),
