@@ -104,8 +104,8 @@ def scan_steps(
     def body(carry, scanned):
         params, opt_state, state = carry
         i, batch = scanned
-        step_key = None if key is None else jax.random.fold_in(key, i)
-        params, opt_state, metrics, state = step(params, opt_state, batch, state, step_key)
+        key_i = None if key is None else jax.random.fold_in(key, i)
+        params, opt_state, metrics, state = step(params, opt_state, batch, state, key_i)
         return (params, opt_state, state), metrics["loss"]
 
     (params, opt_state, state), losses = lax.scan(
