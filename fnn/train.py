@@ -309,6 +309,25 @@ def _check_data(x, y, name: str) -> None:
         )
 
 
+def _check_dtypes(params: Params, splits: dict[str, Any]) -> None:
+    """Floating inputs and targets must have the params' floating dtype: a float64 batch
+    would turn float32 params into float64 ones after one step, which `lax.scan` refuses
+    deep inside XLA. A ValueError names both dtypes instead."""
+    dtypes = {
+        leaf.dtype for leaf in jax.tree.leaves(params) if jnp.issubdtype(leaf.dtype, jnp.floating)
+    }
+    if len(dtypes) != 1:
+        return  # no params, or mixed precision: nothing to compare against
+    (want,) = dtypes
+    for split, arrays in splits.items():
+        for what, a in zip(("inputs", "targets"), arrays, strict=True):
+            if jnp.issubdtype(a.dtype, jnp.floating) and a.dtype != want:
+                raise ValueError(
+                    f"{split} {what} are {a.dtype} but the params are {want}: cast the data "
+                    f"(e.g. x.astype(jnp.{want})) or initialise the params in {a.dtype}"
+                )
+
+
 def new_history(task: str, *, eval_train: bool = True, test: bool = True) -> dict:
     """An empty history dict with the keys `fit` fills for `task`."""
     metric = metric_name(task)
@@ -400,6 +419,10 @@ def fit(
     if test is not None:
         x_test, y_test = (jnp.asarray(a) for a in test)
         _check_data(x_test, y_test, "test")
+    splits = {"train": (x_train, y_train)}
+    if test is not None:
+        splits["test"] = (x_test, y_test)
+    _check_dtypes(params, splits)
     n = x_train.shape[0]
     if not isinstance(batch_size, int | np.integer) or batch_size < 1:
         raise ValueError(f"batch size must be a positive int, got {batch_size!r}")

@@ -64,8 +64,8 @@ def _fit(problem, **kwargs):
     args = dict(key=jax.random.PRNGKey(1), epochs=3, batch_size=16, progress=False)
     args.update(kwargs)
     p = problem
-    test = args.pop("test", p["test"])
-    return fit(p["net"], p["loss"], p["optimizer"], p["params"], p["train"], test, **args)
+    train, test = args.pop("train", p["train"]), args.pop("test", p["test"])
+    return fit(p["net"], p["loss"], p["optimizer"], p["params"], train, test, **args)
 
 
 def test_fit_learns_and_records_history(problem):
@@ -182,6 +182,15 @@ def test_remainder_batch_is_dropped_each_epoch():
     assert state == ()
     assert int(opt_state[0].count) == 2
     assert loss.shape == () and math.isfinite(float(loss))
+
+
+def test_data_in_another_dtype_than_the_params_is_a_clear_error(problem):
+    x, y = problem["train"]
+    with pytest.raises(ValueError, match="train inputs are float64 but the params are float32"):
+        _fit(problem, train=(np.asarray(x, np.float64), y))
+    x_test, y_test = problem["test"]
+    with pytest.raises(ValueError, match="test inputs are float64 but the params are float32"):
+        _fit(problem, test=(np.asarray(x_test, np.float64), y_test))
 
 
 def test_batch_larger_than_the_data_is_a_clear_error(problem):
