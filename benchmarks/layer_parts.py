@@ -1,18 +1,21 @@
-"""Where the transformer workload's manual/autodiff gap comes from: its parts alone.
+"""Manual against automatic differentiation, layer by layer.
 
-`fnn bench --workloads transformer` times a whole causal transformer block. This script
-times its parts, each as `value_and_grad` of a mean squared error on `(batch, T, D)`
-activations, manual against jax.grad, in alternated rounds in one process: attention
-(causal and not), layer_norm, the feed-forward block dense→gelu→dense, and its pieces,
-dense on a 3-D input and gelu alone. It prints and writes (with `--out`) per part the
-median times, the median of the per-round ratios and the compiled temp memory.
+`fnn bench` times whole networks. This script times single layers and small blocks, each
+as the gradient of a mean squared error on `(batch, T, D)` activations, manual against
+jax.grad, in alternated rounds in one process: the transformer block's parts (attention
+causal and not, layer_norm, the feed-forward block dense→gelu→dense, dense on a 3-D input,
+gelu) and the random and stateful layers in training mode (batch_norm, dropout, which
+run through `fnn.value_grad_and_state` with a key and running statistics). It prints and
+writes (with `--out`) per part the median times, the median of the per-round ratios and
+the compiled temp memory.
 
-    PYTHONPATH=. python benchmarks/transformer_parts.py [--rounds N] [--out FILE.json]
+    PYTHONPATH=. python benchmarks/layer_parts.py [--rounds N] [--out FILE.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import time
@@ -34,6 +37,9 @@ def parts() -> dict[str, fnn.Layer]:
         "ffn_dense_gelu_dense": fnn.serial(fnn.dense(FFN), fnn.gelu(), fnn.dense(D)),
         "dense_3d_input": fnn.dense(D),
         "gelu": fnn.gelu(),
+        "batch_norm_train": fnn.batch_norm(),
+        "dropout_train": fnn.dropout(0.1),
+        "dense_batch_norm_relu": fnn.serial(fnn.dense(D), fnn.batch_norm(), fnn.relu()),
     }
 
 
@@ -42,7 +48,12 @@ def measure(name: str, net: fnn.Layer, rounds: int, calls: int = 5) -> dict:
     x = jax.random.normal(jax.random.PRNGKey(0), (BATCH, T, D))
     y = jax.random.normal(jax.random.PRNGKey(1), (BATCH, T, D))
     params = fnn.init(net, jax.random.PRNGKey(2), (T, D))
-    fns = {m: jax.jit(fnn.value_and_grad(net, loss, m)) for m in ("manual", "autodiff")}
+    # training mode: a dropout key and batch_norm's running statistics, updated per call
+    ctx = fnn.Ctx(True, jax.random.PRNGKey(3), fnn.init_state(net, params))
+    fns = {
+        m: jax.jit(functools.partial(fnn.value_grad_and_state(net, loss, m), ctx=ctx))
+        for m in ("manual", "autodiff")
+    }
     for f in fns.values():
         jax.block_until_ready(f(params, x, y))
     times: dict[str, list[float]] = {m: [] for m in fns}
