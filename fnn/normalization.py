@@ -33,6 +33,11 @@ from fnn.core import Ctx, Layer, check_floating
 _EVALUATION = Ctx()  # the mode when no Ctx is given
 
 
+def _row(v, ndim):
+    """A (features,) vector reshaped to broadcast over (batch, ..., features)."""
+    return v.reshape((1,) * (ndim - 1) + (v.shape[0],))
+
+
 def layer_norm(*, epsilon: float = 1e-5, use_scale: bool = True, use_bias: bool = True) -> Layer:
     """Layer normalisation over the last axis, `y = (x − μ)/sqrt(var + ε) ⊙ scale + bias`.
 
@@ -69,10 +74,6 @@ def layer_norm(*, epsilon: float = 1e-5, use_scale: bool = True, use_bias: bool 
         if len(shapes) > 1 or any(len(s) != 1 for s in shapes):
             raise ValueError(f"{name}: scale and bias must both be (features,), got {shapes}")
         return next(iter(shapes))[0] if shapes else None
-
-    def _row(v, ndim):
-        """A (features,) vector reshaped to broadcast over (batch, ..., features)."""
-        return v.reshape((1,) * (ndim - 1) + (v.shape[0],))
 
     def forward(params, x):
         check_floating(name, x)
@@ -176,9 +177,6 @@ def batch_norm(
     def init_state(params):
         v = _vector(params)
         return {"mean": jnp.zeros_like(v), "var": jnp.ones_like(v)}
-
-    def _row(v, ndim):
-        return v.reshape((1,) * (ndim - 1) + (v.shape[0],))
 
     def forward(params, x, ctx=_EVALUATION):
         check_floating(name, x)
