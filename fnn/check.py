@@ -351,13 +351,20 @@ def check_model(
 
 
 def _layer_case(layer_fn, in_shape, **kwargs):
-    return lambda dtype: check_layer(layer_fn(), in_shape, dtype=dtype, **kwargs)
+    def run(dtype, finite_differences=True):
+        return check_layer(
+            layer_fn(), in_shape, dtype=dtype, finite_differences=finite_differences, **kwargs
+        )
+
+    return run
 
 
 def _loss_case(loss_fn, make_inputs):
-    def run(dtype):
+    def run(dtype, finite_differences=True):
         pred, target = make_inputs(np.random.default_rng(0))
-        return check_loss(loss_fn(), pred, target, dtype=dtype)
+        return check_loss(
+            loss_fn(), pred, target, dtype=dtype, finite_differences=finite_differences
+        )
 
     return run
 
@@ -373,7 +380,8 @@ def _tutorial_net() -> Layer:
     )
 
 
-def _tutorial_model(dtype):
+def _tutorial_model(dtype, finite_differences=True):
+    del finite_differences  # the whole-model check compares the two gradient modes
     rng = np.random.default_rng(0)
     x, y = rng.random((200, 100)), rng.random((200, 1))
     net = mlp([5, 4, 1], "sigmoid", w_init=initializers.uniform(0.01))
@@ -514,7 +522,7 @@ STATEFUL_LAYERS |= {
     "cnn_batch_norm_train": (_bn_cnn, (6, 6, 1), {"ctx": _training(_bn_cnn)}),
 }
 
-BUILTIN_CHECKS: dict[str, Callable[[str], CheckResult]] = {
+BUILTIN_CHECKS: dict[str, Callable[[str, bool], CheckResult]] = {
     "dense": _layer_case(lambda: dense(3), (5,)),
     "dense_no_bias": _layer_case(lambda: dense(3, use_bias=False), (5,)),
     "dense_3d_input": _layer_case(lambda: dense(3), (2, 5)),
@@ -550,12 +558,19 @@ BUILTIN_CHECKS: dict[str, Callable[[str], CheckResult]] = {
 }
 
 
-def run_checks(names: Sequence[str] | None = None, dtype: str = "float64") -> list[CheckResult]:
-    """Runs the built-in checks named (all when `names` is empty or None)."""
+def run_checks(
+    names: Sequence[str] | None = None,
+    dtype: str = "float64",
+    *,
+    finite_differences: bool = True,
+) -> list[CheckResult]:
+    """Runs the built-in checks named (all when `names` is empty or None); with
+    `finite_differences=False` only against `jax.vjp` (much faster)."""
     names = list(names) if names else list(BUILTIN_CHECKS)
     runs = [choose("check", name, BUILTIN_CHECKS) for name in names]
     return [
-        dataclasses.replace(run(dtype), name=name) for name, run in zip(names, runs, strict=True)
+        dataclasses.replace(run(dtype, finite_differences), name=name)
+        for name, run in zip(names, runs, strict=True)
     ]
 
 
