@@ -134,7 +134,9 @@ def test_cli_check_exits_one_on_failure(monkeypatch, capsys):
     from fnn import check
 
     monkeypatch.setitem(
-        check.BUILTIN_CHECKS, "dense", lambda dtype: fnn.check_layer(dense_bug("sign_flip"), (3,))
+        check.BUILTIN_CHECKS,
+        "dense",
+        lambda dtype, finite_differences: fnn.check_layer(dense_bug("sign_flip"), (3,)),
     )
     assert main(["check", "dense"]) == 1
     assert "FAIL" in capsys.readouterr().out
