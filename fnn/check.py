@@ -501,6 +501,14 @@ def _training(layer_fn, seed=0):
     return lambda params: Ctx(True, jax.random.PRNGKey(seed), init_state(layer_fn(), params))
 
 
+def _bn_mlp() -> Layer:
+    return mlp([6, 5, 3], "tanh", batch_norm=True, dropout=0.2)
+
+
+def _bn_cnn() -> Layer:
+    return C.cnn(3, channels=(2, 3), strides=(1, 2), hidden=(4,), batch_norm=True)
+
+
 # Stateful and random layers in both modes: (factory, in_shape, check_layer kwargs).
 STATEFUL_LAYERS: dict[str, tuple[Callable[[], Layer], tuple[int, ...], dict]] = {
     "batch_norm_train": (batch_norm, (5,), {"ctx": Ctx(train=True), "batch": 6}),
@@ -513,10 +521,6 @@ STATEFUL_LAYERS: dict[str, tuple[Callable[[], Layer], tuple[int, ...], dict]] = 
     "batch_norm_eval": (batch_norm, (5,), {"ctx": _running_stats(batch_norm)}),
     "dropout_train": (lambda: dropout(0.3), (2, 7), {"ctx": _training(lambda: dropout(0.3))}),
     "dropout_eval": (lambda: dropout(0.3), (7,), {}),
-}
-_bn_mlp = lambda: mlp([6, 5, 3], "tanh", batch_norm=True, dropout=0.2)  # noqa: E731
-_bn_cnn = lambda: C.cnn(3, channels=(2, 3), strides=(1, 2), hidden=(4,), batch_norm=True)  # noqa: E731
-STATEFUL_LAYERS |= {
     "mlp_batch_norm_dropout_train": (_bn_mlp, (4,), {"ctx": _training(_bn_mlp), "batch": 6}),
     "mlp_batch_norm_dropout_eval": (_bn_mlp, (4,), {"ctx": _running_stats(_bn_mlp)}),
     "cnn_batch_norm_train": (_bn_cnn, (6, 6, 1), {"ctx": _training(_bn_cnn)}),
