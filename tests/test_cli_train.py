@@ -70,14 +70,17 @@ def test_default_run_writes_metrics_curves_and_checkpoint(default_run):
 
 def _params(path):
     with np.load(path) as z:
-        return {k: z[k] for k in z.files if k.startswith(("params/", "opt_state/"))}
+        return {k: z[k] for k in z.files if k.startswith(("params/", "opt_state/", "state/"))}
 
 
-def test_resume_three_then_six_equals_six_bit_for_bit(tmp_path, capsys):
+@pytest.mark.parametrize("extra", [(), ("--batch-norm", "--dropout", "0.2")])
+def test_resume_three_then_six_equals_six_bit_for_bit(tmp_path, capsys, extra):
+    """With batch_norm and dropout too: the running statistics come back from the
+    checkpoint and the dropout keys depend only on the key and the epoch."""
     straight, split = tmp_path / "straight", tmp_path / "split"
-    code, _, err = _train(capsys, *SMALL, "--epochs", "6", "--out", str(straight))
+    code, _, err = _train(capsys, *SMALL, *extra, "--epochs", "6", "--out", str(straight))
     assert code == 0, err
-    code, _, err = _train(capsys, *SMALL, "--epochs", "3", "--out", str(split))
+    code, _, err = _train(capsys, *SMALL, *extra, "--epochs", "3", "--out", str(split))
     assert code == 0, err
     code, out, err = _train(
         capsys, "--resume", "--epochs", "6", "--out", str(split), "--no-progress"
@@ -86,6 +89,7 @@ def test_resume_three_then_six_equals_six_bit_for_bit(tmp_path, capsys):
     assert "resuming after epoch 3" in out
     a, b = _params(straight / "checkpoint.npz"), _params(split / "checkpoint.npz")
     assert a.keys() == b.keys() and a
+    assert any(k.startswith("state/") for k in a) == bool(extra)
     for name in a:
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
     ha = json.loads((straight / "metrics.json").read_text())["history"]
