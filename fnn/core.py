@@ -49,6 +49,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Array = jax.Array
 Params = Any  # a pytree of arrays; () for parameter-free layers
@@ -172,6 +173,21 @@ def check_floating(name: str, x: Array) -> None:
         raise TypeError(
             f"{name}: expected a floating-point input, got dtype {dtype}; "
             f"cast it first, e.g. x.astype(jnp.float32)"
+        )
+
+
+def check_in_range(name: str, what: str, values: Array, upper: int) -> None:
+    """Raises a ValueError naming `name`, `what` and the offending values when integer
+    `values` fall outside `[0, upper)`. Only when called eagerly: under `jit` the values
+    are tracers and cannot be inspected, so this does nothing."""
+    if isinstance(values, jax.core.Tracer):
+        return
+    values = np.asarray(values)
+    bad = np.unique(values[(values < 0) | (values >= upper)])
+    if bad.size:
+        raise ValueError(
+            f"{name}: {what} must lie in [0, {upper}), got {bad[:10].tolist()}"
+            + (" ..." if bad.size > 10 else "")
         )
 
 

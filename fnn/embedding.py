@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fnn.core import Layer, check_floating
+from fnn.core import Layer, check_floating, check_in_range
 from fnn.initializers import Initializer, get_initializer
 
 
@@ -44,19 +44,6 @@ def _get_init(init: str | Initializer, stddev: float) -> Initializer:
     if isinstance(init, str) and init == "normal":
         return jax.nn.initializers.normal(stddev)
     return get_initializer(init)
-
-
-def _check_ids(name, ids, vocab_size):
-    """Eagerly (outside jit) rejects ids outside [0, vocab_size); a no-op on tracers."""
-    if isinstance(ids, jax.core.Tracer):
-        return
-    values = np.asarray(ids)
-    bad = np.unique(values[(values < 0) | (values >= vocab_size)])
-    if bad.size:
-        raise ValueError(
-            f"{name}: token ids must lie in [0, {vocab_size}), got {bad[:10].tolist()}"
-            + (" ..." if bad.size > 10 else "")
-        )
 
 
 def embedding(vocab_size: int, features: int, *, init: str | Initializer = "normal") -> Layer:
@@ -102,7 +89,7 @@ def embedding(vocab_size: int, features: int, *, init: str | Initializer = "norm
             )
         if x.ndim < 1:
             raise ValueError(f"{name}: expected ids of shape (batch, ...), got {x.shape}")
-        _check_ids(name, x, vocab_size)
+        check_in_range(name, "token ids", x, vocab_size)
         valid = (x >= 0) & (x < vocab_size)
         ids = jnp.where(valid, x, vocab_size)  # out of range (negatives too) → vocab_size
         y = jnp.take(table, ids, axis=0, mode="fill", fill_value=jnp.nan)  # y = E[x]; NaN rows

@@ -16,9 +16,8 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from fnn.core import Loss, check_floating, choose
+from fnn.core import Loss, check_floating, check_in_range, choose
 
 
 def _check_pair(name, pred, target, same_shape=True):
@@ -143,7 +142,7 @@ def softmax_cross_entropy() -> Loss:
                     f"(logits without the class axis), got {target.shape}"
                 )
             classes = logits.shape[-1]
-            _check_labels(name, target, classes)
+            check_in_range(name, "labels", target, classes)
             valid = (target >= 0) & (target < classes)
             picked = jnp.take_along_axis(logp, target[..., None], axis=-1, mode="clip")[..., 0]
             value = -jnp.sum(jnp.where(valid, picked, jnp.nan)) / batch
@@ -180,19 +179,6 @@ def _onehot(labels, classes, dtype):
     columns = jnp.where((flat >= 0) & (flat < classes), flat, classes)  # out of range: dropped
     onehot = jnp.zeros((flat.shape[0], classes), dtype).at[rows, columns].add(1, mode="drop")
     return onehot.reshape((*labels.shape, classes))
-
-
-def _check_labels(name, labels, classes):
-    """Eagerly (outside jit) rejects labels outside [0, classes); a no-op on tracers."""
-    if isinstance(labels, jax.core.Tracer):
-        return
-    values = np.asarray(labels)
-    bad = np.unique(values[(values < 0) | (values >= classes)])
-    if bad.size:
-        raise ValueError(
-            f"{name}: labels must lie in [0, {classes}), got {bad[:10].tolist()}"
-            + (" ..." if bad.size > 10 else "")
-        )
 
 
 LOSSES: dict[str, Callable[[], Loss]] = {
