@@ -38,6 +38,30 @@ def _row(v, ndim):
     return v.reshape((1,) * (ndim - 1) + (v.shape[0],))
 
 
+def _scale_shift(params, x_hat):
+    """`y = x̂ ⊙ scale + bias`, each where the params hold it."""
+    y = x_hat
+    if "scale" in params:
+        y = y * _row(params["scale"], x_hat.ndim)  # x̂ ⊙ scale
+    if "bias" in params:
+        y = y + _row(params["bias"], x_hat.ndim)  # x̂ ⊙ scale + bias
+    return y
+
+
+def _scale_shift_backward(params, x_hat, dy):
+    """`(grads, g)` for `_scale_shift`: `dscale`, `dbias` summed over every axis but the
+    last (batch and any other), and `g = dy ⊙ scale`, the cotangent of `x̂`."""
+    axes = tuple(range(dy.ndim - 1))
+    grads = {}
+    g = dy
+    if "scale" in params:
+        grads["scale"] = jnp.sum(dy * x_hat, axis=axes)  # dscale = Σ dy ⊙ x̂
+        g = dy * _row(params["scale"], dy.ndim)  # g = dy ⊙ scale
+    if "bias" in params:
+        grads["bias"] = jnp.sum(dy, axis=axes)  # dbias = Σ dy
+    return grads, g
+
+
 def layer_norm(*, epsilon: float = 1e-5, use_scale: bool = True, use_bias: bool = True) -> Layer:
     """Layer normalisation over the last axis, `y = (x − μ)/sqrt(var + ε) ⊙ scale + bias`.
 
@@ -88,23 +112,11 @@ def layer_norm(*, epsilon: float = 1e-5, use_scale: bool = True, use_bias: bool 
         var = jnp.mean(centred * centred, axis=-1, keepdims=True)  # var = mean((x − μ)²)
         inv_sigma = 1 / jnp.sqrt(var + jnp.asarray(epsilon, x.dtype))  # 1/σ = 1/sqrt(var + ε)
         x_hat = centred * inv_sigma  # x̂ = (x − μ)/σ
-        y = x_hat
-        if use_scale:
-            y = y * _row(params["scale"], x.ndim)  # x̂ ⊙ scale
-        if use_bias:
-            y = y + _row(params["bias"], x.ndim)  # x̂ ⊙ scale + bias
-        return y, (x_hat, inv_sigma)
+        return _scale_shift(params, x_hat), (x_hat, inv_sigma)
 
     def backward(params, residuals, dy):
         x_hat, inv_sigma = residuals
-        batch_axes = tuple(range(dy.ndim - 1))
-        grads = {}
-        g = dy
-        if use_scale:
-            grads["scale"] = jnp.sum(dy * x_hat, axis=batch_axes)  # dscale = Σ_batch dy ⊙ x̂
-            g = dy * _row(params["scale"], dy.ndim)  # g = dy ⊙ scale
-        if use_bias:
-            grads["bias"] = jnp.sum(dy, axis=batch_axes)  # dbias = Σ_batch dy
+        grads, g = _scale_shift_backward(params, x_hat, dy)  # dscale, dbias; g = dy ⊙ scale
         g_mean = jnp.mean(g, axis=-1, keepdims=True)  # mean(g): the path through μ
         gx_mean = jnp.mean(g * x_hat, axis=-1, keepdims=True)  # mean(g ⊙ x̂): through σ
         dx = inv_sigma * (g - g_mean - x_hat * gx_mean)  # dx = (1/σ)(g − mean(g) − x̂·mean(g⊙x̂))
@@ -210,11 +222,7 @@ def batch_norm(
             inv_sigma = 1 / jnp.sqrt(_row(state["var"].astype(x.dtype), x.ndim) + eps)
             batch_stats = None
         x_hat = centred * inv_sigma  # x̂ = (x − μ)/σ
-        y = x_hat
-        if use_scale:
-            y = y * _row(params["scale"], x.ndim)  # x̂ ⊙ scale
-        if use_bias:
-            y = y + _row(params["bias"], x.ndim)  # x̂ ⊙ scale + bias
+        y = _scale_shift(params, x_hat)  # y = x̂ ⊙ scale + bias
         residuals = {"x_hat": x_hat, "inv_sigma": inv_sigma}
         if batch_stats is not None:
             residuals["batch"] = batch_stats
@@ -223,13 +231,7 @@ def batch_norm(
     def backward(params, residuals, dy):
         x_hat, inv_sigma = residuals["x_hat"], residuals["inv_sigma"]
         axes = tuple(range(dy.ndim - 1))
-        grads = {}
-        g = dy
-        if use_scale:
-            grads["scale"] = jnp.sum(dy * x_hat, axis=axes)  # dscale = Σ dy ⊙ x̂
-            g = dy * _row(params["scale"], dy.ndim)  # g = dy ⊙ scale
-        if use_bias:
-            grads["bias"] = jnp.sum(dy, axis=axes)  # dbias = Σ dy
+        grads, g = _scale_shift_backward(params, x_hat, dy)  # dscale, dbias; g = dy ⊙ scale
         if "batch" not in residuals:  # evaluation: μ and σ are constants
             return grads, g * inv_sigma  # dx = g/σ
         g_mean = jnp.mean(g, axis=axes, keepdims=True)  # mean(g): the path through μ
