@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from battery import assert_dtype_passes_through
+from battery import assert_dtype_passes_through, forward_backward
 from jax import lax
 
 import fnn
@@ -23,17 +23,6 @@ def _random(shape, dtype=jnp.float64, key=KEY):
 
 
 # ------------------------------------------------------------------- shapes and dtypes
-
-
-def _forward_backward(layer, params, x):
-    """(y, residuals, dparams, dx) for dy = 1, compiled once (faster than op by op)."""
-
-    @jax.jit
-    def run(params, x):
-        y, residuals = layer.forward(params, x)
-        return y, residuals, *layer.backward(params, residuals, jnp.ones_like(y))
-
-    return run(params, x)
 
 
 @pytest.mark.parametrize("name", list(CONV_LAYERS))
@@ -52,7 +41,7 @@ def test_output_shape_agrees_with_init_and_vjp_shapes_with_inputs(name):
     params = jax.eval_shape(init)
     (out_shape,) = promised
     x = jax.ShapeDtypeStruct((3, *in_shape), jnp.float32)
-    y, _, dparams, dx = jax.eval_shape(lambda p, x: _forward_backward(layer, p, x), params, x)
+    y, _, dparams, dx = jax.eval_shape(lambda p, x: forward_backward(layer, p, x), params, x)
     assert y.shape == (3, *out_shape)
     assert dx.shape == x.shape
     assert jax.tree.structure(dparams) == jax.tree.structure(params)
