@@ -45,8 +45,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from fnn.core import choose
+from fnn.tasks import TASKS
 
-TASKS = ("classification", "binary", "regression")
 DATASETS: tuple[str, ...] = (
     "digits",
     "breast_cancer",

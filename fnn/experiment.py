@@ -31,7 +31,8 @@ from fnn.grad import GRAD_MODES
 from fnn.losses import LOSSES, get_loss
 from fnn.network import mlp
 from fnn.optim import OPTIMIZERS, SCHEDULES, make_optimizer
-from fnn.train import DEFAULT_LOSS, LOSSES_FOR_TASK, FitResult, fit, metric_name
+from fnn.tasks import DEFAULT_LOSS, LOSSES_FOR_TASK, metric_name
+from fnn.train import FitResult, fit
 
 CHECKPOINT = "checkpoint.npz"
 METRICS = "metrics.json"
@@ -46,7 +47,7 @@ class TrainConfig:
     """Everything that defines a training run (what a checkpoint stores as `config`).
 
     The defaults train digits to ≥ 0.97 test accuracy in a few seconds on a 2-core CPU.
-    `loss=None` picks the task's default (`fnn.train.DEFAULT_LOSS`).
+    `loss=None` picks the task's default (`fnn.tasks.DEFAULT_LOSS`).
     """
 
     dataset: str = "digits"

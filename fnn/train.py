@@ -32,6 +32,7 @@ from jax import lax
 from fnn.core import Array, Ctx, Layer, Loss, Params, PRNGKey, State, choose, forward, init_state
 from fnn.grad import GRAD_MODES, value_grad_and_state
 from fnn.optim import current_learning_rate
+from fnn.tasks import infer_task, metric_name
 
 Batch = tuple[jax.Array, jax.Array]  # (x: (batch, ...features), y: targets)
 
@@ -120,19 +121,6 @@ def step_key(key: PRNGKey, epoch: Array) -> PRNGKey:
     return jax.random.fold_in(jax.random.fold_in(key, epoch), 1)
 
 
-TASKS = ("classification", "binary", "regression")
-DEFAULT_LOSS = {
-    "classification": "softmax_cross_entropy",
-    "binary": "sigmoid_binary_cross_entropy",
-    "regression": "mean_squared_error",
-}
-LOSSES_FOR_TASK = {
-    "classification": ("softmax_cross_entropy",),
-    "binary": ("sigmoid_binary_cross_entropy", "binary_cross_entropy", "mean_squared_error"),
-    "regression": ("mean_squared_error", "mse", "huber"),
-}
-
-
 class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or infinite: training diverged.
 
@@ -180,21 +168,6 @@ class FitResult(NamedTuple):
     best_epoch: int = 0
     stopped_early: bool = False
     state: State = ()
-
-
-def infer_task(y: Any, loss: Loss | str) -> str:
-    """The task of targets `y`: integer labels are "classification"; floating targets are
-    "binary" under a binary cross-entropy loss and "regression" otherwise."""
-    name = loss if isinstance(loss, str) else loss.name
-    if jnp.issubdtype(jnp.asarray(y).dtype, jnp.integer):
-        return "classification"
-    return "binary" if "binary_cross_entropy" in name else "regression"
-
-
-def metric_name(task: str) -> str:
-    """The per-task quality metric: "accuracy" (classification, binary) or "r2"."""
-    choose("task", task, dict.fromkeys(TASKS))
-    return "r2" if task == "regression" else "accuracy"
 
 
 def make_epoch_fn(

@@ -301,7 +301,8 @@ def run(args: argparse.Namespace) -> int:
     from fnn import experiment
     from fnn.checkpoint import CheckpointError
     from fnn.data import DataError
-    from fnn.train import NonFiniteLossError, metric_name
+    from fnn.tasks import metric_name
+    from fnn.train import NonFiniteLossError
 
     start = time.perf_counter()
     given = _config_values(args)

@@ -1,0 +1,51 @@
+"""What a data set asks of a network: its task, the losses that fit it, how it is scored.
+
+- "classification": int labels `(n,)` in `0..classes-1`; softmax_cross_entropy; accuracy.
+- "binary": floats `(n, 1)` in [0, 1], hard or soft; sigmoid_binary_cross_entropy (or
+  binary_cross_entropy on probabilities); accuracy.
+- "regression": floats `(n, k)`; mean_squared_error; R² (scikit-learn's `r2_score`).
+
+Each line: targets; default loss; metric. One definition for the data sets (`fnn.data`),
+training (`fnn.train`) and runs (`fnn.experiment`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from fnn.core import Loss, choose
+
+TASKS = ("classification", "binary", "regression")
+DEFAULT_LOSS = {
+    "classification": "softmax_cross_entropy",
+    "binary": "sigmoid_binary_cross_entropy",
+    "regression": "mean_squared_error",
+}
+LOSSES_FOR_TASK = {
+    "classification": ("softmax_cross_entropy",),
+    "binary": ("sigmoid_binary_cross_entropy", "binary_cross_entropy", "mean_squared_error"),
+    "regression": ("mean_squared_error", "mse", "huber"),
+}
+
+
+def check_task(task: str) -> str:
+    """`task` itself, or a ValueError listing the tasks."""
+    choose("task", task, dict.fromkeys(TASKS))
+    return task
+
+
+def infer_task(y: Any, loss: Loss | str) -> str:
+    """The task of targets `y`: integer labels are "classification"; floating targets are
+    "binary" under a binary cross-entropy loss and "regression" otherwise."""
+    name = loss if isinstance(loss, str) else loss.name
+    dtype = y.dtype if hasattr(y, "dtype") else np.asarray(y).dtype
+    if np.issubdtype(dtype, np.integer):
+        return "classification"
+    return "binary" if "binary_cross_entropy" in name else "regression"
+
+
+def metric_name(task: str) -> str:
+    """The per-task quality metric: "accuracy" (classification, binary) or "r2"."""
+    return "r2" if check_task(task) == "regression" else "accuracy"
