@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -164,6 +164,19 @@ def update_state(layer: Layer, state: State, residuals: Residuals) -> State:
 def init(layer: Layer, key: PRNGKey, in_shape: Shape, dtype: DType = jnp.float32) -> Params:
     """Initialises `layer` for inputs of shape `(batch, *in_shape)` and returns its params."""
     return layer.init(key, tuple(in_shape), dtype)[1]
+
+
+class SettingError(ValueError):
+    """A setting the caller chose (an argument, a configuration field) does not fit.
+
+    The message speaks in the library's terms; `settings` names the configuration fields
+    (`fnn.experiment.TrainConfig`'s) that would fix it, e.g. `("batch_size",)`, so that a
+    front end can point at its own spelling of them (`fnn train` adds its flags).
+    """
+
+    def __init__(self, message: str, *, settings: Sequence[str] = ()):
+        super().__init__(message)
+        self.settings = tuple(settings)
 
 
 def check_floating(name: str, x: Array) -> None:
