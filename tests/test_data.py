@@ -13,7 +13,6 @@ from fnn.data import (
     IDX_FILES,
     DataError,
     Dataset,
-    batches_per_epoch,
     class_proportions,
     load_dataset,
     read_idx,
@@ -158,14 +157,6 @@ def test_unknown_name_lists_valid_names():
     assert isinstance(info.value, ValueError)
 
 
-def test_batches_per_epoch():
-    assert batches_per_epoch(100, 32) == 3
-    with pytest.raises(DataError, match="larger than the 100 training examples"):
-        batches_per_epoch(100, 101)
-    with pytest.raises(DataError, match="positive integer"):
-        batches_per_epoch(100, 0)
-
-
 def test_bad_test_fraction():
     with pytest.raises(DataError, match="test_fraction"):
         load_dataset("iris", test_fraction=1.0)
@@ -253,8 +244,9 @@ def test_some_idx_files_missing(tmp_path):
 
 
 def test_no_data_dir_says_it_is_needed():
-    with pytest.raises(DataError, match="--data-dir"):
+    with pytest.raises(DataError, match="data_dir=") as info:
         load_dataset("mnist")
+    assert "--" not in str(info.value)  # the library's arguments, not a front end's flags
 
 
 @pytest.mark.parametrize(
@@ -355,3 +347,62 @@ def test_csv_missing_file_and_ragged_row(tmp_path):
         load_dataset("csv", csv_path=path)
     with pytest.raises(DataError, match="csv_path"):
         load_dataset("csv")
+
+
+# ----------------------------------------------------------------------------- settings
+
+
+def test_data_error_is_a_setting_error():
+    from fnn.core import SettingError
+
+    assert issubclass(DataError, SettingError) and issubclass(DataError, ValueError)
+    assert DataError("message").settings == ()
+
+
+def test_missing_csv_names_the_csv_setting(tmp_path):
+    with pytest.raises(DataError) as info:
+        load_dataset("csv")
+    assert info.value.settings == ("csv",) and "--" not in str(info.value)
+    with pytest.raises(DataError) as info:
+        load_dataset("csv", csv_path=tmp_path / "nope.csv")
+    assert info.value.settings == ("csv",)
+
+
+def test_missing_mnist_directory_names_the_data_dir_setting(tmp_path):
+    for data_dir in (None, tmp_path / "nowhere", tmp_path):  # unset, absent, no files in it
+        with pytest.raises(DataError) as info:
+            load_dataset("mnist", data_dir=data_dir)
+        assert info.value.settings == ("data_dir",)
+
+
+@pytest.mark.parametrize(
+    "arguments, settings",
+    [
+        (dict(name="cifar"), ("dataset",)),
+        (dict(name="iris", dtype="int8"), ("dtype",)),
+        (dict(name="iris", test_fraction=0.0), ("test_fraction",)),
+    ],
+    ids=["dataset", "dtype", "test_fraction"],
+)
+def test_bad_settings_are_named(arguments, settings):
+    name = arguments.pop("name")
+    with pytest.raises(DataError) as info:
+        load_dataset(name, **arguments)
+    assert info.value.settings == settings
+
+
+def test_bad_target_column_names_it_and_a_bad_file_names_nothing(tmp_path):
+    path = _write(tmp_path, "a,b\n1,2\n3,4\n")
+    with pytest.raises(DataError) as info:
+        load_dataset("csv", csv_path=path, target_column="c")
+    assert info.value.settings == ("target_column",)
+    path = _write(tmp_path, "a,b\n1,oops\n")
+    with pytest.raises(DataError) as info:
+        load_dataset("csv", csv_path=path)
+    assert info.value.settings == ()
+    _write_idx(tmp_path / "idx", _fake_mnist(), gz=False)
+    bad = tmp_path / "idx" / IDX_FILES["x_train"]
+    bad.write_bytes(bad.read_bytes()[:100])
+    with pytest.raises(DataError) as info:
+        load_dataset("mnist", data_dir=tmp_path / "idx")
+    assert info.value.settings == ()
