@@ -4,24 +4,8 @@ Every layer, activation and loss is a pair of pure functions, forward and backwa
 a parameter pytree; the backward is written by hand and checked against `jax.grad`.
 """
 
-from fnn import initializers, parallel, per_example, train
-from fnn.activations import (
-    elu,
-    gelu,
-    get_activation,
-    identity,
-    leaky_relu,
-    log_softmax,
-    relu,
-    sigmoid,
-    silu,
-    softmax,
-    softplus,
-    tanh,
-)
-from fnn.attention import multi_head_attention
+from fnn import initializers, per_example, train
 from fnn.check import CheckResult, check_layer, check_loss, check_model, run_checks
-from fnn.conv import avg_pool, cnn, conv1d, conv2d, flatten, max_pool
 from fnn.core import (
     Ctx,
     Layer,
@@ -32,10 +16,38 @@ from fnn.core import (
     init_state,
     update_state,
 )
-from fnn.dropout import dropout
-from fnn.embedding import embedding, positional_embedding
 from fnn.grad import as_custom_vjp, loss_as_custom_vjp, value_and_grad, value_grad_and_state
-from fnn.layers import dense
+from fnn.layers import (
+    avg_pool,
+    batch_norm,
+    cnn,
+    conv1d,
+    conv2d,
+    dense,
+    dropout,
+    elu,
+    embedding,
+    flatten,
+    gelu,
+    get_activation,
+    identity,
+    layer_norm,
+    leaky_relu,
+    log_softmax,
+    max_pool,
+    mlp,
+    multi_head_attention,
+    positional_embedding,
+    relu,
+    residual,
+    serial,
+    sigmoid,
+    silu,
+    softmax,
+    softplus,
+    tanh,
+    transformer,
+)
 from fnn.losses import (
     binary_cross_entropy,
     get_loss,
@@ -44,10 +56,8 @@ from fnn.losses import (
     sigmoid_binary_cross_entropy,
     softmax_cross_entropy,
 )
-from fnn.network import mlp, residual, serial
-from fnn.normalization import batch_norm, layer_norm
 from fnn.per_example import per_example_grads, per_example_value_and_grads
-from fnn.train import make_train_step
+from fnn.train import TrainState, make_train_step, parallel
 
 __version__ = "0.1.0"
 
@@ -56,6 +66,7 @@ __all__ = [
     "Ctx",
     "Layer",
     "Loss",
+    "TrainState",
     "apply",
     "as_custom_vjp",
     "avg_pool",
@@ -107,6 +118,7 @@ __all__ = [
     "softplus",
     "tanh",
     "train",
+    "transformer",
     "update_state",
     "value_and_grad",
     "value_grad_and_state",

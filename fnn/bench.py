@@ -55,12 +55,11 @@ import numpy as np
 import optax
 
 from fnn import initializers
-from fnn.conv import cnn
 from fnn.core import Layer, Loss
 from fnn.grad import as_custom_vjp, loss_as_custom_vjp, value_and_grad
+from fnn.layers import cnn, mlp, transformer
 from fnn.losses import sigmoid_binary_cross_entropy, softmax_cross_entropy
-from fnn.network import mlp
-from fnn.train import make_train_step
+from fnn.train import TrainState, make_train_step
 
 # ---------------------------------------------------------------------------------------
 # Workloads
@@ -84,12 +83,12 @@ class Workload:
       description: one line for reports.
       per_example: a per-example-gradients case: only `autodiff` (the batch gradient)
         and `PER_EXAMPLE_IMPLS` run on it, and those run on nothing else.
-      image: `(height, width, channels)` for a conv net (`fnn.conv.cnn`): 3×3 SAME
+      image: `(height, width, channels)` for a conv net (`fnn.cnn`): 3×3 SAME
         convolutions `conv` = ((channels, stride), ...) with `activation`, flatten, then
         the dense `features`; `in_features` is then `h·w·c`. Only `JAX_IMPLS` run on it.
       conv: the conv layers of an image workload.
       sequence: `(T, D, heads, ffn)` for a one-block causal transformer on token ids
-        (`sequence_model`): embedding to width D, positional_embedding, a pre-norm
+        (`fnn.transformer`): embedding to width D, positional_embedding, a pre-norm
         residual multi_head_attention(heads, causal) and a residual feed-forward block
         D→ffn→D (gelu), layer_norm and dense(vocab), vocab = `features[-1]`; inputs and
         targets are `(batch, T)` ids. Only `JAX_IMPLS` run on it.
@@ -390,32 +389,13 @@ class Problem:
     grads: dict[str, Any] = dataclasses.field(default_factory=dict)  # by mode, memoised
 
 
-def sequence_model(vocab: int, width: int, heads: int, ffn: int) -> Layer:
-    """The one-block causal transformer of a `sequence` workload (see `Workload`)."""
-    from fnn.activations import gelu
-    from fnn.attention import multi_head_attention
-    from fnn.embedding import embedding, positional_embedding
-    from fnn.layers import dense
-    from fnn.network import residual, serial
-    from fnn.normalization import layer_norm
-
-    return serial(
-        embedding(vocab, width),
-        positional_embedding(),
-        residual(serial(layer_norm(), multi_head_attention(heads, causal=True))),
-        residual(serial(layer_norm(), dense(ffn), gelu(), dense(width))),
-        layer_norm(),
-        dense(vocab),
-    )
-
-
 def make_problem(workload: Workload, dtype: str, seed: int = 0) -> Problem:
     """Builds the network, a fixed batch and initial parameters for `workload`."""
     dt = jnp.dtype(dtype)
     if workload.sequence is not None:
         T, D, heads, F = workload.sequence
         V = workload.features[-1]
-        net = sequence_model(V, D, heads, F)
+        net = transformer(V, D, heads, F)
         params = jax.jit(lambda key: net.init(key, (T,), dt)[1])(jax.random.PRNGKey(seed))
         rng = np.random.default_rng(seed)
         x = jnp.asarray(rng.integers(0, V, (workload.batch, T)), jnp.int32)
@@ -492,30 +472,28 @@ def _timed_compile(fn, *args):
 
 
 def _dispatch_unit(compiled, batch, steps):
-    """A unit of `steps` Python calls of a compiled step over `(params, opt_state)`."""
+    """A unit of `steps` Python calls of a compiled step over a `TrainState`."""
 
-    def unit(state):
-        params, opt_state = state
+    def unit(train_state):
         for _ in range(steps):
-            params, opt_state, _ = compiled(params, opt_state, batch)
-        return jax.block_until_ready((params, opt_state))
+            train_state, _ = compiled(train_state, batch)
+        return jax.block_until_ready(train_state)
 
     return unit
 
 
-def scan_steps(step: Callable, steps: int, unroll: int = 1) -> Callable:
-    """`run(params, opt_state, batch) -> (params, opt_state, last_loss)`: `steps` SGD steps
-    of `step` fused into one `lax.scan` (one compiled call)."""
+def repeat_step(step: Callable, steps: int) -> Callable:
+    """`run(train_state, batch) -> (train_state, last_loss)`: `steps` steps of `step` on
+    ONE fixed batch, fused into one `lax.scan` (one compiled call). Unlike
+    `fnn.train.scan_steps`, which runs over stacked batches, nothing is stacked."""
 
-    def run(params, opt_state, batch):
-        def body(carry, _):
-            p, s, metrics = step(*carry, batch)
-            return (p, s), metrics["loss"]
+    def run(train_state, batch):
+        def body(train_state, _):
+            train_state, metrics = step(train_state, batch)
+            return train_state, metrics["loss"]
 
-        (params, opt_state), losses = jax.lax.scan(
-            body, (params, opt_state), None, length=steps, unroll=unroll
-        )
-        return params, opt_state, losses[-1]
+        train_state, losses = jax.lax.scan(body, train_state, None, length=steps)
+        return train_state, losses[-1]
 
     return run
 
@@ -526,11 +504,12 @@ def _custom_vjp_step(problem: Problem) -> Callable:
     loss_fn = loss_as_custom_vjp(problem.loss)
     optimizer = problem.optimizer
 
-    def step(params, opt_state, batch):
+    def step(train_state, batch):
+        params, opt_state, state = train_state
         x, y = batch
         value, grads = jax.value_and_grad(lambda p: loss_fn(net_fn(p, x), y))(params)
         updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, {"loss": value}
+        return TrainState(optax.apply_updates(params, updates), opt_state, state), {"loss": value}
 
     return step
 
@@ -595,7 +574,7 @@ def build_jax_impl(name: str, problem: Problem) -> Impl:
     """One of `manual`, `autodiff`, `manual_scan`, `autodiff_scan`, `custom_vjp`."""
     steps = problem.workload.steps
     batch = (problem.x, problem.y)
-    opt_state = problem.optimizer.init(problem.params)
+    train_state = TrainState.create(problem.net, problem.params, problem.optimizer)
     manual = name != "autodiff" and name != "autodiff_scan"
     if name == "custom_vjp":
         step, kind, mode = jax.jit(_custom_vjp_step(problem)), "dispatched", "custom_vjp"
@@ -604,19 +583,19 @@ def build_jax_impl(name: str, problem: Problem) -> Impl:
         scan = name.endswith("_scan")
         step = make_train_step(problem.net, problem.loss, problem.optimizer, mode, jit=not scan)
         if scan:
-            step = jax.jit(scan_steps(step, steps))
+            step = jax.jit(repeat_step(step, steps))
         kind = "scan" if scan else "dispatched"
-    compiled, compile_s = _timed_compile(step, problem.params, opt_state, batch)
+    compiled, compile_s = _timed_compile(step, train_state, batch)
     if kind == "scan":
 
-        def unit(state):
-            return jax.block_until_ready(compiled(*state, batch)[:2])
+        def unit(train_state):
+            return jax.block_until_ready(compiled(train_state, batch)[0])
     else:
         unit = _dispatch_unit(compiled, batch, steps)
     return Impl(
         name,
         unit,
-        (problem.params, opt_state),
+        train_state,
         grads=lambda: gradients(problem, mode),
         compiled=compiled,
         compile_s=compile_s,
@@ -840,7 +819,9 @@ def build_flax_nnx_impl(problem: Problem) -> Impl:
     state = (params, optimizer.init(params))
     batch = (problem.x, problem.y)
     note = "nnx.split/merge with a jitted optax step"
-    return Impl("flax_nnx", _peer_unit_jax(step, state, batch, w.steps), state, "peer", note=note)
+    return Impl(
+        "flax_nnx", _peer_unit_jax(step, state, batch, w.steps), state, kind="peer", note=note
+    )
 
 
 def _optax_loss(kind, logits, y):

@@ -31,8 +31,17 @@ updated by a separate pure function of the residuals::
     update_state(state, residuals)   -> state       # after a training-mode forward
 
 so the backward contract is unchanged, both gradient modes update state the same way,
-and a training step carries `(params, opt_state, state)`. `fnn.forward`, `fnn.apply`,
-`fnn.init_state` and `fnn.update_state` call any layer the right way.
+and a training step carries `(params, opt_state, state)`.
+
+**Two ways to write a forward, one way to call it.** A deterministic layer writes
+`forward(params, x)`, the shape of `jax.custom_vjp`'s forward rule and all that the
+tutorial's layers (and a user's own, such as the README's `prelu`) need; a random or
+stateful layer writes `forward(params, x, *, ctx)` and declares `takes_ctx=True`. Every
+caller (combinators, gradients, the checker, training) goes through `fnn.forward(layer,
+params, x, ctx)`, the one place that tells the two apart; `fnn.init_state` and
+`fnn.update_state` do the same for state. Giving every forward a `ctx` instead (as
+Equinox gives every layer `key=None`) would put an unused argument into every
+deterministic layer, fnn's and users', and would break layers written to this contract.
 
 The batch convention is batch-first and row-major: a dense layer computes `x @ W + b`
 with `W: (in, out)`. Losses divide by the batch size (they average), so layers sum over
@@ -104,6 +113,13 @@ class Layer(NamedTuple):
       update_state: `update_state(state, residuals) -> state`, the new running
         statistics after a training-mode forward that returned `residuals`; None for a
         layer without state.
+      per_example_backward: `per_example_backward(params, residuals, dy) -> (dparams,
+        dx)` where every leaf of `dparams` has a leading batch axis: example i's own
+        gradient (the sum over i is `backward`'s). None where the layer does not provide
+        one; `fnn.per_example_grads` needs it of every layer of a network.
+
+    Build a Layer with keywords past `name` (`Layer(init, forward, backward, name,
+    takes_ctx=True)`): the fields after it are optional and may grow.
     """
 
     init: Callable[..., tuple[Shape, Params]]
@@ -114,6 +130,7 @@ class Layer(NamedTuple):
     takes_ctx: bool = False
     init_state: Callable[[Params], State] | None = None
     update_state: Callable[[State, Residuals], State] | None = None
+    per_example_backward: Callable[[Params, Residuals, Array], tuple[Params, Array]] | None = None
 
 
 class Loss(NamedTuple):
@@ -131,11 +148,15 @@ class Loss(NamedTuple):
     name: str = "loss"
 
 
+EVALUATION = Ctx()  # the mode of a forward given no Ctx: evaluation, no key, no state
+
+
 def forward(layer: Layer, params: Params, x: Array, ctx: Ctx | None = None):
     """Runs `layer.forward` -> `(y, residuals)`, passing `ctx` to a layer that takes one
-    (default `Ctx()`: evaluation) and ignoring it otherwise."""
+    (default `EVALUATION`) and ignoring it otherwise: the one way every caller calls a
+    layer."""
     if layer.takes_ctx:
-        return layer.forward(params, x, ctx=Ctx() if ctx is None else ctx)
+        return layer.forward(params, x, ctx=EVALUATION if ctx is None else ctx)
     return layer.forward(params, x)
 
 
@@ -189,6 +210,12 @@ def check_floating(name: str, x: Array) -> None:
         )
 
 
+def expect(ok: bool, name: str, message: str) -> None:
+    """Raises `ValueError("{name}: {message}")` unless `ok`: one line per shape check."""
+    if not ok:
+        raise ValueError(f"{name}: {message}")
+
+
 def check_in_range(name: str, what: str, values: Array, upper: int) -> None:
     """Raises a ValueError naming `name`, `what` and the offending values when integer
     `values` fall outside `[0, upper)`. Only when called eagerly: under `jit` the values
@@ -204,10 +231,14 @@ def check_in_range(name: str, what: str, values: Array, upper: int) -> None:
         )
 
 
-def choose(kind: str, name: str, table: dict[str, Any]) -> Any:
-    """Looks `name` up in `table`, or raises a ValueError listing the valid names."""
+def choose(kind: str, name: str, table: dict[str, Any], *, setting: str | None = None) -> Any:
+    """Looks `name` up in `table`, or raises a SettingError listing the valid names (with
+    `setting`, the configuration field that chose it)."""
     try:
         return table[name]
     except KeyError:
         valid = ", ".join(sorted(table))
-        raise ValueError(f"unknown {kind} {name!r}; valid {kind}s: {valid}") from None
+        raise SettingError(
+            f"unknown {kind} {name!r}; valid {kind}s: {valid}",
+            settings=() if setting is None else (setting,),
+        ) from None

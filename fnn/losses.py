@@ -13,11 +13,12 @@ sums over the class axis and averages over the rest. The `1/N` of the mean appea
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from fnn.core import Loss, check_floating, check_in_range, choose
+from fnn.core import Array, Loss, check_floating, check_in_range, choose
 
 
 def _check_pair(name, pred, target, same_shape=True):
@@ -32,6 +33,22 @@ def _check_pair(name, pred, target, same_shape=True):
 def _scale(dvalue, n):
     """dvalue / n: the derivative of a mean over n elements, times the upstream dvalue."""
     return dvalue / n
+
+
+class ProbabilityResiduals(NamedTuple):
+    """What binary_cross_entropy's backward needs."""
+
+    p: Array  # shape of pred: the probabilities, clipped to [eps, 1 − eps]
+    target: Array  # shape of pred: the targets t
+    inside: Array  # shape of pred, bool: where the clip is not active (gradient flows)
+
+
+class LogitResiduals(NamedTuple):
+    """What a loss on logits keeps: the logits (or log-probabilities) and the targets."""
+
+    z: Array  # shape of pred: logits (sigmoid_binary_cross_entropy) or log softmax(z)
+    #           (softmax_cross_entropy)
+    target: Array  # targets as given: floats shaped like pred, or integer labels
 
 
 def mean_squared_error() -> Loss:
@@ -84,7 +101,7 @@ def binary_cross_entropy(eps: float | None = None) -> Loss:
         p = jnp.clip(pred, e, 1 - e)
         value = -jnp.mean(target * jnp.log(p) + (1 - target) * jnp.log1p(-p))
         inside = (pred >= e) & (pred <= 1 - e)
-        return value, (p, target, inside)
+        return value, ProbabilityResiduals(p, target, inside)
 
     def backward(residuals, dvalue=1.0):
         p, t, inside = residuals
@@ -106,7 +123,7 @@ def sigmoid_binary_cross_entropy() -> Loss:
         _check_pair(name, logits, target)
         z, t = logits, target
         value = jnp.mean(jnp.maximum(z, 0) - t * z + jnp.log1p(jnp.exp(-jnp.abs(z))))
-        return value, (z, t)
+        return value, LogitResiduals(z, t)
 
     def backward(residuals, dvalue=1.0):
         z, t = residuals
@@ -146,10 +163,10 @@ def softmax_cross_entropy() -> Loss:
             valid = (target >= 0) & (target < classes)
             picked = jnp.take_along_axis(logp, target[..., None], axis=-1, mode="clip")[..., 0]
             value = -jnp.sum(jnp.where(valid, picked, jnp.nan)) / batch
-            return value, (logp, target)
+            return value, LogitResiduals(logp, target)
         _check_pair(name, logits, target)
         value = -jnp.sum(target * logp) / batch
-        return value, (logp, target)
+        return value, LogitResiduals(logp, target)
 
     def backward(residuals, dvalue=1.0):
         logp, target = residuals
@@ -170,9 +187,8 @@ def _onehot(labels, classes, dtype):
     gives a row of zeros.
 
     Built by a scatter of ones into zeros, the way `jax.grad` transposes the loss's
-    gather: it depends on the labels alone, so XLA schedules it beside the forward pass.
-    Written as `labels[..., None] == arange(classes)` instead, the whole 784-1024-1024-10
-    SGD step ran 8% slower on a 2-core CPU (benchmarks/README.md).
+    gather: it depends on the labels alone, so XLA schedules it beside the forward pass
+    (written as a compare with `arange`, the whole step ran slower: benchmarks/README.md).
     """
     flat = labels.reshape(-1)
     rows = jnp.arange(flat.shape[0])

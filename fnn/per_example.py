@@ -1,4 +1,4 @@
-"""Per-example gradients of dense networks, by hand: one gradient per example, in one pass.
+"""Per-example gradients by hand: one gradient per example, in one backward pass.
 
 A dense layer's weight gradient over a batch is a sum of outer products, one per example::
 
@@ -16,9 +16,9 @@ What "per-example gradient" means here: the gradient of example i's own loss,
 `L = (1/B) Σ_i ℓ_i`, so the batch loss's cotangent for example i is `δ_i / B`: the
 per-example gradients are `B ×` those terms, and their mean is the batch gradient.
 
-Supported networks: `serial`/`mlp` chains (nested too) of `dense` layers and fnn's
-activations (elementwise, or row-wise such as softmax: each treats examples apart).
-Anything else raises a ValueError naming the layer.
+Supported networks: every layer with a `per_example_backward` (dense, the activations,
+layer_norm, flatten, the pooling layers, dropout, and `serial`/`residual` of those; a
+user's layer too, when it provides one). Any other layer raises a ValueError naming it.
 """
 
 from __future__ import annotations
@@ -26,59 +26,24 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from fnn import activations as _activations
-from fnn.core import Array, Layer, Loss, Params
-from fnn.network import chain_of
-
-# Parameter-free layers whose backward treats every example on its own (row-wise).
-PER_EXAMPLE_ACTIVATIONS = frozenset(_activations.ACTIVATIONS) | {"leaky_relu", "elu", "gelu"}
+from fnn.core import Array, Layer, Loss, Params, forward
 
 
-def _flatten(net: Layer, params: Params, where: str) -> list[tuple[str, Layer, Params]]:
-    """`[(path, layer, params)]` of the dense layers and activations in `net`, in order;
-    a ValueError naming the first layer that is neither."""
-    chain = chain_of(net)
-    if chain is not None:
-        out = []
-        for i, (layer, layer_params) in enumerate(zip(chain, params, strict=True)):
-            out += _flatten(layer, layer_params, f"{where}[{i}]")
-        return out
-    kind = net.name.split("(")[0]
-    if kind == "dense" and isinstance(params, dict) and "W" in params:
-        return [(where, net, params)]
-    if kind in PER_EXAMPLE_ACTIVATIONS and params == ():
-        return [(where, net, params)]
-    raise ValueError(
-        f"per_example_grads: layer {where} ({net.name}) is not supported; supported: "
-        "dense layers and fnn activations chained by serial or mlp. For other layers use "
-        "per_example_grads_autodiff (jax.vmap of jax.grad)"
-    )
-
-
-def _dense_per_example(params: Params, a: Array, delta: Array) -> tuple[Params, Array]:
-    """Per-example gradients of one dense layer and the cotangent of its input.
-
-    Shapes: `a: (B, ..., in)` the layer's input, `delta: (B, ..., out)` the cotangent of
-    its output (already multiplied by B: each example's own loss). Returns
-    `({"W": (B, in, out), "b": (B, out)}, da: (B, ..., in))`.
-    """
-    batch = a.shape[0]
-    a3 = a.reshape(batch, -1, a.shape[-1])  # (B, positions, in)
-    d3 = delta.reshape(batch, -1, delta.shape[-1])  # (B, positions, out)
-    grads = {"W": jnp.einsum("bpi,bpo->bio", a3, d3)}  # dW_i = a_iᵀ·δ_i (outer product)
-    if "b" in params:
-        grads["b"] = jnp.sum(d3, axis=1)  # db_i = δ_i (summed over positions)
-    da = delta @ params["W"].T  # da_i = δ_i·Wᵀ, the next layer down's cotangent
-    return grads, da
+def _unsupported(net: Layer, where: str = "net") -> str:
+    """The path and name of the first layer in `net` without a per-example backward."""
+    for i, layer in enumerate(net.sublayers):
+        if layer.per_example_backward is None:
+            return _unsupported(layer, f"{where}[{i}]")
+    return f"{where} ({net.name})"
 
 
 def per_example_value_and_grads(
     net: Layer, loss: Loss, params: Params, x: Array, y: Array
 ) -> tuple[Array, Params]:
-    """Each example's own loss and gradient, hand-written, for a dense network.
+    """Each example's own loss and gradient, hand-written, in one backward pass.
 
     Arguments:
-      net: a `serial`/`mlp` chain of `dense` layers and fnn activations.
+      net: a network whose layers all have a per-example backward (see above).
       loss: any fnn loss that averages over the batch (all the built-in ones).
       params: the network's params.
       x: inputs `(B, ..., in)`; y: targets `(B, ...)`.
@@ -89,28 +54,22 @@ def per_example_value_and_grads(
       gradient of `losses[i]` (what `jax.vmap(jax.grad(...))` of one example gives).
 
     Raises:
-      ValueError: a layer other than dense and activations (naming it).
+      ValueError: a layer without a per-example backward (naming it).
     """
-    layers = _flatten(net, params, "net")
-    batch = x.shape[0]
-    residuals = []
-    h = x
-    for _, layer, layer_params in layers:  # forward, keeping each layer's residuals
-        h, res = layer.forward(layer_params, h)
-        residuals.append(res)
-    value, loss_res = loss.forward(h, y)
-    scale = jnp.asarray(batch, h.dtype)
+    if net.per_example_backward is None:
+        raise ValueError(
+            f"per_example_grads: layer {_unsupported(net)} has no per-example backward; "
+            "supported: dense, the activations, layer_norm, flatten, pooling, dropout and "
+            "serial/residual of those. For other layers use per_example_grads_autodiff "
+            "(jax.vmap of jax.grad)"
+        )
+    pred, residuals = forward(net, params, x)
+    value, loss_res = loss.forward(pred, y)
+    scale = jnp.asarray(x.shape[0], pred.dtype)
     dpred = loss.backward(loss_res, jnp.ones_like(value))  # ∂L/∂pred_i = (1/B)·∂ℓ_i/∂pred_i
     delta = dpred * scale  # δ_i = B·∂L/∂pred_i = ∂ℓ_i/∂pred_i, each example's own loss
-    losses = _per_example_losses(loss, h, y)
-    grads: list[Params] = [None] * len(layers)
-    for k in reversed(range(len(layers))):  # backward, keeping examples apart
-        _, layer, layer_params = layers[k]
-        if layer_params == ():
-            _, delta = layer.backward((), residuals[k], delta)  # dA = activation's VJP, per row
-        else:
-            grads[k], delta = _dense_per_example(layer_params, residuals[k], delta)
-    return losses, _unflatten(net, params, iter(grads))
+    grads, _ = net.per_example_backward(params, residuals, delta)  # examples kept apart
+    return _per_example_losses(loss, pred, y), grads
 
 
 def per_example_grads(net: Layer, loss: Loss, params: Params, x: Array, y: Array) -> Params:
@@ -128,15 +87,6 @@ def _per_example_losses(loss: Loss, pred: Array, y: Array) -> Array:
     return jax.vmap(one)(pred, y)
 
 
-def _unflatten(net: Layer, params: Params, grads) -> Params:
-    """Puts the flat list of per-layer grads back into params' nesting (serial tuples)."""
-    chain = chain_of(net)
-    if chain is None:
-        grad = next(grads)  # one entry per flattened layer, None for activations
-        return () if params == () else grad
-    return tuple(_unflatten(layer, p, grads) for layer, p in zip(chain, params, strict=True))
-
-
 def per_example_grads_autodiff(
     net: Layer, loss: Loss, params: Params, x: Array, y: Array
 ) -> Params:
@@ -144,7 +94,7 @@ def per_example_grads_autodiff(
     the plain forward (any network). Same output as `per_example_grads`."""
 
     def loss_of_one(p, xi, yi):
-        return loss.forward(net.forward(p, xi[None])[0], yi[None])[0]
+        return loss.forward(forward(net, p, xi[None])[0], yi[None])[0]
 
     return jax.vmap(jax.grad(loss_of_one), in_axes=(None, 0, 0))(params, x, y)
 

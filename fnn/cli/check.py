@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from fnn.check import BUILTIN_CHECKS, DTYPES, format_table, run_checks
+from fnn.check import CASES, DTYPES, format_table, run_checks
 
 
 def add_parser(subparsers) -> None:
@@ -15,16 +15,16 @@ def add_parser(subparsers) -> None:
         help="verify every hand-written backward against jax.vjp and finite differences",
         description=(
             "Compare each built-in layer, activation, loss and network's hand-written "
-            "backward with jax.vjp (random params, inputs and cotangents) and with finite "
-            "differences (float64). Exits 1 when any item fails. Tolerances: relative "
-            "error <= 1e-10 in float64, <= 1e-4 in float32."
+            "backward with jax.vjp and with finite differences (float64), at params, "
+            "inputs and cotangents drawn in general position. Exits 1 when any item "
+            "fails. Tolerances: relative error <= 1e-10 in float64, <= 1e-4 in float32."
         ),
     )
     parser.add_argument(
         "names",
         nargs="*",
         metavar="NAME",
-        help="items to check (default: all). Known: " + ", ".join(BUILTIN_CHECKS),
+        help="items to check (default: all). Known: " + ", ".join(CASES),
     )
     parser.add_argument("--dtype", choices=DTYPES, default="float64")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write records here")
@@ -32,10 +32,10 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    unknown = [name for name in args.names if name not in BUILTIN_CHECKS]
+    unknown = [name for name in args.names if name not in CASES]
     if unknown:
         print(f"fnn check: unknown item(s) {', '.join(unknown)}")
-        print("known items: " + ", ".join(BUILTIN_CHECKS))
+        print("known items: " + ", ".join(CASES))
         return 2
     results = run_checks(args.names, args.dtype)
     print(format_table(results))

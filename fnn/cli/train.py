@@ -14,10 +14,11 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from fnn.activations import ACTIVATIONS
+from fnn.cli.messages import describe, flags_of
 from fnn.grad import GRAD_MODES
+from fnn.layers import ACTIVATIONS
 from fnn.losses import LOSSES
-from fnn.optim import OPTIMIZERS, SCHEDULES
+from fnn.train.optim import OPTIMIZERS, SCHEDULES
 
 # Flags that may differ from the checkpoint's config on --resume.
 RESUME_FLAGS = {"epochs", "out", "resume", "checkpoint_every", "no_progress", "overwrite"}
@@ -193,12 +194,13 @@ def add_parser(subparsers) -> None:
         metavar="S",
         help="seconds to wait for the coordinator and the other processes (default: 60)",
     )
-    parser.set_defaults(run=run)
+    parser.set_defaults(run=run, flags=flags_of(parser))
 
 
-def _error(message: str) -> int:
-    print(f"fnn train: error: {message}", file=sys.stderr)
-    return 2
+def _error(error: BaseException, args: argparse.Namespace, code: int = 2) -> int:
+    """Prints the library's error with the flags that fix it; returns the exit code."""
+    print(f"fnn train: error: {describe(error, args.flags)}", file=sys.stderr)
+    return code
 
 
 def _config_values(args: argparse.Namespace) -> dict:
@@ -233,7 +235,7 @@ def _start(args: argparse.Namespace, given: dict):
     import jax
 
     from fnn import experiment
-    from fnn.checkpoint import read_metadata
+    from fnn.train.checkpoint import read_metadata
 
     if args.resume:
         if args.out is None:
@@ -269,7 +271,7 @@ def _start(args: argparse.Namespace, given: dict):
 def _mesh(args: argparse.Namespace):
     """Joins the processes (with --coordinator) and builds the data-parallel mesh; None
     for one device in one process (the plain, unsharded path)."""
-    from fnn import parallel
+    from fnn.train import distributed, parallel
 
     given = [
         f"--{name.replace('_', '-')}" for name in SCALE_FLAGS if getattr(args, name) is not None
@@ -287,7 +289,7 @@ def _mesh(args: argparse.Namespace):
             file=sys.stderr,
             flush=True,
         )
-        parallel.initialize_distributed(
+        distributed.initialize_distributed(
             args.coordinator,
             args.num_processes,
             args.process_id,
@@ -299,10 +301,12 @@ def _mesh(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from fnn import experiment
-    from fnn.checkpoint import CheckpointError
     from fnn.data import DataError
     from fnn.tasks import metric_name
     from fnn.train import NonFiniteLossError
+    from fnn.train.checkpoint import CheckpointError
+    from fnn.train.distributed import is_main_process
+    from fnn.train.parallel import check_batch_divisible, describe_mesh
 
     start = time.perf_counter()
     given = _config_values(args)
@@ -310,12 +314,9 @@ def run(args: argparse.Namespace) -> int:
         mesh = _mesh(args)
         prepared, out = _start(args, given)
         if mesh is not None:
-            from fnn.parallel import check_batch_divisible
-
             check_batch_divisible(prepared.config.batch_size, mesh)
     except (DataError, CheckpointError, ValueError, RuntimeError) as error:
-        return _error(str(error))
-    from fnn.parallel import describe_mesh, is_main_process
+        return _error(error, args)
 
     if not is_main_process():  # process 0 alone prints and writes
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115
@@ -364,7 +365,7 @@ def run(args: argparse.Namespace) -> int:
             error=str(error),
             mesh=mesh,
         )
-        print(f"fnn train: error: {error}", file=sys.stderr)
+        _error(error, args, 1)
         kept = out / experiment.CHECKPOINT
         if kept.exists():
             print(f"the last good checkpoint is {kept} (epoch {error.last_good.epoch})")

@@ -41,7 +41,7 @@ standardisation), `raw` (`DataError`, `RawData`, shared checks).
 from fnn.data.bundled import TUTORIAL_EXAMPLES, TUTORIAL_FEATURES, tutorial_data
 from fnn.data.mnist import IDX_FILES, NPZ_KEYS, load_mnist_arrays, mnist_candidates, read_idx
 from fnn.data.raw import DTYPES, DataError, RawData
-from fnn.data.registry import DATASETS, Dataset, load_dataset
+from fnn.data.registry import DATASETS, IMAGE_DATASETS, Dataset, load_dataset
 from fnn.data.split import class_proportions, standardize, train_test_split
 from fnn.data.tabular import MAX_CSV_CLASSES, read_csv
 
@@ -49,6 +49,7 @@ __all__ = [
     "DATASETS",
     "DTYPES",
     "IDX_FILES",
+    "IMAGE_DATASETS",
     "MAX_CSV_CLASSES",
     "NPZ_KEYS",
     "TUTORIAL_EXAMPLES",

@@ -129,6 +129,7 @@ _SOURCES: dict[str, _Source] = {
     "csv": _Source(None, _csv),
 }
 DATASETS: tuple[str, ...] = tuple(_SOURCES)
+IMAGE_DATASETS: tuple[str, ...] = tuple(n for n, s in _SOURCES.items() if s.image_shape)
 
 
 def load_dataset(

@@ -39,12 +39,24 @@ stable softmax) is a constant for the derivative: softmax does not change under 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from fnn.core import Layer, check_floating
+from fnn.core import Array, Layer, check_floating, expect
 from fnn.initializers import Initializer, get_initializer
+
+
+class AttentionResiduals(NamedTuple):
+    """What the attention backward needs (H heads of width dh, T positions)."""
+
+    x: Array  # shape=(batch, T, D): the input
+    q: Array  # shape=(batch, H, T, dh): the queries
+    k: Array  # shape=(batch, H, T, dh): the keys
+    v: Array  # shape=(batch, H, T, dh): the values
+    P: Array  # shape=(batch, H, T, T): the attention weights softmax(S)
+    O: Array  # shape=(batch, H, T, dh): the heads' outputs P·v, before W_o
 
 
 def multi_head_attention(
@@ -72,10 +84,9 @@ def multi_head_attention(
     works for the same params (no position information inside: add a
     `positional_embedding` first).
 
-    Residuals: the tuple `(x, q, k, v, P, O)`: the input `x`, the heads `q, k, v` (each
-    `(batch, H, T, dh)`), the attention weights `P` (`(batch, H, T, T)`) and the heads'
-    outputs `O = P·v` (`(batch, H, T, dh)`, before `W_o`). The formulas of the backward
-    are in fnn/attention.py.
+    Residuals (`AttentionResiduals`): the input `x`, the heads `q, k, v`, the attention
+    weights `P` and the heads' outputs `O = P·v` (before `W_o`). The formulas of the
+    backward are in fnn/layers/attention.py.
 
     Inputs must be floating point: integer inputs raise a TypeError.
     """
@@ -89,14 +100,14 @@ def multi_head_attention(
 
     def init(key, in_shape, dtype=jnp.float32):
         in_shape = tuple(in_shape)
-        if len(in_shape) != 2:
-            raise ValueError(f"{name}: in_shape must be (T, D), got {in_shape}")
+        expect(len(in_shape) == 2, name, f"in_shape must be (T, D), got {in_shape}")
         D = in_shape[1]
-        if D % H:
-            raise ValueError(
-                f"{name}: the width D = {D} must be divisible by num_heads = {H} "
-                f"(each head gets D/num_heads features)"
-            )
+        expect(
+            D % H == 0,
+            name,
+            f"the width D = {D} must be divisible by num_heads = {H} "
+            "(each head gets D/num_heads features)",
+        )
         qkv_key, o_key = jax.random.split(key)
         params = {"W_qkv": w_init(qkv_key, (D, 3 * D), dtype)}
         if use_bias:
@@ -113,19 +124,22 @@ def multi_head_attention(
         if use_bias:
             expected.update(b_qkv=(3 * D,), b_o=(D,))
         for key, shape in expected.items():
-            if params[key].shape != shape:
-                raise ValueError(
-                    f"{name}: expected {key} of shape {shape}, got {params[key].shape}"
-                )
-        if D % H:
-            raise ValueError(f"{name}: the width D = {D} must be divisible by num_heads = {H}")
+            expect(
+                params[key].shape == shape,
+                name,
+                f"expected {key} of shape {shape}, got {params[key].shape}",
+            )
+        expect(D % H == 0, name, f"the width D = {D} must be divisible by num_heads = {H}")
         return D
 
     def forward(params, x):
         check_floating(name, x)
         D = _width(params)
-        if x.ndim != 3 or x.shape[-1] != D:
-            raise ValueError(f"{name}: expected input of shape (batch, T, {D}), got {x.shape}")
+        expect(
+            x.ndim == 3 and x.shape[-1] == D,
+            name,
+            f"expected input of shape (batch, T, {D}), got {x.shape}",
+        )
         dh = D // H
         T = x.shape[1]
         c = jnp.asarray(1 / math.sqrt(dh), x.dtype)  # c = 1/√dh
@@ -146,7 +160,7 @@ def multi_head_attention(
         y = jnp.einsum("bhtk,hke->bte", O, params["W_o"].reshape(H, dh, D))
         if use_bias:
             y = y + params["b_o"].reshape(1, 1, D)
-        return y, (x, q, k, v, P, O)
+        return y, AttentionResiduals(x, q, k, v, P, O)
 
     def backward(params, residuals, dy):
         x, q, k, v, P, O = residuals

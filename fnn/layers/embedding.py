@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fnn.core import Layer, check_floating, check_in_range
+from fnn.core import Layer, check_floating, check_in_range, expect
 from fnn.initializers import Initializer, get_initializer
 
 
@@ -59,7 +59,7 @@ def embedding(vocab_size: int, features: int, *, init: str | Initializer = "norm
     Shapes: `x: (batch, ...)` integer ids (e.g. `(batch, T)`, `in_shape=(T,)`), params
     `{"table": (vocab_size, features)}`, `y: (batch, ..., features)` in the table's dtype.
     Residuals: the ids only (out-of-range ones replaced by `vocab_size`). The backward is
-    the scatter-add described in fnn/embedding.py; the input cotangent is `float0` zeros
+    the scatter-add described in fnn/layers/embedding.py; the input cotangent is `float0` zeros
     shaped like `x`.
 
     Floating-point ids raise a TypeError; ids outside `[0, vocab_size)` raise a
@@ -77,18 +77,18 @@ def embedding(vocab_size: int, features: int, *, init: str | Initializer = "norm
 
     def forward(params, x):
         table = params["table"]
-        if table.shape != (vocab_size, features):
-            raise ValueError(
-                f"{name}: expected table of shape ({vocab_size}, {features}), got {table.shape}"
-            )
+        expect(
+            table.shape == (vocab_size, features),
+            name,
+            f"expected table of shape ({vocab_size}, {features}), got {table.shape}",
+        )
         x = jnp.asarray(x)
         if not jnp.issubdtype(x.dtype, jnp.integer):
             raise TypeError(
                 f"{name}: expected integer token ids, got dtype {x.dtype}; "
                 f"cast them first, e.g. x.astype(jnp.int32)"
             )
-        if x.ndim < 1:
-            raise ValueError(f"{name}: expected ids of shape (batch, ...), got {x.shape}")
+        expect(x.ndim >= 1, name, f"expected ids of shape (batch, ...), got {x.shape}")
         check_in_range(name, "token ids", x, vocab_size)
         valid = (x >= 0) & (x < vocab_size)
         ids = jnp.where(valid, x, vocab_size)  # out of range (negatives too) → vocab_size
@@ -129,18 +129,18 @@ def positional_embedding(*, init: str | Initializer = "normal") -> Layer:
 
     def init_fn(key, in_shape, dtype=jnp.float32):
         in_shape = tuple(in_shape)
-        if len(in_shape) != 2:
-            raise ValueError(f"{name}: in_shape must be (T, D), got {in_shape}")
+        expect(len(in_shape) == 2, name, f"in_shape must be (T, D), got {in_shape}")
         return in_shape, {"table": table_init(key, in_shape, dtype)}
 
     def forward(params, x):
         check_floating(name, x)
         table = params["table"]
-        if table.ndim != 2:
-            raise ValueError(f"{name}: expected table of shape (T, D), got {table.shape}")
-        if x.ndim != 3 or x.shape[1:] != table.shape:
-            T, D = table.shape
-            raise ValueError(f"{name}: expected input of shape (batch, {T}, {D}), got {x.shape}")
+        expect(table.ndim == 2, name, f"expected table of shape (T, D), got {table.shape}")
+        expect(
+            x.ndim == 3 and x.shape[1:] == table.shape,
+            name,
+            "expected input of shape (batch, {}, {}), got {}".format(*table.shape, x.shape),
+        )
         y = x + table.reshape((1, *table.shape))  # y[b] = x[b] + P (explicit broadcast)
         return y, ()
 

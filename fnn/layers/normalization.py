@@ -26,40 +26,75 @@ whose backward is `dx = g/σ`. The running statistics are state, not params: see
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+from typing import NamedTuple
+
+import jax
 import jax.numpy as jnp
 
-from fnn.core import Ctx, Layer, check_floating
+from fnn.core import EVALUATION, Array, Layer, check_floating, expect
+from fnn.layers.parts import row
 
-_EVALUATION = Ctx()  # the mode when no Ctx is given
 
+def _affine_init(name: str, use_scale: bool, use_bias: bool):
+    """The init both layers share: `scale` (ones) and `bias` (zeros) over the last axis,
+    each where used; the output has the input's shape."""
 
-def _row(v, ndim):
-    """A (features,) vector reshaped to broadcast over (batch, ..., features)."""
-    return v.reshape((1,) * (ndim - 1) + (v.shape[0],))
+    def init(key, in_shape, dtype=jnp.float32):
+        del key
+        expect(len(in_shape) >= 1, name, f"in_shape must end in a feature axis, got {in_shape}")
+        params = {}
+        if use_scale:
+            params["scale"] = jnp.ones((in_shape[-1],), dtype)
+        if use_bias:
+            params["bias"] = jnp.zeros((in_shape[-1],), dtype)
+        return tuple(in_shape), params
+
+    return init
 
 
 def _scale_shift(params, x_hat):
     """`y = x̂ ⊙ scale + bias`, each where the params hold it."""
     y = x_hat
     if "scale" in params:
-        y = y * _row(params["scale"], x_hat.ndim)  # x̂ ⊙ scale
+        y = y * row(params["scale"], x_hat.ndim)  # x̂ ⊙ scale
     if "bias" in params:
-        y = y + _row(params["bias"], x_hat.ndim)  # x̂ ⊙ scale + bias
+        y = y + row(params["bias"], x_hat.ndim)  # x̂ ⊙ scale + bias
     return y
 
 
-def _scale_shift_backward(params, x_hat, dy):
-    """`(grads, g)` for `_scale_shift`: `dscale`, `dbias` summed over every axis but the
-    last (batch and any other), and `g = dy ⊙ scale`, the cotangent of `x̂`."""
-    axes = tuple(range(dy.ndim - 1))
+def _scale_shift_backward(params, x_hat, dy, axes):
+    """`(grads, g)` for `_scale_shift`: `dscale`, `dbias` summed over `axes` (every axis
+    but the last for the batch gradient; all but the batch and the last per example), and
+    `g = dy ⊙ scale`, the cotangent of `x̂`."""
     grads = {}
     g = dy
     if "scale" in params:
         grads["scale"] = jnp.sum(dy * x_hat, axis=axes)  # dscale = Σ dy ⊙ x̂
-        g = dy * _row(params["scale"], dy.ndim)  # g = dy ⊙ scale
+        g = dy * row(params["scale"], dy.ndim)  # g = dy ⊙ scale
     if "bias" in params:
         grads["bias"] = jnp.sum(dy, axis=axes)  # dbias = Σ dy
     return grads, g
+
+
+def _normalized_backward(g, x_hat, inv_sigma, axes):
+    """dx of `x̂ = (x − μ)/σ` when μ and σ are statistics over `axes`."""
+    g_mean = jnp.mean(g, axis=axes, keepdims=True)  # mean(g): the path through μ
+    gx_mean = jnp.mean(g * x_hat, axis=axes, keepdims=True)  # mean(g ⊙ x̂): through σ
+    return inv_sigma * (g - g_mean - x_hat * gx_mean)  # dx = (1/σ)(g − mean(g) − x̂·mean(g⊙x̂))
+
+
+def _check_epsilon(name, epsilon):
+    if not isinstance(epsilon, int | float) or not epsilon > 0:
+        raise ValueError(f"{name}: epsilon must be a positive float, got {epsilon!r}")
+
+
+class LayerNormResiduals(NamedTuple):
+    """What layer_norm's backward needs."""
+
+    x_hat: Array  # shape=(batch, ..., features): the normalised input (x − μ)/σ
+    inv_sigma: Array  # shape=(batch, ..., 1): 1/σ of each example
 
 
 def layer_norm(*, epsilon: float = 1e-5, use_scale: bool = True, use_bias: bool = True) -> Layer:
@@ -72,57 +107,74 @@ def layer_norm(*, epsilon: float = 1e-5, use_scale: bool = True, use_bias: bool 
 
     Shapes: `x: (batch, ..., features)`, params `{"scale": (features,), "bias":
     (features,)}` (either left out when not used), `y` shaped like `x`. μ and var are
-    taken over the last axis of each example. Residuals: `x̂` and `1/σ` only (`1/σ` of
-    shape `(batch, ..., 1)`). The formulas of the backward are in fnn/normalization.py.
+    taken over the last axis of each example. Residuals (`LayerNormResiduals`): `x̂` and
+    `1/σ` only. The formulas of the backward are in fnn/layers/normalization.py.
 
     Inputs must be floating point: integer inputs raise a TypeError (cast them first).
     """
-    if not isinstance(epsilon, int | float) or not epsilon > 0:
-        raise ValueError(f"layer_norm: epsilon must be a positive float, got {epsilon!r}")
     name = "layer_norm"
-
-    def init(key, in_shape, dtype=jnp.float32):
-        if len(in_shape) < 1:
-            raise ValueError(f"{name}: in_shape must end in a feature axis, got {in_shape}")
-        features = in_shape[-1]
-        params = {}
-        if use_scale:
-            params["scale"] = jnp.ones((features,), dtype)
-        if use_bias:
-            params["bias"] = jnp.zeros((features,), dtype)
-        return tuple(in_shape), params
+    _check_epsilon(name, epsilon)
 
     def _features(params):
         """The feature count the params were built for, or None without params."""
         shapes = {params[k].shape for k in ("scale", "bias") if k in params}
-        if len(shapes) > 1 or any(len(s) != 1 for s in shapes):
-            raise ValueError(f"{name}: scale and bias must both be (features,), got {shapes}")
+        expect(
+            len(shapes) <= 1 and all(len(s) == 1 for s in shapes),
+            name,
+            f"scale and bias must both be (features,), got {shapes}",
+        )
         return next(iter(shapes))[0] if shapes else None
 
     def forward(params, x):
         check_floating(name, x)
         features = _features(params)
-        if x.ndim < 2 or (features is not None and x.shape[-1] != features):
-            expected = "features" if features is None else features
-            raise ValueError(
-                f"{name}: expected input of shape (batch, ..., {expected}), got {x.shape}"
-            )
+        expect(
+            x.ndim >= 2 and (features is None or x.shape[-1] == features),
+            name,
+            f"expected input of shape (batch, ..., {features or 'features'}), got {x.shape}",
+        )
         mu = jnp.mean(x, axis=-1, keepdims=True)  # μ = mean(x)
         centred = x - mu  # x − μ
         var = jnp.mean(centred * centred, axis=-1, keepdims=True)  # var = mean((x − μ)²)
         inv_sigma = 1 / jnp.sqrt(var + jnp.asarray(epsilon, x.dtype))  # 1/σ = 1/sqrt(var + ε)
         x_hat = centred * inv_sigma  # x̂ = (x − μ)/σ
-        return _scale_shift(params, x_hat), (x_hat, inv_sigma)
+        return _scale_shift(params, x_hat), LayerNormResiduals(x_hat, inv_sigma)
 
     def backward(params, residuals, dy):
         x_hat, inv_sigma = residuals
-        grads, g = _scale_shift_backward(params, x_hat, dy)  # dscale, dbias; g = dy ⊙ scale
-        g_mean = jnp.mean(g, axis=-1, keepdims=True)  # mean(g): the path through μ
-        gx_mean = jnp.mean(g * x_hat, axis=-1, keepdims=True)  # mean(g ⊙ x̂): through σ
-        dx = inv_sigma * (g - g_mean - x_hat * gx_mean)  # dx = (1/σ)(g − mean(g) − x̂·mean(g⊙x̂))
-        return grads, dx
+        axes = tuple(range(dy.ndim - 1))  # the batch (and any other) axes
+        grads, g = _scale_shift_backward(params, x_hat, dy, axes)  # g = dy ⊙ scale
+        return grads, _normalized_backward(g, x_hat, inv_sigma, -1)  # μ, σ over features
 
-    return Layer(init, forward, backward, name)
+    def per_example_backward(params, residuals, dy):
+        x_hat, inv_sigma = residuals
+        axes = tuple(range(1, dy.ndim - 1))  # every example on its own
+        grads, g = _scale_shift_backward(params, x_hat, dy, axes)  # g = dy ⊙ scale
+        return grads, _normalized_backward(g, x_hat, inv_sigma, -1)
+
+    return Layer(
+        _affine_init(name, use_scale, use_bias),
+        forward,
+        backward,
+        name,
+        per_example_backward=per_example_backward,
+    )
+
+
+@functools.partial(
+    jax.tree_util.register_dataclass,
+    data_fields=["x_hat", "inv_sigma", "batch_mean", "batch_var"],
+    meta_fields=["train"],
+)
+@dataclasses.dataclass(frozen=True)
+class BatchNormResiduals:
+    """What batch_norm's backward and `update_state` need."""
+
+    x_hat: Array  # shape=(batch, ..., features): the normalised input (x − μ)/σ
+    inv_sigma: Array  # shape=(1, ..., 1, features): 1/σ of each feature
+    batch_mean: Array | None  # shape=(features,): this batch's μ; None in evaluation
+    batch_var: Array | None  # shape=(features,): this batch's (biased) variance; None in eval
+    train: bool  # static: batch statistics (True) or running statistics (False)
 
 
 def batch_norm(
@@ -159,29 +211,18 @@ def batch_norm(
 
     Shapes: `x: (batch, ..., features)`, e.g. `(batch, features)` after a dense layer or
     NHWC `(batch, height, width, channels)` after a convolution; `y` shaped like `x`.
-    Residuals: `x̂` and `1/σ`, plus the batch μ and var in training (for the state).
+    Residuals (`BatchNormResiduals`): `x̂` and `1/σ`, plus the batch μ and var in
+    training (for the state).
     """
     if not isinstance(momentum, int | float) or not 0 <= momentum < 1:
         raise ValueError(f"batch_norm: momentum must be a float in [0, 1), got {momentum!r}")
-    if not isinstance(epsilon, int | float) or not epsilon > 0:
-        raise ValueError(f"batch_norm: epsilon must be a positive float, got {epsilon!r}")
+    name = "batch_norm"
+    _check_epsilon(name, epsilon)
     if not (use_scale or use_bias):
         raise ValueError(
             "batch_norm: use_scale and use_bias cannot both be False: the params size the "
             "running statistics; follow it with no affine map by keeping scale at ones"
         )
-    name = "batch_norm"
-
-    def init(key, in_shape, dtype=jnp.float32):
-        del key
-        if len(in_shape) < 1:
-            raise ValueError(f"{name}: in_shape must end in a feature axis, got {in_shape}")
-        params = {}
-        if use_scale:
-            params["scale"] = jnp.ones((in_shape[-1],), dtype)
-        if use_bias:
-            params["bias"] = jnp.zeros((in_shape[-1],), dtype)
-        return tuple(in_shape), params
 
     def _vector(params):
         return params["scale"] if use_scale else params["bias"]
@@ -190,60 +231,68 @@ def batch_norm(
         v = _vector(params)
         return {"mean": jnp.zeros_like(v), "var": jnp.ones_like(v)}
 
-    def forward(params, x, ctx=_EVALUATION):
+    def _running(state, features):
+        """The running mean and variance from `state`, checked."""
+        expect(
+            isinstance(state, dict) and set(state) == {"mean", "var"},
+            name,
+            "evaluation uses the running statistics: pass fnn.Ctx(state=state) with state "
+            "from fnn.init_state(net, params) (or the state training returned), or "
+            f"Ctx(train=True); got state {state!r}",
+        )
+        expect(
+            state["mean"].shape == (features,) and state["var"].shape == (features,),
+            name,
+            f"expected running mean and var of shape ({features},), got "
+            f"{state['mean'].shape} and {state['var'].shape}",
+        )
+        return state["mean"], state["var"]
+
+    def forward(params, x, ctx=EVALUATION):
         check_floating(name, x)
         features = _vector(params).shape[0]
-        if x.ndim < 2 or x.shape[-1] != features:
-            raise ValueError(
-                f"{name}: expected input of shape (batch, ..., {features}), got {x.shape}"
-            )
+        expect(
+            x.ndim >= 2 and x.shape[-1] == features,
+            name,
+            f"expected input of shape (batch, ..., {features}), got {x.shape}",
+        )
         axes = tuple(range(x.ndim - 1))  # the batch and spatial axes
         eps = jnp.asarray(epsilon, x.dtype)
         if ctx.train:
             mu = jnp.mean(x, axis=axes, keepdims=True)  # μ = mean over batch (and space)
             centred = x - mu  # x − μ
             var = jnp.mean(centred * centred, axis=axes, keepdims=True)  # mean((x − μ)²)
-            inv_sigma = 1 / jnp.sqrt(var + eps)  # 1/σ = 1/sqrt(var + ε)
-            batch_stats = {"mean": mu.reshape(-1), "var": var.reshape(-1)}
+            batch = (mu.reshape(-1), var.reshape(-1))
         else:
-            state = ctx.state
-            if not isinstance(state, dict) or set(state) != {"mean", "var"}:
-                raise ValueError(
-                    f"{name}: evaluation uses the running statistics: pass "
-                    "fnn.Ctx(state=state) with state from fnn.init_state(net, params) (or "
-                    f"the state training returned), or Ctx(train=True); got state {state!r}"
-                )
-            if state["mean"].shape != (features,) or state["var"].shape != (features,):
-                raise ValueError(
-                    f"{name}: expected running mean and var of shape ({features},), got "
-                    f"{state['mean'].shape} and {state['var'].shape}"
-                )
-            centred = x - _row(state["mean"].astype(x.dtype), x.ndim)  # x − running mean
-            inv_sigma = 1 / jnp.sqrt(_row(state["var"].astype(x.dtype), x.ndim) + eps)
-            batch_stats = None
+            mean, var = _running(ctx.state, features)
+            centred = x - row(mean.astype(x.dtype), x.ndim)  # x − running mean
+            var = row(var.astype(x.dtype), x.ndim)
+            batch = (None, None)
+        inv_sigma = 1 / jnp.sqrt(var + eps)  # 1/σ = 1/sqrt(var + ε)
         x_hat = centred * inv_sigma  # x̂ = (x − μ)/σ
         y = _scale_shift(params, x_hat)  # y = x̂ ⊙ scale + bias
-        residuals = {"x_hat": x_hat, "inv_sigma": inv_sigma}
-        if batch_stats is not None:
-            residuals["batch"] = batch_stats
-        return y, residuals
+        return y, BatchNormResiduals(x_hat, inv_sigma, *batch, train=ctx.train)
 
     def backward(params, residuals, dy):
-        x_hat, inv_sigma = residuals["x_hat"], residuals["inv_sigma"]
         axes = tuple(range(dy.ndim - 1))
-        grads, g = _scale_shift_backward(params, x_hat, dy)  # dscale, dbias; g = dy ⊙ scale
-        if "batch" not in residuals:  # evaluation: μ and σ are constants
-            return grads, g * inv_sigma  # dx = g/σ
-        g_mean = jnp.mean(g, axis=axes, keepdims=True)  # mean(g): the path through μ
-        gx_mean = jnp.mean(g * x_hat, axis=axes, keepdims=True)  # mean(g ⊙ x̂): through σ
-        dx = inv_sigma * (g - g_mean - x_hat * gx_mean)  # dx = (1/σ)(g − mean(g) − x̂·mean(g⊙x̂))
-        return grads, dx
+        grads, g = _scale_shift_backward(params, residuals.x_hat, dy, axes)  # g = dy ⊙ scale
+        if not residuals.train:  # evaluation: μ and σ are constants
+            return grads, g * residuals.inv_sigma  # dx = g/σ
+        return grads, _normalized_backward(g, residuals.x_hat, residuals.inv_sigma, axes)
 
     def update_state(state, residuals):
-        batch = residuals["batch"]
+        batch = {"mean": residuals.batch_mean, "var": residuals.batch_var}
         m = momentum
         return {  # running ← m·running + (1 − m)·batch
             k: m * state[k] + (1 - m) * batch[k].astype(state[k].dtype) for k in ("mean", "var")
         }
 
-    return Layer(init, forward, backward, name, (), True, init_state, update_state)
+    return Layer(
+        _affine_init(name, use_scale, use_bias),
+        forward,
+        backward,
+        name,
+        takes_ctx=True,
+        init_state=init_state,
+        update_state=update_state,
+    )

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from jax.scipy.special import erf
 
 from fnn.core import Array, Layer, check_floating, choose
+from fnn.layers.parts import pack_mask, parameter_free_init, unpack_mask
 
 
 def _elementwise(
@@ -27,11 +28,10 @@ def _elementwise(
     fn: Callable[[Array], tuple[Array, object]],
     grad: Callable[[object, Array], Array],
 ) -> Layer:
-    """A parameter-free layer from `fn(x) -> (y, residuals)` and `grad(residuals, dy) -> dx`."""
+    """A parameter-free layer from `fn(x) -> (y, residuals)` and `grad(residuals, dy) -> dx`.
 
-    def init(key, in_shape, dtype=jnp.float32):
-        del key, dtype
-        return tuple(in_shape), ()
+    Every example's output depends on that example alone (elementwise, or row-wise over
+    the last axis), so the backward is also the per-example backward."""
 
     def forward(params, x):
         del params
@@ -42,7 +42,7 @@ def _elementwise(
         del params
         return (), grad(residuals, dy)
 
-    return Layer(init, forward, backward, name)
+    return Layer(parameter_free_init(), forward, backward, name, per_example_backward=backward)
 
 
 def identity() -> Layer:
@@ -77,19 +77,9 @@ def tanh() -> Layer:
 
 
 def _positive_bits(y: Array) -> Array:
-    """`y > 0` packed 8 to a byte along the last axis: 1 bit per element.
-
-    Keeping this instead of `y` (or a boolean mask) frees the pre-activation: XLA
-    duplicates a cheap `max(z + b, 0)` into a backward that reads `y`, keeping the
-    dense layer's `z` alive too; a packed mask is produced by a reduction, which XLA does
-    not duplicate (benchmarks/README.md: deep relu nets, −53% compiled temp memory).
-    """
-    return jnp.packbits(y > 0, axis=-1)
-
-
-def _unpack_positive(bits: Array, dy: Array) -> Array:
-    """The boolean mask `_positive_bits` packed, shaped like `dy`."""
-    return jnp.unpackbits(bits, axis=-1, count=dy.shape[-1]).astype(bool)
+    """`y > 0`, one bit per element. Keeping it instead of `y` frees the pre-activation,
+    which XLA would otherwise keep alive too (benchmarks/README.md, "the relu mask")."""
+    return pack_mask(y > 0)
 
 
 def relu() -> Layer:
@@ -100,7 +90,7 @@ def relu() -> Layer:
         return y, _positive_bits(y)
 
     def grad(bits, dy):
-        return jnp.where(_unpack_positive(bits, dy), dy, 0)  # dx = dy ⊙ [x > 0] = dy ⊙ [y > 0]
+        return jnp.where(unpack_mask(bits, dy), dy, 0)  # dx = dy ⊙ [x > 0] = dy ⊙ [y > 0]
 
     return _elementwise("relu", fn, grad)
 
@@ -118,7 +108,7 @@ def leaky_relu(negative_slope: float = 0.01) -> Layer:
         return y, _positive_bits(y)
 
     def grad(bits, dy):
-        positive = _unpack_positive(bits, dy)
+        positive = unpack_mask(bits, dy)
         return jnp.where(positive, dy, negative_slope * dy)  # dx = dy ⊙ (1 if y > 0 else slope)
 
     return _elementwise(f"leaky_relu({negative_slope})", fn, grad)

@@ -1,12 +1,13 @@
-"""Layers with parameters, each with a hand-written backward pass."""
+"""The fully connected layer, `y = x @ W + b`, with its hand-written backward pass."""
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 
-from fnn.core import Layer, check_floating
+from fnn.core import Layer, check_floating, expect
 from fnn.initializers import Initializer, get_initializer
+from fnn.layers.parts import row
 
 
 def dense(
@@ -26,7 +27,8 @@ def dense(
       use_bias: whether to add `b`.
 
     Shapes: `x: (batch, ..., in)`, params `{"W": (in, out), "b": (out,)}` (no `"b"`
-    without bias), `y: (batch, ..., out)`. Residuals: `x` only.
+    without bias), `y: (batch, ..., out)`. Residuals: `x` only. Per-example gradients
+    (`fnn.per_example_grads`): the outer products `x_i ⊗ dy_i`.
 
     Inputs must be floating point: integer inputs raise a TypeError (cast them first).
     """
@@ -37,8 +39,7 @@ def dense(
     name = f"dense({out_features})"
 
     def init(key, in_shape, dtype=jnp.float32):
-        if len(in_shape) < 1:
-            raise ValueError(f"{name}: in_shape must end in a feature axis, got {in_shape}")
+        expect(len(in_shape) >= 1, name, f"in_shape must end in a feature axis, got {in_shape}")
         w_key, b_key = jax.random.split(key)
         params = {"W": w_init(w_key, (in_shape[-1], out_features), dtype)}
         if use_bias:
@@ -48,30 +49,44 @@ def dense(
     def forward(params, x):
         check_floating(name, x)
         W = params["W"]
-        if W.ndim != 2 or W.shape[1] != out_features:
-            raise ValueError(f"{name}: expected W of shape (in, {out_features}), got {W.shape}")
-        if x.ndim < 2 or x.shape[-1] != W.shape[0]:
-            raise ValueError(
-                f"{name}: expected input of shape (batch, ..., {W.shape[0]}), got {x.shape}"
-            )
+        expect(
+            W.ndim == 2 and W.shape[1] == out_features,
+            name,
+            f"expected W of shape (in, {out_features}), got {W.shape}",
+        )
+        expect(
+            x.ndim >= 2 and x.shape[-1] == W.shape[0],
+            name,
+            f"expected input of shape (batch, ..., {W.shape[0]}), got {x.shape}",
+        )
         y = x @ W  # Z = A·W
         if use_bias:
-            if params["b"].shape != (out_features,):
-                raise ValueError(
-                    f"{name}: expected b of shape ({out_features},), got {params['b'].shape}"
-                )
-            b = params["b"].reshape((1,) * (y.ndim - 1) + (out_features,))  # explicit broadcast
-            y = y + b  # Z = A·W + b
+            b = params["b"]
+            expect(
+                b.shape == (out_features,),
+                name,
+                f"expected b of shape ({out_features},), got {b.shape}",
+            )
+            y = y + row(b, y.ndim)  # Z = A·W + b
         return y, x
 
     def backward(params, x, dy):
-        W = params["W"]
         x2 = x.reshape(-1, x.shape[-1])  # (batch·..., in)
         dy2 = dy.reshape(-1, dy.shape[-1])  # (batch·..., out)
         grads = {"W": x2.T @ dy2}  # dW = Aᵀ·dZ (the loss already holds the 1/m)
         if use_bias:
             grads["b"] = jnp.sum(dy2, axis=0)  # db = Σ_batch dZ
-        dx = dy @ W.T  # dA_prev = dZ·Wᵀ
+        dx = dy @ params["W"].T  # dA_prev = dZ·Wᵀ
         return grads, dx
 
-    return Layer(init, forward, backward, name)
+    def per_example_backward(params, x, dy):
+        batch = x.shape[0]
+        x3 = x.reshape(batch, -1, x.shape[-1])  # (B, positions, in)
+        dy3 = dy.reshape(batch, -1, dy.shape[-1])  # (B, positions, out)
+        grads = {"W": jnp.einsum("bpi,bpo->bio", x3, dy3)}  # dW_i = x_iᵀ·dZ_i, an outer product
+        if use_bias:
+            grads["b"] = jnp.sum(dy3, axis=1)  # db_i = Σ_positions dZ_i
+        dx = dy @ params["W"].T  # dA_prev = dZ·Wᵀ, row by row
+        return grads, dx
+
+    return Layer(init, forward, backward, name, per_example_backward=per_example_backward)

@@ -1,6 +1,7 @@
 """Data-parallel training over a device mesh, on one host or several (`jax.distributed`).
 
-The same step as `fnn.train.make_train_step`, placed on a 1-D `Mesh` whose one axis is
+The same step as `fnn.train.make_train_step` (the same signature, a `TrainState` in and
+out), placed on a 1-D `Mesh` whose one axis is
 `"data"`:
 
 - the batch is sharded along `"data"` (`NamedSharding(mesh, P("data"))`): each device
@@ -14,11 +15,9 @@ Nothing else changes: `mode="manual"` runs the hand-written backward passes on e
 and `mode="autodiff"` runs `jax.grad`, and the result equals the one-device step up to the
 order of the floating-point sums.
 
-Several processes (hosts): call `initialize_distributed(...)` first, in every process,
-before any other JAX call; `make_data_mesh` then spans the devices of all processes, and
-each process feeds only its share of every global batch
-(`jax.make_array_from_process_local_data`). On CPU the cross-process collectives run over
-gloo (TCP).
+Several processes (hosts): join them first (`fnn.train.distributed`); `make_data_mesh`
+then spans the devices of all processes, and each process feeds only its share of every
+global batch (`jax.make_array_from_process_local_data`).
 
 Big layers: `fsdp_shardings` shards each dense weight's rows over `"data"` as well
 (fully sharded data parallel): a device keeps `1/devices` of the weight, XLA gathers it
@@ -28,8 +27,6 @@ for the matmuls and scatters the gradient back; the results are the replicated s
 from __future__ import annotations
 
 import functools
-import socket
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -40,97 +37,11 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from fnn.core import Layer, Loss, Params, PRNGKey
-from fnn.train import make_train_step, scan_steps, step_key
+from fnn.core import Layer, Loss, Params, SettingError
+from fnn.train.batching import check_batch_size, epoch_order
+from fnn.train.step import TrainState, make_train_step, scan_steps, step_key
 
 DATA_AXIS = "data"
-DEFAULT_TIMEOUT_S = 60  # how long a process waits for the coordinator and the others
-
-
-class DistributedError(RuntimeError):
-    """The multi-process runtime could not start (e.g. an unreachable coordinator)."""
-
-
-# ---------------------------------------------------------------------------------------
-# Several processes
-
-
-def parse_address(address: str) -> tuple[str, int]:
-    """Splits "HOST:PORT" into `(host, port)`; a ValueError for anything else."""
-    host, sep, port = str(address).rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(
-            f"coordinator address must be HOST:PORT (e.g. 10.0.0.1:1234), got {address!r}"
-        )
-    return host.strip("[]"), int(port)
-
-
-def wait_for_coordinator(address: str, timeout_s: float) -> None:
-    """Waits until a TCP connection to `address` ("HOST:PORT") succeeds, retrying for up to
-    `timeout_s` seconds; raises DistributedError naming the address and the time waited."""
-    host, port = parse_address(address)
-    start = time.monotonic()
-    last: OSError | None = None
-    while True:
-        remaining = timeout_s - (time.monotonic() - start)
-        if remaining <= 0:
-            break
-        try:
-            with socket.create_connection((host, port), timeout=min(remaining, 2.0)):
-                return
-        except OSError as error:
-            last = error
-            time.sleep(min(0.25, max(remaining, 0)))
-    raise DistributedError(
-        f"could not reach the coordinator at {address} within {timeout_s:g} s ({last}); "
-        "start process 0 (--process-id 0) there first, and check the host, the port and "
-        "any firewall"
-    )
-
-
-def initialize_distributed(
-    coordinator: str,
-    num_processes: int,
-    process_id: int,
-    *,
-    timeout_s: float = DEFAULT_TIMEOUT_S,
-) -> None:
-    """Joins this process to a multi-process JAX run (`jax.distributed.initialize`).
-
-    Call it in every process, before any other JAX computation. Process 0 runs the
-    coordinator service at `coordinator` ("HOST:PORT", an address the other processes can
-    reach); process `i > 0` first waits up to `timeout_s` seconds for that address to
-    accept TCP connections and raises `DistributedError` if it does not. Once connected,
-    every process waits up to `timeout_s` for all `num_processes` to register; past that
-    JAX's runtime ends the process (SIGABRT, exit status 134, DEADLINE_EXCEEDED in the
-    log). On CPU the collectives are gloo (`jax_cpu_collectives_implementation`).
-
-    Raises:
-      ValueError: a malformed address, or a process id outside [0, num_processes).
-      DistributedError: process `i > 0` could not reach the coordinator within `timeout_s`.
-    """
-    parse_address(coordinator)
-    if not isinstance(num_processes, int) or num_processes < 1:
-        raise ValueError(f"num_processes must be a positive int, got {num_processes!r}")
-    if not isinstance(process_id, int) or not 0 <= process_id < num_processes:
-        raise ValueError(
-            f"process id must be in [0, {num_processes}) for {num_processes} processes, "
-            f"got {process_id!r}"
-        )
-    if num_processes > 1 and process_id > 0:
-        wait_for_coordinator(coordinator, timeout_s)
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(
-        coordinator_address=coordinator,
-        num_processes=num_processes,
-        process_id=process_id,
-        initialization_timeout=max(int(timeout_s), 1),
-    )
-
-
-def is_main_process() -> bool:
-    """Whether this is process 0, the one that writes metrics and checkpoints."""
-    return jax.process_index() == 0
 
 
 # ---------------------------------------------------------------------------------------
@@ -143,17 +54,18 @@ def make_data_mesh(devices: int | None = None) -> Mesh:
     ordered by process, so that each process owns one contiguous block of every batch.
 
     Raises:
-      ValueError: `devices` is not in [1, local device count].
+      SettingError (a ValueError): `devices` is not in [1, local device count].
     """
     local = jax.local_device_count()
     if devices is None:
         devices = local
     if not isinstance(devices, int | np.integer) or not 1 <= devices <= local:
         platform = jax.local_devices()[0].platform
-        raise ValueError(
-            f"--devices {devices}: this process has {local} local {platform} device(s); "
+        raise SettingError(
+            f"devices={devices}: this process has {local} local {platform} device(s); "
             f"use a number from 1 to {local} (on CPU, more devices come from "
-            "XLA_FLAGS=--xla_force_host_platform_device_count=N)"
+            "XLA_FLAGS=--xla_force_host_platform_device_count=N)",
+            settings=("devices",),
         )
     chosen = []
     for process in range(jax.process_count()):
@@ -178,15 +90,16 @@ def batches_sharding(mesh: Mesh) -> NamedSharding:
 
 
 def check_batch_divisible(batch_size: int, mesh: Mesh) -> None:
-    """Raises a ValueError naming both numbers when `batch_size` does not split evenly
+    """Raises a SettingError naming both numbers when `batch_size` does not split evenly
     over the mesh's devices (fnn does not pad: every device gets the same share)."""
     n = mesh.size
     if batch_size % n:
         lower = max(batch_size // n, 1) * n
-        raise ValueError(
+        raise SettingError(
             f"batch size {batch_size} is not divisible by the {n} devices of the mesh; "
-            f"use a multiple of {n}, e.g. --batch-size {lower} or {lower + n} "
-            f"(or --devices with a divisor of {batch_size})"
+            f"use a multiple of {n}, e.g. {lower} or {lower + n}, or a number of devices "
+            f"that divides {batch_size}",
+            settings=("batch_size", "devices"),
         )
 
 
@@ -263,35 +176,28 @@ def make_sharded_train_step(
     mode: str = "manual",
     *,
     mesh: Mesh,
-    stateful: bool = False,
 ) -> Callable:
-    """Returns `step(params, opt_state, batch) -> (params, opt_state, metrics)`, the data-
-    parallel form of `fnn.train.make_train_step`; with `stateful=True`, `step(params,
-    opt_state, batch, state, key) -> (params, opt_state, metrics, state)` as there, the
-    state and key replicated. batch_norm's statistics are those of the global batch (XLA
-    reduces them across devices) and dropout's mask is drawn for the global batch, so the
-    step equals the one-device step.
+    """Returns `step(train_state, batch, key=None) -> (train_state, metrics)`, the data-
+    parallel form of `fnn.train.make_train_step`. batch_norm's statistics are those of the
+    global batch (XLA reduces them across devices) and dropout's mask is drawn for the
+    global batch, so the step equals the one-device step.
 
-    Inputs: params and opt_state replicated over `mesh` (`replicate`), the batch `(x, y)`
+    Inputs: the train state replicated over `mesh` (`replicate`), the batch `(x, y)`
     sharded along `"data"` (`shard_batch`), or plain arrays, which jit places so.
-    Outputs: replicated. The batch size must be divisible by `mesh.size` (a ValueError
+    Outputs: replicated. The batch size must be divisible by `mesh.size` (a SettingError
     naming both numbers otherwise).
 
     On a mesh of several CPU devices each call waits for its result (`_waits`).
     """
-    step = make_train_step(net, loss, optimizer, mode, jit=False, stateful=stateful)
+    step = make_train_step(net, loss, optimizer, mode, jit=False)
     rep, data = replicated(mesh), data_sharding(mesh)
-    ins, outs = (rep, rep, (data, data)), (rep, rep, rep)
-    if stateful:
-        ins, outs = (*ins, rep, rep), (*outs, rep)
-    compiled = jax.jit(step, in_shardings=ins, out_shardings=outs)
-
+    compiled = jax.jit(step, in_shardings=(rep, (data, data), rep), out_shardings=(rep, rep))
     wait = _waits(mesh)
 
     @functools.wraps(step)
-    def sharded_step(params, opt_state, batch, *state_and_key):
+    def sharded_step(train_state, batch, key=None):
         check_batch_divisible(int(np.shape(batch[0])[0]), mesh)
-        out = compiled(params, opt_state, batch, *state_and_key)
+        out = compiled(train_state, batch, key)
         return jax.block_until_ready(out) if wait else out
 
     sharded_step.compiled = compiled  # the jitted function, for lowering and benchmarks
@@ -308,14 +214,7 @@ def _waits(mesh: Mesh) -> bool:
     return mesh.size > 1 and mesh.devices.flat[0].platform == "cpu"
 
 
-@functools.partial(jax.jit, static_argnums=(2, 3))
-def epoch_order(key: PRNGKey, epoch: jax.Array, n: int, batch_size: int) -> jax.Array:
-    """The example indices of each step of an epoch, `(n // batch_size, batch_size)`:
-    the order `fnn.train.make_epoch_fn` uses (a permutation by `fold_in(key, epoch)`,
-    the last `n % batch_size` dropped), so both paths see the same batches."""
-    order = jax.random.permutation(jax.random.fold_in(key, epoch), n)
-    n_batches = n // batch_size
-    return order[: n_batches * batch_size].reshape(n_batches, batch_size)
+_epoch_order = jax.jit(epoch_order, static_argnums=(2, 3))
 
 
 @jax.jit
@@ -334,45 +233,41 @@ def make_sharded_epoch_fn(
     mesh: Mesh,
     batch_size: int,
 ) -> Callable:
-    """Returns `epoch(params, opt_state, key, epoch, x, y, state=()) -> (params, opt_state,
-    mean_loss, state)`, the data-parallel form of `fnn.train.make_epoch_fn` (same
-    signature, same batches, same dropout keys, one compiled `lax.scan` per epoch).
+    """Returns `epoch(train_state, key, epoch, x, y) -> (train_state, mean_loss)`, the
+    data-parallel form of `fnn.train.make_epoch_fn` (same signature, same batches, same
+    dropout keys, one compiled `lax.scan` per epoch).
 
     `x: (n, ...)`, `y: (n, ...)` are the whole training split, the same in every process.
-    Each epoch every process computes the order (`epoch_order`), gathers only its rows of
-    every batch (`process_rows`) on its first local device, and the batches become one
-    global array
-    `(n_batches, batch_size, ...)` sharded along axis 1 over `"data"`. params and
-    opt_state come in and go out replicated (`replicate`), and so does the state.
+    Each epoch every process computes the order (`fnn.train.batching.epoch_order`),
+    gathers only its rows of every batch (`process_rows`) on its first local device, and
+    the batches become one global array `(n_batches, batch_size, ...)` sharded along axis
+    1 over `"data"`. The train state comes in and goes out replicated (`replicate`).
     """
     check_batch_divisible(batch_size, mesh)
-    step = make_train_step(net, loss, optimizer, mode, jit=False, stateful=True)
+    step = make_train_step(net, loss, optimizer, mode, jit=False)
     rep, batches = replicated(mesh), batches_sharding(mesh)
 
-    def scan_epoch(params, opt_state, xs, ys, state, key, epoch):
-        params, opt_state, losses, state = scan_steps(
-            step, params, opt_state, (xs, ys), state, step_key(key, epoch)
-        )
-        return params, opt_state, jnp.mean(losses), state
+    def scan_epoch(train_state, xs, ys, key, epoch):
+        train_state, losses = scan_steps(step, train_state, (xs, ys), step_key(key, epoch))
+        return train_state, jnp.mean(losses)
 
     compiled = jax.jit(
         scan_epoch,
-        in_shardings=(rep, rep, batches, batches, rep, rep, rep),
-        out_shardings=(rep, rep, rep, rep),
+        in_shardings=(rep, batches, batches, rep, rep),
+        out_shardings=(rep, rep),
     )
     rows = process_rows(batch_size, mesh)
     wait = _waits(mesh)
 
-    def run_epoch(params, opt_state, key, epoch, x, y, state=()):
+    def run_epoch(train_state, key, epoch, x, y):
         n = int(np.shape(x)[0])
-        if n < batch_size:
-            raise ValueError(f"batch size {batch_size} is larger than the {n} training examples")
-        order = epoch_order(key, epoch, n, batch_size)[:, rows]  # this process's rows
+        check_batch_size(batch_size, n)
+        order = _epoch_order(key, epoch, n, batch_size)[:, rows]  # this process's rows
         x, y = jnp.asarray(x), jnp.asarray(y)
         n_batches = order.shape[0]
         xs = _global(_take(x, order), batches, (n_batches, batch_size, *x.shape[1:]))
         ys = _global(_take(y, order), batches, (n_batches, batch_size, *y.shape[1:]))
-        out = compiled(params, opt_state, xs, ys, state, key, epoch)
+        out = compiled(train_state, xs, ys, key, epoch)
         return jax.block_until_ready(out) if wait else out
 
     return run_epoch
@@ -411,37 +306,38 @@ def make_fsdp_train_step(
     *,
     mesh: Mesh,
     params: Params,
-) -> tuple[Callable, Params, Any]:
+) -> tuple[Callable, TrainState]:
     """A data-parallel step whose large weights stay sharded (FSDP): the batch is split
     over `"data"` and so are the rows of each dense weight (`fsdp_shardings`); XLA gathers
     a weight where a matmul needs it whole and reduce-scatters its gradient. Optimiser
-    state follows the params' shardings.
+    state follows the params' shardings; running statistics are replicated.
 
-    Returns `(step, sharded_params, sharded_opt_state)`; `step(params, opt_state, batch)`
-    as in `make_sharded_train_step`, with params and opt_state kept sharded.
+    Returns `(step, train_state)`: `step(train_state, batch, key=None)` as in
+    `make_sharded_train_step`, and the initial train state, sharded.
     """
     shardings = fsdp_shardings(params, mesh)
-    params = shard_params(params, shardings)
+    train_state = TrainState.create(net, shard_params(params, shardings), optimizer)
     # The same rule for the optimiser state: moments shaped like a weight are sharded like
     # it; scalars such as Adam's step count are replicated.
-    opt_shardings = fsdp_shardings(jax.eval_shape(optimizer.init, params), mesh)
-    opt_state = jax.jit(optimizer.init, out_shardings=opt_shardings)(params)
+    opt_shardings = fsdp_shardings(jax.eval_shape(optimizer.init, train_state.params), mesh)
+    opt_state = jax.jit(optimizer.init, out_shardings=opt_shardings)(train_state.params)
+    train_state = TrainState(train_state.params, opt_state, replicate(train_state.state, mesh))
     step = make_train_step(net, loss, optimizer, mode, jit=False)
-    data = data_sharding(mesh)
+    rep, data = replicated(mesh), data_sharding(mesh)
+    state_shardings = TrainState(shardings, opt_shardings, rep)
     compiled = jax.jit(
         step,
-        in_shardings=(shardings, opt_shardings, (data, data)),
-        out_shardings=(shardings, opt_shardings, replicated(mesh)),
+        in_shardings=(state_shardings, (data, data), rep),
+        out_shardings=(state_shardings, rep),
     )
-
     wait = _waits(mesh)
 
-    def fsdp_step(params, opt_state, batch):
+    def fsdp_step(train_state, batch, key=None):
         check_batch_divisible(int(np.shape(batch[0])[0]), mesh)
-        out = compiled(params, opt_state, batch)
+        out = compiled(train_state, batch, key)
         return jax.block_until_ready(out) if wait else out
 
-    return fsdp_step, params, opt_state
+    return fsdp_step, train_state
 
 
 def describe_mesh(mesh: Mesh) -> str:

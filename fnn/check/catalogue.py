@@ -1,0 +1,329 @@
+"""The catalogue of built-in checks: every layer, activation and loss, and a few whole
+networks, each with the input it is checked on. `fnn check`, the test battery and the
+shape and dtype tests all read `CASES`; adding a layer means adding its entry here.
+
+A `LayerCase` is checked with `check_layer`, a `LossCase` with `check_loss` on inputs it
+draws, a `ModelCase` with `check_model` (manual against autodiff on data). `network=True`
+marks a whole network: its layers are each an item too, so the test battery checks the
+network against `jax.vjp` alone and leaves finite differences to its layers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fnn import initializers, losses
+from fnn.check.checker import CheckResult, check_layer, check_loss, check_model
+from fnn.core import Ctx, Layer, Loss, choose, init_state
+from fnn.layers import (
+    ACTIVATIONS,
+    avg_pool,
+    batch_norm,
+    cnn,
+    conv1d,
+    conv2d,
+    dense,
+    dropout,
+    embedding,
+    flatten,
+    gelu,
+    layer_norm,
+    max_pool,
+    mlp,
+    multi_head_attention,
+    positional_embedding,
+    residual,
+    serial,
+    softmax,
+    tanh,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerCase:
+    """A layer checked by `check_layer` on `batch` inputs of shape `in_shape`."""
+
+    build: Callable[[], Layer]
+    in_shape: tuple[int, ...]
+    batch: int = 4
+    input_scale: float = 2.0
+    make_input: Callable[[jax.Array, tuple[int, ...], Any], jax.Array] | None = None
+    ctx: Ctx | Callable[[Any], Ctx] | None = None
+    network: bool = False
+
+    def run(self, dtype: str, finite_differences: bool = True) -> CheckResult:
+        return check_layer(
+            self.build(),
+            self.in_shape,
+            batch=self.batch,
+            dtype=dtype,
+            input_scale=self.input_scale,
+            finite_differences=finite_differences,
+            make_input=self.make_input,
+            ctx=self.ctx,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class LossCase:
+    """A loss checked by `check_loss` on `(pred, target)` from `inputs(rng)`."""
+
+    build: Callable[[], Loss]
+    inputs: Callable[[np.random.Generator], tuple[np.ndarray, np.ndarray]]
+    network: bool = False
+
+    def run(self, dtype: str, finite_differences: bool = True) -> CheckResult:
+        pred, target = self.inputs(np.random.default_rng(0))
+        return check_loss(
+            self.build(), pred, target, dtype=dtype, finite_differences=finite_differences
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelCase:
+    """A network and loss checked by `check_model`, manual against autodiff, on data."""
+
+    build: Callable[[], Layer]
+    loss: Callable[[], Loss]
+    data: Callable[[np.random.Generator], tuple[np.ndarray, np.ndarray]]
+    network: bool = True
+
+    def run(self, dtype: str, finite_differences: bool = True) -> CheckResult:
+        del finite_differences  # the whole-model check compares the two gradient modes
+        x, y = self.data(np.random.default_rng(0))
+        return check_model(self.build(), self.loss(), x, y, dtype=dtype)
+
+
+Case = LayerCase | LossCase | ModelCase
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def _regression(shape=(6, 3)):
+    return lambda rng: (rng.normal(size=shape), rng.normal(size=shape))
+
+
+def _binary_probs(rng, shape=(6, 2)):
+    return rng.uniform(0.05, 0.95, size=shape), rng.random(shape)
+
+
+def _binary_logits(rng, shape=(6, 2)):
+    return 3 * rng.normal(size=shape), rng.random(shape)
+
+
+def _labels(rng, shape=(6, 5)):
+    return 2 * rng.normal(size=shape), rng.integers(0, shape[-1], size=shape[:-1])
+
+
+def _onehot(rng, shape=(6, 5)):
+    logits, labels = _labels(rng, shape)
+    return logits, np.eye(shape[-1])[labels]
+
+
+def _soft(rng, shape=(6, 5)):
+    t = rng.random(shape)
+    return 2 * rng.normal(size=shape), t / t.sum(-1, keepdims=True)
+
+
+def _token_ids(vocab: int):
+    """A `make_input` drawing integer token ids in [0, vocab)."""
+    return lambda key, shape, dtype: jax.random.randint(key, shape, 0, vocab)
+
+
+def _running_stats(build):
+    """A `ctx(params)` for evaluation mode with running statistics away from 0 and 1
+    (mean 0.3, variance 2.5 in every batch_norm), so that the check sees them used."""
+
+    def moved(path, v):
+        return jnp.full_like(v, 2.5 if jax.tree_util.keystr(path).endswith("['var']") else 0.3)
+
+    def ctx(params):
+        state = init_state(build(), params)
+        return Ctx(state=jax.tree_util.tree_map_with_path(moved, state))
+
+    return ctx
+
+
+def _training(build, seed=0):
+    """A `ctx(params)` for training mode: a fixed dropout key and the initial state."""
+    return lambda params: Ctx(True, jax.random.PRNGKey(seed), init_state(build(), params))
+
+
+# ----------------------------------------------------------------------------- networks
+
+
+def _tutorial_net() -> Layer:
+    """The tutorial's 100→5→4→1 all-sigmoid network with its U(0, 1)×0.01 weights."""
+    return mlp(
+        [5, 4, 1],
+        "sigmoid",
+        output_activation="sigmoid",
+        w_init=initializers.uniform(0.01),
+        b_init="zeros",
+    )
+
+
+def _tutorial_data(rng):
+    return rng.random((200, 100)), rng.random((200, 1))
+
+
+def _bn_mlp() -> Layer:
+    return mlp([6, 5, 3], "tanh", batch_norm=True, dropout=0.2)
+
+
+def _bn_cnn() -> Layer:
+    return cnn(3, channels=(2, 3), strides=(1, 2), hidden=(4,), batch_norm=True)
+
+
+def _transformer_block() -> Layer:
+    return serial(
+        embedding(6, 4),
+        positional_embedding(),
+        residual(serial(layer_norm(), multi_head_attention(2, causal=True))),
+        residual(serial(layer_norm(), dense(8), gelu(), dense(4))),
+        dense(6),
+    )
+
+
+# ----------------------------------------------------------------------------- the cases
+
+CASES: dict[str, Case] = {
+    # dense layers and activations
+    "dense": LayerCase(lambda: dense(3), (5,)),
+    "dense_no_bias": LayerCase(lambda: dense(3, use_bias=False), (5,)),
+    "dense_3d_input": LayerCase(lambda: dense(3), (2, 5)),
+    **{name: LayerCase(factory, (7,)) for name, factory in ACTIVATIONS.items()},
+    # losses
+    "mean_squared_error": LossCase(losses.mean_squared_error, _regression()),
+    "huber": LossCase(losses.huber, _regression((8, 2))),
+    "binary_cross_entropy": LossCase(losses.binary_cross_entropy, _binary_probs),
+    "sigmoid_binary_cross_entropy": LossCase(losses.sigmoid_binary_cross_entropy, _binary_logits),
+    "softmax_cross_entropy_labels": LossCase(losses.softmax_cross_entropy, _labels),
+    "softmax_cross_entropy_onehot": LossCase(losses.softmax_cross_entropy, _onehot),
+    "softmax_cross_entropy_soft": LossCase(losses.softmax_cross_entropy, _soft),
+    # networks of dense layers
+    "tutorial_net": LayerCase(_tutorial_net, (100,), batch=8, input_scale=1.0, network=True),
+    **{
+        f"mlp_{name}": LayerCase(lambda name=name: mlp([6, 5, 3], name), (4,), network=True)
+        for name in ACTIVATIONS
+        if name != "identity"
+    },
+    "serial_dense_softmax": LayerCase(lambda: serial(dense(4), softmax()), (3,), network=True),
+    # convolution, pooling and flatten, channels last
+    "conv2d": LayerCase(lambda: conv2d(3, 3), (6, 6, 2)),
+    "conv2d_stride2": LayerCase(lambda: conv2d(3, 3, stride=2), (6, 6, 2)),
+    "conv2d_valid_stride2_odd": LayerCase(
+        lambda: conv2d(3, 3, stride=2, padding="VALID"), (6, 7, 2)
+    ),
+    "conv2d_dilation2": LayerCase(lambda: conv2d(3, 3, dilation=2), (6, 6, 2)),
+    "conv2d_explicit_padding": LayerCase(
+        lambda: conv2d(3, (3, 2), stride=(2, 1), padding=((1, 2), (0, 1))), (6, 6, 2)
+    ),
+    "conv2d_valid_no_bias": LayerCase(
+        lambda: conv2d(3, 3, padding="VALID", use_bias=False), (6, 6, 2)
+    ),
+    "conv1d": LayerCase(lambda: conv1d(3, 3), (7, 2)),
+    "conv1d_stride2_valid_dilation2": LayerCase(
+        lambda: conv1d(3, 3, stride=2, padding="VALID", dilation=2), (9, 2)
+    ),
+    "max_pool": LayerCase(lambda: max_pool(2), (6, 6, 2)),
+    "max_pool_3x3_stride1_same": LayerCase(lambda: max_pool(3, 1, "SAME"), (5, 6, 2)),
+    "max_pool_1d": LayerCase(lambda: max_pool((3,), 2, "SAME"), (7, 2)),
+    "avg_pool": LayerCase(lambda: avg_pool(2), (6, 6, 2)),
+    "avg_pool_3x3_stride2_same": LayerCase(lambda: avg_pool(3, 2, "SAME"), (6, 5, 2)),
+    "flatten": LayerCase(flatten, (4, 3, 2)),
+    "cnn": LayerCase(
+        lambda: cnn(3, channels=(2, 3), strides=(1, 2), hidden=(4,)), (6, 6, 1), network=True
+    ),
+    # layer normalisation and skip connections
+    "layer_norm": LayerCase(layer_norm, (5,)),
+    "layer_norm_3d_input": LayerCase(layer_norm, (2, 5)),
+    "layer_norm_no_scale_no_bias": LayerCase(
+        lambda: layer_norm(use_scale=False, use_bias=False), (5,)
+    ),
+    "residual_mlp": LayerCase(
+        lambda: residual(serial(dense(5), tanh(), dense(5))), (5,), network=True
+    ),
+    "residual_layer_norm": LayerCase(lambda: residual(layer_norm()), (2, 5)),
+    # random and stateful layers, in both modes
+    "batch_norm_train": LayerCase(batch_norm, (5,), batch=6, ctx=Ctx(train=True)),
+    "batch_norm_train_nhwc": LayerCase(batch_norm, (3, 3, 2), ctx=Ctx(train=True)),
+    "batch_norm_no_scale_train": LayerCase(
+        lambda: batch_norm(use_scale=False), (5,), batch=6, ctx=Ctx(train=True)
+    ),
+    "batch_norm_eval": LayerCase(batch_norm, (5,), ctx=_running_stats(batch_norm)),
+    "dropout_train": LayerCase(lambda: dropout(0.3), (2, 7), ctx=_training(lambda: dropout(0.3))),
+    "dropout_eval": LayerCase(lambda: dropout(0.3), (7,)),
+    "mlp_batch_norm_dropout_train": LayerCase(
+        _bn_mlp, (4,), batch=6, ctx=_training(_bn_mlp), network=True
+    ),
+    "mlp_batch_norm_dropout_eval": LayerCase(
+        _bn_mlp, (4,), ctx=_running_stats(_bn_mlp), network=True
+    ),
+    "cnn_batch_norm_train": LayerCase(_bn_cnn, (6, 6, 1), ctx=_training(_bn_cnn), network=True),
+    # sequences
+    "embedding": LayerCase(lambda: embedding(7, 3), (6,), make_input=_token_ids(7)),
+    "embedding_2d_ids": LayerCase(lambda: embedding(5, 4), (2, 3), make_input=_token_ids(5)),
+    "positional_embedding": LayerCase(positional_embedding, (5, 4)),
+    "multi_head_attention": LayerCase(lambda: multi_head_attention(1), (3, 4)),
+    "multi_head_attention_causal": LayerCase(lambda: multi_head_attention(2, causal=True), (5, 4)),
+    "attention_4_heads_causal_no_bias": LayerCase(
+        lambda: multi_head_attention(4, causal=True, use_bias=False), (3, 8)
+    ),
+    "transformer_block": LayerCase(
+        _transformer_block, (5,), make_input=_token_ids(6), network=True
+    ),
+    # the tutorial's whole objective, manual against autodiff
+    "tutorial_model": ModelCase(
+        lambda: mlp([5, 4, 1], "sigmoid", w_init=initializers.uniform(0.01)),
+        losses.sigmoid_binary_cross_entropy,
+        _tutorial_data,
+    ),
+}
+
+
+def layer_cases() -> dict[str, LayerCase]:
+    """The catalogue's layer items (what the shape and dtype tests run on)."""
+    return {name: case for name, case in CASES.items() if isinstance(case, LayerCase)}
+
+
+def run_checks(
+    names: Sequence[str] | None = None,
+    dtype: str = "float64",
+    *,
+    finite_differences: bool = True,
+) -> list[CheckResult]:
+    """Runs the built-in checks named (all when `names` is empty or None); with
+    `finite_differences=False` only against `jax.vjp`."""
+    names = list(names) if names else list(CASES)
+    cases = [choose("check", name, CASES) for name in names]
+    return [
+        dataclasses.replace(case.run(dtype, finite_differences), name=name)
+        for name, case in zip(names, cases, strict=True)
+    ]
+
+
+def format_table(results: Sequence[CheckResult]) -> str:
+    """A plain-text table of results, one line per item."""
+    header = f"{'name':<32} {'dtype':<8} {'max abs err':>12} {'max rel err':>12}  {'fd':<8} result"
+    lines = [header, "-" * len(header)]
+    for r in results:
+        fd = r.finite_differences.split(":")[0].split(" ")[0]
+        lines.append(
+            f"{r.name:<32} {r.dtype:<8} {r.max_abs_err:>12.2e} {r.max_rel_err:>12.2e}  "
+            f"{fd:<8} {'ok' if r.passed else 'FAIL'}"
+        )
+        if r.error:
+            lines.append(f"    {r.error}")
+        elif r.finite_differences.startswith("failed"):
+            lines.append(f"    finite differences {r.finite_differences}")
+    failed = sum(not r.passed for r in results)
+    lines.append(f"{len(results) - failed} passed, {failed} failed")
+    return "\n".join(lines)

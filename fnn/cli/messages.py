@@ -1,0 +1,25 @@
+"""How the command line reports a library error: its message, the notes added on its way
+up (e.g. which layer of a network raised it), and the flags that set what fixes it."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def flags_of(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """Each option's destination and its flag, e.g. `{"batch_size": "--batch-size"}`."""
+    return {
+        action.dest: action.option_strings[-1]
+        for action in parser._actions  # argparse keeps no public list of its options
+        if action.option_strings
+    }
+
+
+def describe(error: BaseException, flags: dict[str, str]) -> str:
+    """`error`'s message and notes, then the flags for the settings it names (the
+    `settings` of a `fnn.core.SettingError`, or of any error that carries them)."""
+    text = "\n".join([str(error), *getattr(error, "__notes__", ())])
+    given = [flags[name] for name in getattr(error, "settings", ()) if name in flags]
+    if given:
+        text += f" ({'set with ' + ' or '.join(given)})"
+    return text

@@ -1,0 +1,129 @@
+"""A training run's configuration, `TrainConfig`, and what it builds: the loss and the
+network for a data set."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from fnn.core import Layer, SettingError, choose
+from fnn.data import DATASETS, DTYPES, IMAGE_DATASETS
+from fnn.grad import GRAD_MODES
+from fnn.layers import ACTIVATIONS, cnn, mlp
+from fnn.losses import LOSSES
+from fnn.tasks import DEFAULT_LOSS, LOSSES_FOR_TASK
+from fnn.train.optim import OPTIMIZERS, SCHEDULES
+
+MODELS = ("mlp", "cnn")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run (what a checkpoint stores as `config`).
+
+    The defaults train digits to ≥ 0.97 test accuracy in a few seconds on a 2-core CPU.
+    `loss=None` picks the task's default (`fnn.tasks.DEFAULT_LOSS`). The field names are
+    the names a `fnn.core.SettingError` gives in its `settings`.
+    """
+
+    dataset: str = "digits"
+    data_dir: str | None = None
+    csv: str | None = None
+    target_column: str = "-1"
+    test_fraction: float = 0.2
+    model: str = "mlp"
+    hidden: tuple[int, ...] = (256, 128)
+    activation: str = "relu"
+    batch_norm: bool = False
+    dropout: float = 0.0
+    loss: str | None = None
+    grad: str = "manual"
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    schedule: str = "constant"
+    clip_norm: float | None = None
+    epochs: int = 30
+    batch_size: int = 32
+    patience: int | None = None
+    seed: int = 0
+    dtype: str = "float32"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "hidden": list(self.hidden)}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """A config from `to_dict`'s output; unknown keys are a ValueError."""
+        names = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ValueError(f"unknown config keys {unknown}; known: {sorted(names)}")
+        values = dict(values)
+        if "hidden" in values:
+            values["hidden"] = tuple(int(h) for h in values["hidden"])
+        return cls(**values)
+
+    def validate(self) -> None:
+        """Raises a SettingError naming the field and the valid choices for a bad field."""
+        for kind, value, table in (
+            ("data set", self.dataset, DATASETS),
+            ("grad mode", self.grad, GRAD_MODES),
+            ("optimizer", self.optimizer, OPTIMIZERS),
+            ("schedule", self.schedule, SCHEDULES),
+            ("activation", self.activation, ACTIVATIONS),
+            ("model", self.model, MODELS),
+            ("dtype", self.dtype, DTYPES),
+            *([("loss", self.loss, LOSSES)] if self.loss is not None else []),
+        ):
+            setting = {"data set": "dataset", "grad mode": "grad"}.get(kind, kind)
+            choose(kind, value, dict.fromkeys(table), setting=setting)
+        for ok, setting, message in (
+            (self.hidden and min(self.hidden) >= 1, "hidden", "hidden widths must be positive"),
+            (0 <= self.dropout < 1, "dropout", "dropout rate must be in [0, 1)"),
+            (self.epochs >= 1, "epochs", "epochs must be >= 1"),
+            (self.batch_size >= 1, "batch_size", "batch size must be >= 1"),
+            (self.lr > 0, "lr", "learning rate must be > 0"),
+        ):
+            if not ok:
+                value = getattr(self, setting)
+                raise SettingError(
+                    f"{message}, got {list(value) if setting == 'hidden' else value}",
+                    settings=(setting,),
+                )
+
+
+def loss_name(config: TrainConfig, task: str) -> str:
+    """The configured loss, or the task's default; a SettingError when it does not fit."""
+    name = config.loss or DEFAULT_LOSS[task]
+    if name not in LOSSES_FOR_TASK[task]:
+        raise SettingError(
+            f"loss {name!r} does not fit the {task} data set {config.dataset!r}; "
+            f"use one of: {', '.join(LOSSES_FOR_TASK[task])}",
+            settings=("loss",),
+        )
+    return name
+
+
+def build_network(
+    config: TrainConfig, feature_shape: tuple[int, ...], outputs: int, loss: str
+) -> Layer:
+    """The network of `config.model` for examples of `feature_shape`, with a last dense
+    layer of width `outputs`; a sigmoid output only for `binary_cross_entropy` (it takes
+    probabilities; the other losses take raw outputs, i.e. logits).
+
+    "mlp": `hidden` widths with `activation`. "cnn" (image data sets, `(h, w, 1)` inputs):
+    `fnn.cnn`, conv2d(16, 3) and conv2d(32, 3, stride 2) with `activation`, flatten,
+    dense(64); `hidden` is not used. `batch_norm` and `dropout` as `mlp` and `cnn` take
+    them.
+    """
+    extras = dict(batch_norm=config.batch_norm, dropout=config.dropout)
+    output = "sigmoid" if loss == "binary_cross_entropy" else None
+    if config.model == "cnn":
+        if len(feature_shape) != 3:
+            raise SettingError(
+                f"the cnn model needs an image data set ({', '.join(IMAGE_DATASETS)}); "
+                f"{config.dataset} has flat features of shape {tuple(feature_shape)}",
+                settings=("model", "dataset"),
+            )
+        return cnn(outputs, activation=config.activation, output_activation=output, **extras)
+    return mlp([*config.hidden, outputs], config.activation, output_activation=output, **extras)

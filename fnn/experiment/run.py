@@ -1,0 +1,225 @@
+"""A configured training run in memory: prepare it (data, network, loss, optimiser,
+initial state) or rebuild it from a checkpoint, check its gradients, fit it, save it."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from fnn.check import CheckResult, check_model
+from fnn.core import Ctx, Layer, Loss, SettingError, init_state
+from fnn.data import Dataset, load_dataset
+from fnn.experiment.config import TrainConfig, build_network, loss_name
+from fnn.losses import get_loss
+from fnn.train import FitResult, NonFiniteLossError, TrainState, check_batch_size, fit
+from fnn.train.checkpoint import load_checkpoint, read_metadata, save_checkpoint
+from fnn.train.distributed import is_main_process
+from fnn.train.optim import make_optimizer
+from fnn.train.parallel import local_copy
+
+CHECKPOINT = "checkpoint.npz"
+CHECK_EXAMPLES = 32  # examples in the pre-training gradient check
+
+
+class Run(NamedTuple):
+    """A prepared run: what `train` needs, built from a config (and a checkpoint)."""
+
+    config: TrainConfig
+    data: Dataset
+    net: Layer
+    loss: Loss
+    optimizer: optax.GradientTransformation
+    train_state: TrainState  # params, optimiser state, running statistics
+    key: jax.Array  # the data-order key: epoch e shuffles with fold_in(key, e)
+    start_epoch: int = 0
+    history: dict[str, list[float]] | None = None
+
+    @property
+    def params(self) -> Any:
+        return self.train_state.params
+
+    @property
+    def opt_state(self) -> Any:
+        return self.train_state.opt_state
+
+
+def load_data(config: TrainConfig) -> Dataset:
+    """The configured data set (`fnn.data.load_dataset`; raises `fnn.data.DataError`)."""
+    target: str | int = config.target_column
+    if isinstance(target, str) and target.lstrip("-").isdigit():
+        target = int(target)
+    return load_dataset(
+        config.dataset,
+        data_dir=config.data_dir,
+        csv_path=config.csv,
+        target_column=target,
+        test_fraction=config.test_fraction,
+        seed=config.seed,
+        dtype=config.dtype,
+        flatten=config.model != "cnn",  # images stay (height, width, 1) for the cnn
+    )
+
+
+def prepare(config: TrainConfig, *, data: Dataset | None = None) -> Run:
+    """Loads the data (unless given), builds the network, loss and optimiser, and
+    initialises params and optimiser state from `config.seed`.
+
+    Raises:
+      SettingError (a ValueError; DataError is one): a bad config, data set, loss, or
+        batch size, naming the settings that fix it.
+    """
+    config.validate()
+    if config.dtype == "float64" and not jax.config.jax_enable_x64:
+        raise SettingError(
+            "dtype float64 needs 64-bit types: call jax.config.update('jax_enable_x64', "
+            "True) first",
+            settings=("dtype",),
+        )
+    data = load_data(config) if data is None else data
+    check_batch_size(config.batch_size, data.num_train)
+    loss = loss_name(config, data.task)
+    net = build_network(config, data.feature_shape, data.output_width, loss)
+    optimizer = make_optimizer(
+        config.optimizer,
+        config.lr,
+        schedule=config.schedule,
+        total_steps=config.epochs * (data.num_train // config.batch_size),
+        clip_norm=config.clip_norm,
+    )
+    init_key, data_key = jax.random.split(jax.random.PRNGKey(config.seed))
+    # One compiled init rather than one compile per eager op (much faster to start).
+    init = jax.jit(net.init, static_argnums=(1, 2))
+    _, params = init(init_key, tuple(data.feature_shape), jnp.dtype(config.dtype))
+    train_state = TrainState.create(net, params, optimizer)
+    return Run(config, data, net, get_loss(loss), optimizer, train_state, data_key)
+
+
+def resume(out_dir: str | Path, *, epochs: int | None = None) -> Run:
+    """Rebuilds the run saved in `out_dir/checkpoint.npz`, to continue up to `epochs`
+    epochs in total (default: the saved config's `epochs`, the total it was started for).
+
+    The config comes from the checkpoint, with `epochs` replaced. The learning-rate
+    schedule is sized for the new total: with the constant schedule (the default), or
+    when the total is unchanged (an interrupted run), the resumed run is exactly the
+    uninterrupted one; a decaying schedule stretched to a longer total is not.
+
+    Raises:
+      fnn.train.checkpoint.CheckpointError: a missing, corrupt or mismatching checkpoint.
+      SettingError: `epochs` below the epochs already done.
+    """
+    path = Path(out_dir) / CHECKPOINT
+    config = TrainConfig.from_dict(read_metadata(path)["config"])
+    if epochs is not None:
+        config = dataclasses.replace(config, epochs=epochs)
+    run = prepare(config)
+    ts = run.train_state
+    saved = load_checkpoint(
+        path, params_like=ts.params, opt_state_like=ts.opt_state, state_like=ts.state
+    )
+    if config.epochs < saved.epoch:
+        raise SettingError(
+            f"the checkpoint in {out_dir} has {saved.epoch} epochs done; epochs="
+            f"{config.epochs} asks for fewer",
+            settings=("epochs",),
+        )
+    return run._replace(
+        train_state=TrainState(saved.params, saved.opt_state, saved.state),
+        key=saved.key,
+        start_epoch=saved.epoch,
+        history=saved.history,
+    )
+
+
+def verify_gradients(run: Run, *, examples: int = CHECK_EXAMPLES) -> CheckResult:
+    """Checks the network's hand-written gradients against `jax.grad` (float64) on the
+    first `examples` training examples, at params in general position drawn from the
+    run's seed (`fnn.check_model`); a network with dropout or batch_norm is checked in
+    training mode (one fixed dropout mask, batch statistics)."""
+    x = np.asarray(run.data.x_train[:examples])
+    y = np.asarray(run.data.y_train[:examples])
+    ctx = None
+    if run.net.takes_ctx:
+        dropout_key = jax.random.PRNGKey(run.config.seed + 1)
+        ctx = lambda params: Ctx(True, dropout_key, init_state(run.net, params))  # noqa: E731
+    return check_model(run.net, run.loss, x, y, key=run.config.seed, dtype="float64", ctx=ctx)
+
+
+def fit_run(run: Run, **overrides: Any) -> FitResult:
+    """`fnn.train.fit` on a prepared run, in memory (no files): the run's network, loss,
+    optimiser, params, data splits, key and config (epochs, batch size, grad mode,
+    patience, resume state). `overrides` replace or add `fit` keyword arguments, e.g.
+    `mode="autodiff"`, `progress=False`, `eval_train=False`."""
+    data, ts = run.data, run.train_state
+    kwargs: dict[str, Any] = dict(
+        key=run.key,
+        epochs=run.config.epochs,
+        batch_size=run.config.batch_size,
+        mode=run.config.grad,
+        task=data.task,
+        opt_state=ts.opt_state,
+        start_epoch=run.start_epoch,
+        history=run.history,
+        patience=run.config.patience,
+        state=ts.state,
+    )
+    kwargs.update(overrides)
+    train, test = (data.x_train, data.y_train), (data.x_test, data.y_test)
+    return fit(run.net, run.loss, run.optimizer, ts.params, train, test, **kwargs)
+
+
+def save(run: Run, result: FitResult, out_dir: str | Path) -> Path | None:
+    """Writes `out_dir/checkpoint.npz` for `result` (atomically); in a multi-process run,
+    process 0 alone writes (the params are replicated) and the others return None."""
+    if not is_main_process():
+        return None
+    ts = local_copy(result.train_state)
+    return save_checkpoint(
+        Path(out_dir) / CHECKPOINT,
+        params=ts.params,
+        opt_state=ts.opt_state,
+        epoch=result.epoch,
+        key=run.key,
+        config=run.config.to_dict(),
+        history=result.history,
+        state=ts.state,
+    )
+
+
+def train(
+    run: Run,
+    out_dir: str | Path,
+    *,
+    checkpoint_every: int = 10,
+    progress: bool = True,
+    mesh: Any = None,
+) -> FitResult:
+    """Fits the run up to `run.config.epochs`, checkpointing to `out_dir` every
+    `checkpoint_every` epochs and at the end.
+
+    With `mesh` (`fnn.train.parallel.make_data_mesh`), training is data-parallel over its
+    devices (see `fnn.train.fit`); in a multi-process run only process 0 writes.
+
+    On divergence (`fnn.train.NonFiniteLossError`) the last good state (the epoch before
+    the non-finite loss) is checkpointed and the error re-raised: the checkpoint in
+    `out_dir` is always one with a finite loss.
+    """
+    every = max(int(checkpoint_every), 0)
+
+    def on_epoch(result: FitResult) -> None:
+        if every and result.epoch % every == 0 and result.epoch < run.config.epochs:
+            save(run, result, out_dir)
+
+    try:
+        result = fit_run(run, progress=progress, callback=on_epoch, mesh=mesh)
+    except NonFiniteLossError as error:
+        if error.last_good.epoch > 0:
+            save(run, error.last_good, out_dir)
+        raise
+    save(run, result, out_dir)
+    return result
