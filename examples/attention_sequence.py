@@ -52,8 +52,6 @@ import numpy as np
 import optax
 
 import fnn
-from fnn.attention import multi_head_attention
-from fnn.embedding import embedding, positional_embedding
 
 
 def make_data(n: int, *, vocab: int, length: int, lag: int, seed: int):
@@ -67,18 +65,11 @@ def make_data(n: int, *, vocab: int, length: int, lag: int, seed: int):
 
 
 def model(vocab: int, width: int = 32, heads: int = 2) -> fnn.Layer:
-    """One causal transformer block over `vocab` input tokens; `vocab + 1` output classes
-    (the tokens and the blank)."""
-    return fnn.serial(
-        embedding(vocab, width),
-        positional_embedding(),
-        fnn.residual(fnn.serial(fnn.layer_norm(), multi_head_attention(heads, causal=True))),
-        fnn.residual(
-            fnn.serial(fnn.layer_norm(), fnn.dense(2 * width), fnn.gelu(), fnn.dense(width))
-        ),
-        fnn.layer_norm(),
-        fnn.dense(vocab + 1),
-    )
+    """One causal transformer block over `vocab` input tokens (`fnn.transformer`: token
+    and position embeddings, causal self-attention and a feed-forward block, each behind
+    a layer_norm and a skip connection); `vocab + 1` output classes (the tokens and the
+    blank)."""
+    return fnn.transformer(vocab, width, heads, 2 * width, outputs=vocab + 1)
 
 
 def train(

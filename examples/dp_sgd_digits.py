@@ -82,7 +82,10 @@ def train(private: bool, args, data) -> tuple[float, float]:
         epoch_fn = fnn.train.make_epoch_fn(net, loss, optimizer, batch_size=args.batch_size)
 
         def epoch(params, opt_state, key, x, y):
-            return epoch_fn(params, opt_state, key, jnp.int32(0), x, y)[:3]
+            train_state, mean_loss = epoch_fn(
+                fnn.TrainState(params, opt_state), key, jnp.int32(0), x, y
+            )
+            return train_state.params, train_state.opt_state, mean_loss
 
     start = time.perf_counter()
     for e in range(args.epochs):

@@ -71,8 +71,8 @@ def sweep(steps: int = 300, seed: int = 0) -> dict[str, np.ndarray]:
 def divergence_demo(learning_rates=(0.3, 0.5), epochs: int = 5) -> dict[float, str]:
     """Trains a small MLP on diabetes with SGD at each learning rate; what happened."""
     from fnn.data import load_dataset
-    from fnn.optim import make_optimizer
     from fnn.train import NonFiniteLossError, fit
+    from fnn.train.optim import make_optimizer
 
     data = load_dataset("diabetes")
     net = fnn.mlp([16, data.output_width], "relu")

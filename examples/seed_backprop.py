@@ -62,13 +62,13 @@ def gradient_descent(net, loss, params, x, y, *, lr: float, steps: int, mode: st
 
     @jax.jit
     def run(params):
-        def body(carry, _):
-            params, opt_state = carry
-            params, opt_state, metrics = step(params, opt_state, (x, y))
-            return (params, opt_state), metrics["loss"]
+        def body(train_state, _):
+            train_state, metrics = step(train_state, (x, y))
+            return train_state, metrics["loss"]
 
-        (params, _), losses = jax.lax.scan(body, (params, optimizer.init(params)), length=steps)
-        return params, losses
+        start = fnn.TrainState.create(net, params, optimizer)
+        train_state, losses = jax.lax.scan(body, start, length=steps)
+        return train_state.params, losses
 
     return run(params)
 

@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
 import fnn  # noqa: E402
-from fnn import parallel  # noqa: E402
+from fnn.train import distributed, parallel  # noqa: E402
 
 
 def rel_err(a, b) -> float:
@@ -60,13 +60,14 @@ def step_errors(mesh) -> dict:
         for mode in ("manual", "autodiff"):
             net, loss, params, x, y = problem(dtype)
             for name, opt in (("sgd", optax.sgd(0.1)),):  # Adam: below and in fnn train
-                state = opt.init(params)
+                start = fnn.TrainState.create(net, params, opt)
                 plain = fnn.make_train_step(net, loss, opt, mode)
                 sharded = parallel.make_sharded_train_step(net, loss, opt, mode, mesh=mesh)
-                p1, _, m1 = plain(params, state, (x, y))
-                p_rep, s_rep = parallel.replicate((params, state), mesh)
-                p2, _, m2 = sharded(p_rep, s_rep, parallel.shard_batch((x, y), mesh, 64))
-                out[f"{dtype}/{mode}/{name}/params"] = rel_err(p2, p1)
+                t1, m1 = plain(start, (x, y))
+                replicated = parallel.replicate(start, mesh)
+                t2, m2 = sharded(replicated, parallel.shard_batch((x, y), mesh, 64))
+                p2 = t2.params
+                out[f"{dtype}/{mode}/{name}/params"] = rel_err(p2, t1.params)
                 out[f"{dtype}/{mode}/{name}/loss"] = rel_err(m2["loss"], m1["loss"])
             grads_1 = fnn.value_and_grad(net, loss, mode)(params, x, y)[1]
             grad_fn = jax.jit(
@@ -77,7 +78,7 @@ def step_errors(mesh) -> dict:
             out[f"{dtype}/{mode}/grads"] = rel_err(grad_fn(params, x, y)[1], grads_1)
             out["replicated_spec"] = str(p2[0]["W"].sharding.spec)
     try:
-        sharded(p_rep, s_rep, (x[:60], y[:60]))
+        sharded(replicated, (x[:60], y[:60]))
         out["indivisible_error"] = None
     except ValueError as error:
         out["indivisible_error"] = str(error)
@@ -92,19 +93,18 @@ def fsdp_errors(mesh) -> dict:
         loss = fnn.softmax_cross_entropy()
         params = fnn.init(net, jax.random.PRNGKey(3), (48,), jnp.float64)
         opt = optax.adam(1e-2)
-        step, p_fsdp, s_fsdp = parallel.make_fsdp_train_step(
-            net, loss, opt, mode, mesh=mesh, params=params
-        )
-        out["fsdp_W0_spec"] = str(p_fsdp[0]["W"].sharding.spec)
-        out["fsdp_W0_shard_shape"] = list(p_fsdp[0]["W"].addressable_shards[0].data.shape)
+        step, t_fsdp = parallel.make_fsdp_train_step(net, loss, opt, mode, mesh=mesh, params=params)
+        W0 = t_fsdp.params[0]["W"]
+        out["fsdp_W0_spec"] = str(W0.sharding.spec)
+        out["fsdp_W0_shard_shape"] = list(W0.addressable_shards[0].data.shape)
         plain = fnn.make_train_step(net, loss, opt, mode)
-        p_plain, s_plain = params, opt.init(params)
+        t_plain = fnn.TrainState.create(net, params, opt)
         for k in range(3):
             x = jax.random.normal(jax.random.PRNGKey(10 + k), (32, 48), jnp.float64)
             y = jax.random.randint(jax.random.PRNGKey(20 + k), (32,), 0, 10)
-            p_plain, s_plain, _ = plain(p_plain, s_plain, (x, y))
-            p_fsdp, s_fsdp, _ = step(p_fsdp, s_fsdp, parallel.shard_batch((x, y), mesh, 32))
-        out[f"fsdp/{mode}"] = rel_err(p_fsdp, p_plain)
+            t_plain, _ = plain(t_plain, (x, y))
+            t_fsdp, _ = step(t_fsdp, parallel.shard_batch((x, y), mesh, 32))
+        out[f"fsdp/{mode}"] = rel_err(t_fsdp.params, t_plain.params)
     return out
 
 
@@ -120,24 +120,21 @@ def stateful_errors(mesh) -> dict:
     # rounding, and Adam would scale that rounding noise up to full-size steps.
     opt = optax.sgd(0.1)
     for mode in ("manual", "autodiff"):
-        plain = fnn.make_train_step(net, loss, opt, mode, stateful=True)
-        sharded = parallel.make_sharded_train_step(net, loss, opt, mode, mesh=mesh, stateful=True)
-        one = (params, opt.init(params), fnn.init_state(net, params))
+        plain = fnn.make_train_step(net, loss, opt, mode)
+        sharded = parallel.make_sharded_train_step(net, loss, opt, mode, mesh=mesh)
+        one = fnn.TrainState.create(net, params, opt)
         many = parallel.replicate(one, mesh)
         for k in range(3):
             x = jax.random.normal(jax.random.PRNGKey(10 + k), (64, 20), jnp.float64)
             y = jax.random.randint(jax.random.PRNGKey(20 + k), (64,), 0, 10)
             key = jax.random.PRNGKey(30 + k)
-            p1, s1, m1, st1 = plain(one[0], one[1], (x, y), one[2], key)
-            p8, s8, m8, st8 = sharded(
-                many[0], many[1], parallel.shard_batch((x, y), mesh, 64), many[2], key
-            )
-            one, many = (p1, s1, st1), (p8, s8, st8)
-        out[f"stateful/{mode}/params"] = tree_rel_err(many[0], one[0])
-        out[f"stateful/{mode}/state"] = rel_err(many[2], one[2])
+            one, m1 = plain(one, (x, y), key)
+            many, m8 = sharded(many, parallel.shard_batch((x, y), mesh, 64), key)
+        out[f"stateful/{mode}/params"] = tree_rel_err(many.params, one.params)
+        out[f"stateful/{mode}/state"] = rel_err(many.state, one.state)
         out[f"stateful/{mode}/loss"] = rel_err(m8["loss"], m1["loss"])
         moved = jax.tree.map(
-            lambda a, b: jnp.max(jnp.abs(a - b)), one[2], fnn.init_state(net, params)
+            lambda a, b: jnp.max(jnp.abs(a - b)), one.state, fnn.init_state(net, params)
         )
         out[f"stateful/{mode}/state_moved"] = float(max(jax.tree.leaves(moved)))
     x = jax.random.normal(jax.random.PRNGKey(5), (96, 20), jnp.float64)
@@ -195,7 +192,7 @@ def global_batches(k: int, batch: int):
 
 
 def main_distributed(port: int, num_processes: int, process_id: int, out_dir: str) -> dict:
-    parallel.initialize_distributed(f"127.0.0.1:{port}", num_processes, process_id, timeout_s=60)
+    distributed.initialize_distributed(f"127.0.0.1:{port}", num_processes, process_id, timeout_s=60)
     mesh = parallel.make_data_mesh()
     net, loss, params, _, _ = problem("float64")
     opt = optax.adam(1e-2)
@@ -203,15 +200,15 @@ def main_distributed(port: int, num_processes: int, process_id: int, out_dir: st
     xs, ys = global_batches(k, batch)
     rows = parallel.process_rows(batch, mesh)
     step = parallel.make_sharded_train_step(net, loss, opt, "manual", mesh=mesh)
-    p, s = parallel.replicate((params, opt.init(params)), mesh)
+    sharded = parallel.replicate(fnn.TrainState.create(net, params, opt), mesh)
     for x, y in zip(xs, ys, strict=True):  # each process feeds its rows of every batch
         local = (np.asarray(x)[rows], np.asarray(y)[rows])
-        p, s, _ = step(p, s, parallel.shard_batch(local, mesh, batch))
+        sharded, _ = step(sharded, parallel.shard_batch(local, mesh, batch))
     # The same K global batches on one device, in this process alone.
     plain = fnn.make_train_step(net, loss, opt, "manual")
-    q, t = params, opt.init(params)
+    one = fnn.TrainState.create(net, params, opt)
     for x, y in zip(xs, ys, strict=True):
-        q, t, _ = plain(q, t, (x, y))
+        one, _ = plain(one, (x, y))
     # fit over the mesh (sharded epochs, local evaluation) vs fit on one device.
     x_all = jnp.concatenate(xs)
     y_all = jnp.concatenate(ys)
@@ -223,7 +220,7 @@ def main_distributed(port: int, num_processes: int, process_id: int, out_dir: st
         "processes": jax.process_count(),
         "devices": mesh.size,
         "rows": [rows.start, rows.stop],
-        "step_params": rel_err(parallel.local_copy(p), q),
+        "step_params": rel_err(parallel.local_copy(sharded.params), one.params),
         "fit_params": rel_err(parallel.local_copy(fit_mesh.params), fit_one.params),
         "fit_train_loss": rel_err(fit_mesh.history["train_loss"], fit_one.history["train_loss"]),
     }

@@ -1,6 +1,6 @@
-"""embedding, positional_embedding and multi_head_attention: their backward against
-jax.vjp (float64 and float32), planted bugs the check must catch, causality, a known
-forward, dtypes, bad input, a whole token model's gradient, and the example."""
+"""embedding, positional_embedding and multi_head_attention beyond their catalogue items
+(tests/test_catalogue.py): planted bugs the check must catch, causality, a known
+forward, bad input, a whole token model's gradient, and the example."""
 
 import importlib.util
 import math
@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 
 import fnn
-from fnn.attention import multi_head_attention
-from fnn.embedding import embedding, positional_embedding
+from fnn.layers import embedding, multi_head_attention, positional_embedding
 
 KEY = jax.random.PRNGKey(0)
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -24,63 +23,19 @@ def token_ids(vocab):
     return lambda key, shape, dtype: jax.random.randint(key, shape, 0, vocab)
 
 
-# name: (factory, in_shape, make_input). T != D everywhere, so a transposed axis shows.
-CASES = {
-    "embedding": (lambda: embedding(7, 3), (6,), token_ids(7)),
-    "positional_embedding": (positional_embedding, (5, 4), None),
-    "attention_1_head": (lambda: multi_head_attention(1), (3, 4), None),
-    "attention_2_heads_causal": (lambda: multi_head_attention(2, causal=True), (5, 4), None),
-    "attention_4_heads_causal_no_bias": (
-        lambda: multi_head_attention(4, causal=True, use_bias=False),
-        (3, 8),
-        None,
-    ),
-}
-SHAPE_CASES = {
-    **CASES,
-    "embedding_1d_ids": (lambda: embedding(5, 4), (), token_ids(5)),
-    "embedding_2d_ids": (lambda: embedding(5, 4), (2, 3), token_ids(5)),
-}
+def test_embedding_of_one_id_per_example():
+    """in_shape () — a batch of single ids — gives (batch, features); shapes only."""
+    layer = embedding(5, 4)
+    out_shape, params = layer.init(KEY, (), jnp.float32)
+    ids = jax.ShapeDtypeStruct((3,), jnp.int32)
 
-
-def test_every_case_is_a_builtin_check():
-    """tests/test_builtins.py runs every built-in check in float64 (with finite
-    differences) and float32; these layers are among them."""
-    from fnn.check import BUILTIN_CHECKS, SEQUENCE_LAYERS
-
-    assert set(SEQUENCE_LAYERS) <= set(BUILTIN_CHECKS)
-    for name, (factory, in_shape, _) in CASES.items():
-        builtin = {n: (f().name, s) for n, (f, s, _) in SEQUENCE_LAYERS.items()}
-        assert (factory().name, in_shape) in builtin.values(), name
-
-
-def test_backward_matches_vjp_float32():
-    """All three layers in one float32 check (one compile): every table and weight's
-    gradient is a leaf of the report, and the attention's dx reaches the tables."""
-    net = fnn.serial(embedding(7, 4), positional_embedding(), multi_head_attention(2, causal=True))
-    result = fnn.check_layer(net, (5,), dtype="float32", make_input=token_ids(7))
-    assert result.passed, str(result)
-    assert result.max_rel_err <= 1e-5
-    assert len(result.leaves) == 6  # table, table, W_qkv, b_qkv, W_o, b_o (x is float0)
-
-
-@pytest.mark.parametrize("name", list(SHAPE_CASES))
-def test_output_shape_agrees_with_init_and_grads_with_params(name):
-    """Shapes only (jax.eval_shape traces, computes nothing)."""
-    factory, in_shape, make_input = SHAPE_CASES[name]
-    layer = factory()
-    out_shape, params = layer.init(KEY, in_shape, jnp.float32)
-    dtype = jnp.int32 if make_input else jnp.float32
-    x = jax.ShapeDtypeStruct((3, *in_shape), dtype)
-
-    def run(params, x):
-        y, residuals = layer.forward(params, x)
+    def run(params, ids):
+        y, residuals = layer.forward(params, ids)
         return y, layer.backward(params, residuals, jnp.ones_like(y))
 
-    y, (dparams, dx) = jax.eval_shape(run, params, x)
-    assert y.shape == (3, *out_shape)
-    assert dx.shape == x.shape
-    assert jax.tree.map(jnp.shape, dparams) == jax.tree.map(jnp.shape, params)
+    y, (dparams, dx) = jax.eval_shape(run, params, ids)
+    assert out_shape == (4,) and y.shape == (3, 4) and dx.shape == (3,)
+    assert dparams["table"].shape == (5, 4)
 
 
 # ------------------------------------------------------------------------ the forward
@@ -248,31 +203,6 @@ def test_planted_positional_bug_first_example_only_is_caught():
     assert not result.passed and result.leaves["params['table']"]["rel"] > 0.1, str(result)
 
 
-# ------------------------------------------------------------------------ dtypes
-@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
-def test_dtype_passes_through(dtype):
-    """y and every gradient keep the params' dtype; one compiled program per dtype."""
-    emb, pos, att = embedding(5, 4), positional_embedding(), multi_head_attention(2, causal=True)
-    params = [
-        layer.init(KEY, (3, 4) if layer is not emb else (3,), dtype)[1] for layer in (emb, pos, att)
-    ]
-    ids = jnp.array([[0, 4, 4], [1, 2, 3]])
-    x = jax.random.normal(KEY, (2, 3, 4), dtype)
-
-    @jax.jit
-    def run(params, ids, x):
-        out = []
-        for layer, p, inp in zip((emb, pos, att), params, (ids, x, x), strict=True):
-            y, residuals = layer.forward(p, inp)
-            out.append((y, *layer.backward(p, residuals, jnp.ones_like(y))))
-        return out
-
-    for name, (y, dparams, dx) in zip(("emb", "pos", "att"), run(params, ids, x), strict=True):
-        assert y.dtype == dtype, name
-        assert all(leaf.dtype == dtype for leaf in jax.tree.leaves(dparams)), name
-        assert dx.dtype == (jax.dtypes.float0 if name == "emb" else dtype), name
-
-
 # ------------------------------------------------------------------------ bad input
 def test_attention_bad_input_names_layer_expected_and_received_shape():
     layer = multi_head_attention(2)
@@ -339,8 +269,8 @@ def test_errors_inside_serial_name_the_layer():
     params = fnn.init(net, KEY, (3,))
     with pytest.raises(
         ValueError,
-        match=r"layer 1 \(positional_embedding\): expected input "
-        r"of shape \(batch, 3, 4\), got \(2, 6, 4\)",
+        match=r"positional_embedding: expected input of shape \(batch, 3, 4\), got "
+        r"\(2, 6, 4\)\nin layer 1 \(positional_embedding\)",
     ):
         net.forward(params, jnp.zeros((2, 6), jnp.int32))
 

@@ -15,15 +15,17 @@ def test_input_width_mismatch_names_layer_index_kind_and_shapes():
     params = fnn.init(net, KEY, (100,))
     with pytest.raises(ValueError) as info:
         fnn.apply(net, params, jnp.ones((8, 99), jnp.float32))
-    message = str(info.value)
-    assert "layer 0 (dense(5))" in message
+    message = "\n".join([str(info.value), *info.value.__notes__])
+    assert "in layer 0 (dense(5)) of serial(" in message
     assert "(batch, ..., 100)" in message and "(8, 99)" in message
 
 
 def test_params_for_another_network_name_the_layer():
     net = fnn.mlp([5, 4, 1], "sigmoid")
     other = fnn.init(fnn.mlp([5, 3, 1], "sigmoid"), KEY, (100,))
-    with pytest.raises(ValueError, match=r"layer 2 \(dense\(4\)\): expected W of shape"):
+    with pytest.raises(
+        ValueError, match=r"dense\(4\): expected W of shape .*\nin layer 2 \(dense\(4\)\)"
+    ):
         fnn.apply(net, other, jnp.ones((8, 100), jnp.float32))
 
 

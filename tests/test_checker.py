@@ -131,13 +131,9 @@ def test_cli_check_writes_json_and_exits_zero(tmp_path, capsys):
 
 
 def test_cli_check_exits_one_on_failure(monkeypatch, capsys):
-    from fnn import check
+    from fnn.check import CASES, LayerCase
 
-    monkeypatch.setitem(
-        check.BUILTIN_CHECKS,
-        "dense",
-        lambda dtype, finite_differences: fnn.check_layer(dense_bug("sign_flip"), (3,)),
-    )
+    monkeypatch.setitem(CASES, "dense", LayerCase(lambda: dense_bug("sign_flip"), (3,)))
     assert main(["check", "dense"]) == 1
     assert "FAIL" in capsys.readouterr().out
 

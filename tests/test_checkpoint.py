@@ -1,4 +1,4 @@
-"""Tests for fnn.checkpoint: round trips, readable format, mismatches, corruption, atomicity."""
+"""fnn.train.checkpoint: round trips, readable format, mismatches, corruption, atomicity."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import optax
 import pytest
 
 import fnn
-from fnn import checkpoint as ckpt
-from fnn.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
+from fnn.train import checkpoint as ckpt
+from fnn.train.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 
 
 def _mlp_params(features, dtype, seed):

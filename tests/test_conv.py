@@ -1,6 +1,6 @@
-"""Convolution, pooling and flatten: the battery of test_builtins.py (its float64 and
-float32 checks already run every item of fnn.check.CONV_LAYERS), plus forward references,
-shapes for every padding/stride/dilation, ties in max_pool, planted bugs, bad input."""
+"""Convolution, pooling and flatten beyond their catalogue items (tests/test_catalogue.py):
+forward references, shapes for every padding/stride/dilation, ties in max_pool, planted
+bugs, bad input."""
 
 import itertools
 
@@ -8,60 +8,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from battery import assert_dtype_passes_through, forward_backward
 from jax import lax
 
 import fnn
-from fnn import conv
-from fnn.check import CONV_LAYERS
+from fnn.layers.spatial import resolve_padding
 
 KEY = jax.random.PRNGKey(0)
 
 
 def _random(shape, dtype=jnp.float64, key=KEY):
     return jax.random.normal(key, shape, dtype)
-
-
-# ------------------------------------------------------------------- shapes and dtypes
-
-
-@pytest.mark.parametrize("name", list(CONV_LAYERS))
-def test_output_shape_agrees_with_init_and_vjp_shapes_with_inputs(name):
-    """Shapes only (jax.eval_shape traces, computes nothing); the values are checked by
-    test_builtins.py, which runs every item of CONV_LAYERS in float64 and float32."""
-    factory, in_shape = CONV_LAYERS[name]
-    layer = factory()
-    promised = []
-
-    def init():
-        out_shape, params = layer.init(KEY, in_shape, jnp.float32)
-        promised.append(out_shape)  # a static shape: eval_shape returns only arrays
-        return params
-
-    params = jax.eval_shape(init)
-    (out_shape,) = promised
-    x = jax.ShapeDtypeStruct((3, *in_shape), jnp.float32)
-    y, _, dparams, dx = jax.eval_shape(lambda p, x: forward_backward(layer, p, x), params, x)
-    assert y.shape == (3, *out_shape)
-    assert dx.shape == x.shape
-    assert jax.tree.structure(dparams) == jax.tree.structure(params)
-    assert jax.tree.map(jnp.shape, dparams) == jax.tree.map(jnp.shape, params)
-
-
-DTYPE_ITEMS = [
-    "conv2d_stride2",
-    "conv1d_stride2_valid_dilation2",
-    "max_pool_3x3_stride1_same",
-    "avg_pool_3x3_stride2_same",
-    "flatten",
-]
-
-
-@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64, jnp.bfloat16])
-def test_dtype_passes_through(dtype):
-    """y, dx and every gradient keep the input dtype (one compiled program per dtype)."""
-    items = [(name, CONV_LAYERS[name][0](), CONV_LAYERS[name][1]) for name in DTYPE_ITEMS]
-    assert_dtype_passes_through(items, dtype)
 
 
 PADDINGS = ["SAME", "VALID", ((1, 2), (0, 3)), ((3, 0), (2, 2))]
@@ -75,7 +31,7 @@ def test_conv2d_init_shape_matches_the_forward_and_lax_for_every_padding():
     for size, kernel, stride, padding, dilation in itertools.product(
         (5, 6, 7), (1, 2, 3), (1, 2, 3), PADDINGS, (1, 2)
     ):
-        layer = conv.conv2d(4, kernel, stride=stride, padding=padding, dilation=dilation)
+        layer = fnn.conv2d(4, kernel, stride=stride, padding=padding, dilation=dilation)
         in_shape = (size, size + 1, 2)
         x = jax.ShapeDtypeStruct((2, *in_shape), jnp.float32)
         W = jax.ShapeDtypeStruct((kernel, kernel, 2, 4), jnp.float32)
@@ -104,7 +60,7 @@ def test_conv2d_init_shape_matches_the_forward_and_lax_for_every_padding():
 
 def test_conv2d_too_small_an_input_names_the_sizes():
     with pytest.raises(ValueError, match=r"conv2d\(4, 5x5, VALID\).*\(3, 3\).*no output"):
-        conv.conv2d(4, 5, padding="VALID").init(KEY, (3, 3, 1))
+        fnn.conv2d(4, 5, padding="VALID").init(KEY, (3, 3, 1))
 
 
 # ------------------------------------------------------------------ forward references
@@ -113,15 +69,13 @@ def test_conv2d_too_small_an_input_names_the_sizes():
 @pytest.mark.parametrize("stride, padding, dilation", [(1, "SAME", 1), (2, "VALID", 2)])
 def test_conv2d_forward_is_the_textbook_sum(stride, padding, dilation):
     """y[b, i, j, co] = Σ x[b, i·s + p·d − lo, j·s + q·d − lo, ci]·W[p, q, ci, co] + b[co]."""
-    layer = conv.conv2d(3, 2, stride=stride, padding=padding, dilation=dilation)
+    layer = fnn.conv2d(3, 2, stride=stride, padding=padding, dilation=dilation)
     _, params = layer.init(KEY, (5, 6, 2), jnp.float64)
     params["b"] = _random((3,), key=jax.random.PRNGKey(3))
     x = np.asarray(_random((2, 5, 6, 2)))
     y = np.asarray(fnn.apply(layer, params, x))
     W, b = np.asarray(params["W"]), np.asarray(params["b"])
-    (lo_h, _), (lo_w, _) = conv.resolve_padding(
-        padding, (5, 6), (2, 2), (stride,) * 2, (dilation,) * 2
-    )
+    (lo_h, _), (lo_w, _) = resolve_padding(padding, (5, 6), (2, 2), (stride,) * 2, (dilation,) * 2)
     expected = np.zeros_like(y)
     for i, j in np.ndindex(*y.shape[1:3]):
         for p, q in np.ndindex(2, 2):
@@ -132,8 +86,8 @@ def test_conv2d_forward_is_the_textbook_sum(stride, padding, dilation):
 
 
 def test_conv1d_is_conv2d_with_a_unit_height():
-    c1 = conv.conv1d(3, 3, stride=2, padding="SAME", dilation=2)
-    c2 = conv.conv2d(3, (1, 3), stride=(1, 2), padding="SAME", dilation=(1, 2))
+    c1 = fnn.conv1d(3, 3, stride=2, padding="SAME", dilation=2)
+    c2 = fnn.conv2d(3, (1, 3), stride=(1, 2), padding="SAME", dilation=(1, 2))
     _, p1 = c1.init(KEY, (9, 2), jnp.float64)
     p2 = {"W": p1["W"][None], "b": p1["b"]}
     x = _random((2, 9, 2))
@@ -164,9 +118,9 @@ def test_max_pool_matches_reduce_window_and_its_vjp_with_ties(window, stride, pa
     """Inputs drawn from {0, 1, 2}: most windows hold tied maxima. The backward routes dy
     to the first maximum in row-major window order, as jax.vjp of reduce_window does."""
     x = jnp.asarray(np.random.default_rng(0).integers(0, 3, (2, 7, 6, 2)), jnp.float64)
-    layer = conv.max_pool(window, stride, padding)
+    layer = fnn.max_pool(window, stride, padding)
     y, residuals = jax.jit(layer.forward)((), x)
-    pads = conv.resolve_padding(padding, (7, 6), (window,) * 2, (stride,) * 2)
+    pads = resolve_padding(padding, (7, 6), (window,) * 2, (stride,) * 2)
     reference, vjp = jax.vjp(lambda x: _reduce_window_max(x, window, stride, pads), x)
     np.testing.assert_array_equal(y, reference)
     dy = _random(y.shape, key=jax.random.PRNGKey(2))
@@ -177,14 +131,14 @@ def test_max_pool_matches_reduce_window_and_its_vjp_with_ties(window, stride, pa
 
 def test_max_pool_propagates_nan():
     x = jnp.zeros((1, 4, 4, 1), jnp.float32).at[0, 1, 1, 0].set(jnp.nan)
-    y = fnn.apply(conv.max_pool(2), (), x)
+    y = fnn.apply(fnn.max_pool(2), (), x)
     assert np.isnan(y[0, 0, 0, 0]) and not np.isnan(y[0, 1, 1, 0])
 
 
 @pytest.mark.parametrize("window, stride, padding", POOLS)
 def test_avg_pool_divides_by_the_real_elements_of_each_window(window, stride, padding):
     x = _random((2, 7, 6, 2))
-    pads = conv.resolve_padding(padding, (7, 6), (window,) * 2, (stride,) * 2)
+    pads = resolve_padding(padding, (7, 6), (window,) * 2, (stride,) * 2)
 
     def window_sum(x):
         return lax.reduce_window(
@@ -192,7 +146,7 @@ def test_avg_pool_divides_by_the_real_elements_of_each_window(window, stride, pa
         )
 
     count = window_sum(jnp.ones((1, 7, 6, 1), jnp.float64))  # padding adds nothing
-    y = jax.jit(conv.avg_pool(window, stride, padding).forward)((), x)[0]
+    y = jax.jit(fnn.avg_pool(window, stride, padding).forward)((), x)[0]
     np.testing.assert_allclose(y, window_sum(x) / count, rtol=1e-12)
     if padding == "VALID":
         np.testing.assert_allclose(y, window_sum(x) / window**2, rtol=1e-12)
@@ -200,7 +154,7 @@ def test_avg_pool_divides_by_the_real_elements_of_each_window(window, stride, pa
 
 def test_flatten_is_row_major_and_its_backward_reshapes_back():
     x = _random((2, 3, 4, 5))
-    layer = conv.flatten()
+    layer = fnn.flatten()
     y, residuals = layer.forward((), x)
     np.testing.assert_array_equal(y, np.asarray(x).reshape(2, 60))
     np.testing.assert_array_equal(layer.backward((), residuals, y)[1], x)
@@ -211,12 +165,12 @@ def test_flatten_is_row_major_and_its_backward_reshapes_back():
 
 def conv2d_bug(kind: str, stride: int = 1) -> fnn.Layer:
     """fnn.conv2d(3, 3) with one classic mistake planted in its backward."""
-    good = conv.conv2d(3, 3, stride=stride)
+    good = fnn.conv2d(3, 3, stride=stride)
 
     def backward(params, x, dy):
         W = params["W"]
         n, o = x.shape[1:3], dy.shape[1:3]
-        pads = conv.resolve_padding("SAME", n, (3, 3), (stride, stride))
+        pads = resolve_padding("SAME", n, (3, 3), (stride, stride))
         W_used = W if kind == "unflipped_kernel" else jnp.flip(W, axis=(0, 1))
         lhs_dilation = (1, 1) if kind == "stride_ignored" else (stride, stride)
         dx_pads = [
@@ -274,8 +228,8 @@ def test_checker_catches_planted_conv2d_bugs(kind, stride):
 
 
 def test_checker_catches_a_max_pool_that_spreads_dy_over_the_window():
-    good = conv.max_pool(2)
-    spread = conv.avg_pool(2)
+    good = fnn.max_pool(2)
+    spread = fnn.avg_pool(2)
 
     def backward(params, residuals, dy):
         _, dx = spread.backward((), residuals.in_shape, 4 * dy)  # dy to every element
@@ -291,11 +245,11 @@ def test_checker_catches_a_max_pool_that_spreads_dy_over_the_window():
 @pytest.mark.parametrize(
     "layer, in_shape, x_shape, expected",
     [
-        (conv.conv2d(4, 3), (6, 6, 2), (2, 6, 6, 3), "(batch, height, width, 2)"),
-        (conv.conv2d(4, 3), (6, 6, 2), (2, 36, 2), "(batch, height, width, 2)"),
-        (conv.conv1d(4, 3), (7, 2), (2, 7, 1, 2), "(batch, width, 2)"),
-        (conv.max_pool(2), (6, 6, 2), (2, 36), "(batch, height, width, channels)"),
-        (conv.avg_pool((2,)), (6, 2), (2, 6, 6, 2), "(batch, width, channels)"),
+        (fnn.conv2d(4, 3), (6, 6, 2), (2, 6, 6, 3), "(batch, height, width, 2)"),
+        (fnn.conv2d(4, 3), (6, 6, 2), (2, 36, 2), "(batch, height, width, 2)"),
+        (fnn.conv1d(4, 3), (7, 2), (2, 7, 1, 2), "(batch, width, 2)"),
+        (fnn.max_pool(2), (6, 6, 2), (2, 36), "(batch, height, width, channels)"),
+        (fnn.avg_pool((2,)), (6, 2), (2, 6, 6, 2), "(batch, width, channels)"),
     ],
 )
 def test_wrong_rank_or_channels_name_the_layer_the_expected_and_the_received_shape(
@@ -309,28 +263,28 @@ def test_wrong_rank_or_channels_name_the_layer_the_expected_and_the_received_sha
 
 
 def test_wrong_rank_in_a_network_names_the_layer_index():
-    net = conv.cnn(10)
+    net = fnn.cnn(10)
     params = jax.eval_shape(lambda: fnn.init(net, KEY, (8, 8, 1)))  # the check needs shapes
-    with pytest.raises(ValueError, match=r"layer 0 \(conv2d\(16, 3x3, SAME\)\).*got \(4, 64\)"):
+    with pytest.raises(ValueError, match=r"got \(4, 64\)\nin layer 0 \(conv2d\(16, 3x3, SAME\)\)"):
         fnn.apply(net, params, jnp.ones((4, 64), jnp.float32))
 
 
 def test_init_with_a_flat_shape_says_what_it_needs():
     with pytest.raises(ValueError, match=r"conv2d.*\(height, width, channels\).*got \(64,\)"):
-        conv.conv2d(4, 3).init(KEY, (64,))
+        fnn.conv2d(4, 3).init(KEY, (64,))
 
 
 @pytest.mark.parametrize(
     "call, match",
     [
-        (lambda: conv.conv2d(0, 3), "out_channels"),
-        (lambda: conv.conv2d(4, (3, 3, 3)), "kernel_size"),
-        (lambda: conv.conv2d(4, 3, stride=0), "stride"),
-        (lambda: conv.conv2d(4, 3, padding="FULL"), "padding"),
-        (lambda: conv.conv2d(4, 3, padding=((1, 1),)), "padding"),
-        (lambda: conv.conv1d(4, 3, padding=(-1, 0)), "padding"),
-        (lambda: conv.max_pool((2, 2, 2)), "window"),
-        (lambda: conv.cnn(10, channels=(8,), strides=(1, 2)), "strides"),
+        (lambda: fnn.conv2d(0, 3), "out_channels"),
+        (lambda: fnn.conv2d(4, (3, 3, 3)), "kernel_size"),
+        (lambda: fnn.conv2d(4, 3, stride=0), "stride"),
+        (lambda: fnn.conv2d(4, 3, padding="FULL"), "padding"),
+        (lambda: fnn.conv2d(4, 3, padding=((1, 1),)), "padding"),
+        (lambda: fnn.conv1d(4, 3, padding=(-1, 0)), "padding"),
+        (lambda: fnn.max_pool((2, 2, 2)), "window"),
+        (lambda: fnn.cnn(10, channels=(8,), strides=(1, 2)), "strides"),
     ],
 )
 def test_invalid_hyperparameters(call, match):
@@ -339,7 +293,7 @@ def test_invalid_hyperparameters(call, match):
 
 
 def test_integer_input_is_a_type_error():
-    layer = conv.conv2d(2, 3)
+    layer = fnn.conv2d(2, 3)
     params = fnn.init(layer, KEY, (4, 4, 1))
     with pytest.raises(TypeError, match="floating-point"):
         fnn.apply(layer, params, jnp.ones((1, 4, 4, 1), jnp.int32))
@@ -358,7 +312,7 @@ def test_train_config_model_cnn_builds_the_cnn_on_images_and_refuses_flat_data(t
     assert run.data.x_train.shape[1:] == (8, 8, 1)
     assert run.net.name.startswith("serial(conv2d(16, 3x3, SAME), relu, conv2d(32, 3x3, stride")
     assert experiment.verify_gradients(run, examples=8).passed
-    with pytest.raises(ValueError, match=r"--model cnn needs an image data set.*\(4,\)"):
+    with pytest.raises(ValueError, match=r"the cnn model needs an image data set.*\(4,\)"):
         experiment.prepare(experiment.TrainConfig(model="cnn", dataset="iris"))
     args = ["train", "--model", "cnn", "--dataset", "iris", "--out", str(tmp_path / "iris")]
     assert main(args) == 2

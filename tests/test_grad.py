@@ -61,10 +61,10 @@ def test_make_train_step_compiles_once_and_descends(problem):
     net, loss, params, x, y = problem
     optimizer = optax.sgd(0.5)
     step = fnn.make_train_step(net, loss, optimizer, "manual")
-    opt_state = optimizer.init(params)
+    train_state = fnn.TrainState.create(net, params, optimizer)
     losses = []
     for _ in range(5):
-        params, opt_state, metrics = step(params, opt_state, (x, y))
+        train_state, metrics = step(train_state, (x, y))
         losses.append(float(metrics["loss"]))
     assert step._cache_size() == 1
     assert losses[-1] < losses[0]

@@ -1,44 +1,14 @@
-"""layer_norm and residual: the battery of test_builtins.py (its float64 and float32
-checks already run every item of fnn.check.NORM_AND_RESIDUAL_LAYERS), plus shapes,
-dtypes, a known-value forward, planted bugs and bad input."""
+"""layer_norm and residual beyond their catalogue items (tests/test_catalogue.py):
+known-value forwards, planted bugs and bad input."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from battery import assert_dtype_passes_through, forward_backward
 
 import fnn
-from fnn.check import BUILTIN_CHECKS, NORM_AND_RESIDUAL_LAYERS
 
 KEY = jax.random.PRNGKey(0)
-
-
-def test_every_item_is_a_builtin_check():
-    """test_builtins.py runs these in float64 (vjp and finite differences) and float32."""
-    assert set(NORM_AND_RESIDUAL_LAYERS) <= set(BUILTIN_CHECKS)
-
-
-@pytest.mark.parametrize("name", list(NORM_AND_RESIDUAL_LAYERS))
-def test_output_shape_agrees_with_init_and_vjp_shapes_with_inputs(name):
-    """Shapes only (jax.eval_shape traces, computes nothing)."""
-    factory, in_shape = NORM_AND_RESIDUAL_LAYERS[name]
-    layer = factory()
-    out_shape, params = layer.init(KEY, in_shape, jnp.float32)
-    assert out_shape == in_shape
-    x = jax.ShapeDtypeStruct((3, *in_shape), jnp.float32)
-    y, _, dparams, dx = jax.eval_shape(lambda p, x: forward_backward(layer, p, x), params, x)
-    assert y.shape == (3, *out_shape)
-    assert dx.shape == x.shape
-    assert jax.tree.structure(dparams) == jax.tree.structure(params)
-    assert jax.tree.map(jnp.shape, dparams) == jax.tree.map(jnp.shape, params)
-
-
-@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64, jnp.bfloat16])
-def test_dtype_passes_through(dtype):
-    """y, dx and every gradient keep the input dtype (one compiled program per dtype)."""
-    items = [(name, make(), shape) for name, (make, shape) in NORM_AND_RESIDUAL_LAYERS.items()]
-    assert_dtype_passes_through(items, dtype)
 
 
 def test_layer_norm_rows_have_mean_zero_and_unit_variance():
@@ -122,7 +92,9 @@ def test_layer_norm_in_a_network_names_the_layer_index():
     net = fnn.serial(fnn.dense(4), fnn.layer_norm())
     params = fnn.init(net, KEY, (3,), jnp.float32)
     params = (params[0], {k: v[:3] for k, v in params[1].items()})
-    with pytest.raises(ValueError, match=r"layer 1 \(layer_norm\).*\(batch, \.\.\., 3\).*\(2, 4\)"):
+    with pytest.raises(
+        ValueError, match=r"\(batch, \.\.\., 3\).*\(2, 4\)\nin layer 1 \(layer_norm\)"
+    ):
         fnn.apply(net, params, jnp.ones((2, 3), jnp.float32))
 
 

@@ -1,7 +1,7 @@
 """Data parallel over a mesh and over several processes: every run is a subprocess with
 its own environment (forced CPU devices, jax.distributed on 127.0.0.1), always ended by a
-timeout; this process never sets XLA_FLAGS. tests/parallel_worker.py does the work and
-prints its measurements; the tests judge them."""
+timeout; this process never forces devices. tests/parallel_worker.py does the work and
+prints its measurements; the tests judge them. The subprocess tests are slow."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import jax
 import pytest
 
-from fnn import parallel
+from fnn.train import distributed, parallel
 
 WORKER = Path(__file__).with_name("parallel_worker.py")
 ROOT = WORKER.parent.parent
@@ -30,10 +30,12 @@ def free_port() -> int:
 
 
 def env(devices: int | None = None) -> dict[str, str]:
-    values = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    values["JAX_PLATFORMS"] = "cpu"
+    """This process's environment (its XLA flags included), on the CPU, with `devices`
+    forced CPU devices."""
+    values = dict(os.environ, JAX_PLATFORMS="cpu")
     if devices is not None:
-        values["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+        flags = values.get("XLA_FLAGS", "")
+        values["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={devices}"
     return values
 
 
@@ -62,6 +64,7 @@ def mesh_run(tmp_path_factory):
 TOLERANCE = {"float32": 1e-5, "float64": 1e-12}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("mode", ["manual", "autodiff"])
 def test_eight_device_step_equals_one_device_step(mesh_run, dtype, mode):
@@ -71,12 +74,14 @@ def test_eight_device_step_equals_one_device_step(mesh_run, dtype, mode):
         assert mesh_run[f"{dtype}/{mode}/{what}"] <= TOLERANCE[dtype], what
 
 
+@pytest.mark.slow
 def test_batch_not_divisible_by_devices_names_both_numbers(mesh_run):
     message = mesh_run["indivisible_error"]
     assert message is not None
     assert "batch size 60" in message and "8 devices" in message
 
 
+@pytest.mark.slow
 def test_fsdp_step_shards_weights_and_equals_the_replicated_step(mesh_run):
     assert mesh_run["fsdp_W0_spec"] == "P('data', None)"
     assert mesh_run["fsdp_W0_shard_shape"] == [48 // 8, 64]  # each device: 1/8 of the rows
@@ -84,6 +89,7 @@ def test_fsdp_step_shards_weights_and_equals_the_replicated_step(mesh_run):
     assert mesh_run["fsdp/autodiff"] <= 1e-12
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["manual", "autodiff"])
 def test_batch_norm_and_dropout_step_on_eight_devices_equals_one_device(mesh_run, mode):
     """Batch statistics over the global batch, dropout masks drawn for the global batch:
@@ -93,11 +99,13 @@ def test_batch_norm_and_dropout_step_on_eight_devices_equals_one_device(mesh_run
     assert mesh_run[f"stateful/{mode}/state_moved"] > 1e-3  # the statistics did update
 
 
+@pytest.mark.slow
 def test_fit_with_batch_norm_and_dropout_on_eight_devices_equals_one_device(mesh_run):
     for what in ("params", "state", "test_loss"):
         assert mesh_run[f"stateful/fit/{what}"] <= 1e-12, what
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_fnn_train_on_eight_devices_equals_one_device(mesh_run, dtype):
     assert mesh_run[f"cli/{dtype}/train_loss"] <= TOLERANCE[dtype]
@@ -126,6 +134,7 @@ def _run_processes(commands: list[list[str]], timeout: float) -> list[subprocess
     return done
 
 
+@pytest.mark.slow
 def test_two_processes_reach_the_one_process_params(tmp_path):
     port = free_port()
     commands = [
@@ -145,6 +154,7 @@ def test_two_processes_reach_the_one_process_params(tmp_path):
         assert r["fit_train_loss"] <= 1e-12
 
 
+@pytest.mark.slow
 def test_fnn_train_on_two_processes_writes_from_process_zero_only(tmp_path):
     port = free_port()
     outs = [tmp_path / "p0", tmp_path / "p1"]
@@ -167,6 +177,7 @@ def test_fnn_train_on_two_processes_writes_from_process_zero_only(tmp_path):
     assert not outs[1].exists()
 
 
+@pytest.mark.slow
 def test_unreachable_coordinator_is_a_clear_error_within_the_timeout():
     port = free_port()  # nobody listens there
     command = [*FNN, "train", "--coordinator", f"127.0.0.1:{port}"]
@@ -176,6 +187,7 @@ def test_unreachable_coordinator_is_a_clear_error_within_the_timeout():
     assert f"could not reach the coordinator at 127.0.0.1:{port} within 3 s" in done.stderr
 
 
+@pytest.mark.slow
 def test_process_zero_alone_ends_within_the_timeout_saying_what_it_waited_for():
     port = free_port()
     command = [*FNN, "train", "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2"]
@@ -191,11 +203,11 @@ def test_process_zero_alone_ends_within_the_timeout_saying_what_it_waited_for():
 
 def test_bad_addresses_and_ids_are_value_errors():
     with pytest.raises(ValueError, match="HOST:PORT"):
-        parallel.parse_address("localhost")
+        distributed.parse_address("localhost")
     with pytest.raises(ValueError, match="HOST:PORT"):
-        parallel.parse_address("localhost:99999")
+        distributed.parse_address("localhost:99999")
     with pytest.raises(ValueError, match=r"process id must be in \[0, 2\)"):
-        parallel.initialize_distributed("127.0.0.1:1234", 2, 2)
+        distributed.initialize_distributed("127.0.0.1:1234", 2, 2)
 
 
 def test_mesh_of_more_devices_than_there_are_names_the_count():
@@ -217,10 +229,11 @@ def test_one_device_mesh_step_equals_the_plain_step():
     x = jax.random.normal(jax.random.PRNGKey(1), (6, 4), jnp.float64)
     y = jnp.array([0, 1, 2, 0, 1, 2])
     opt = optax.sgd(0.1)
-    p1, _, _ = fnn.make_train_step(net, loss, opt)(params, opt.init(params), (x, y))
+    start = fnn.TrainState.create(net, params, opt)
+    one, _ = fnn.make_train_step(net, loss, opt)(start, (x, y))
     step = parallel.make_sharded_train_step(net, loss, opt, mesh=mesh)
-    p2, _, _ = step(*parallel.replicate((params, opt.init(params)), mesh), (x, y))
-    for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p2), strict=True):
+    sharded, _ = step(parallel.replicate(start, mesh), (x, y))
+    for a, b in zip(jax.tree.leaves(one.params), jax.tree.leaves(sharded.params), strict=True):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-14, atol=0)
 
 
@@ -232,7 +245,8 @@ def test_fnn_train_scale_flags_are_checked_before_anything_runs(tmp_path, capsys
     assert "got only --coordinator" in capsys.readouterr().err
     devices = jax.local_device_count() + 1
     assert main(["train", "--devices", str(devices), "--out", out]) == 2
-    assert f"--devices {devices}: this process has" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"devices={devices}: this process has" in err and "(set with --devices)" in err
     assert not (tmp_path / "run").exists()
 
 

@@ -1,7 +1,7 @@
 """batch_norm and dropout: the Ctx contract (training/evaluation, keys, running
 statistics), their backward passes against planted bugs, and their state through
-training steps, fit and checkpoints. The float64/float32 checks of every item are in
-tests/test_builtins.py (STATEFUL_LAYERS are built-in checks)."""
+training steps, fit and checkpoints. Their float64/float32 checks against jax.vjp and
+finite differences are catalogue items (tests/test_catalogue.py)."""
 
 import jax
 import jax.numpy as jnp
@@ -10,15 +10,10 @@ import optax
 import pytest
 
 import fnn
-from fnn.check import BUILTIN_CHECKS, STATEFUL_LAYERS
-from fnn.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from fnn.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 KEY = jax.random.PRNGKey(0)
 TRAIN = fnn.Ctx(train=True)
-
-
-def test_every_item_is_a_builtin_check():
-    assert set(STATEFUL_LAYERS) <= set(BUILTIN_CHECKS)
 
 
 # ---------------------------------------------------------------------------------------
@@ -74,7 +69,9 @@ def test_evaluation_uses_the_running_statistics_not_the_batch():
 def test_evaluation_without_running_statistics_says_how_to_get_them():
     net = fnn.serial(fnn.dense(4), fnn.batch_norm())
     params = fnn.init(net, KEY, (3,))
-    with pytest.raises(ValueError, match=r"layer 1 \(batch_norm\): evaluation uses the running"):
+    with pytest.raises(
+        ValueError, match=r"batch_norm: evaluation uses the running(?s:.*)in layer 1 \(batch_norm\)"
+    ):
         fnn.apply(net, params, jnp.ones((2, 3)))
     with pytest.raises(ValueError, match="fnn.init_state"):
         fnn.apply(net, params, jnp.ones((2, 3)), fnn.Ctx())
@@ -111,7 +108,7 @@ def _bn_bug(kind):
     good = fnn.batch_norm()
 
     def backward(params, res, dy):
-        x_hat, inv = res["x_hat"], res["inv_sigma"]
+        x_hat, inv = res.x_hat, res.inv_sigma
         axes = tuple(range(dy.ndim - 1))
         g = dy * params["scale"].reshape((1,) * (dy.ndim - 1) + (-1,))
         grads = {"scale": jnp.sum(dy * x_hat, axis=axes), "bias": jnp.sum(dy, axis=axes)}
@@ -146,6 +143,9 @@ def test_checker_catches_planted_batch_norm_bugs(kind):
     result = fnn.check_layer(_bn_bug(kind), (3, 3, 2), ctx=TRAIN, finite_differences=False)
     assert not result.passed
     assert result.max_rel_err > 1e-3, str(result)
+
+
+def test_the_planted_batch_norm_harness_passes_without_a_bug():
     assert fnn.check_layer(_bn_bug("none"), (3, 3, 2), ctx=TRAIN).passed
 
 
@@ -173,7 +173,8 @@ def test_dropout_backward_uses_the_forward_mask():
     layer = fnn.dropout(0.5)
     x = jax.random.normal(KEY, (4, 19))  # 19: the packed mask's last byte is partial
     y, residuals = fnn.forward(layer, (), x, fnn.Ctx(True, jax.random.PRNGKey(4)))
-    assert residuals.dtype == jnp.uint8 and residuals.shape == (4, 3)  # 1 bit per element
+    assert residuals.train and residuals.keep.dtype == jnp.uint8
+    assert residuals.keep.shape == (4, 3)  # 1 bit per element
     _, dx = layer.backward((), residuals, jnp.ones_like(y))
     np.testing.assert_array_equal(np.asarray(dx) != 0, np.asarray(y) != 0)
 
@@ -196,19 +197,7 @@ def test_serial_gives_each_dropout_its_own_key():
     net = fnn.serial(fnn.dropout(0.5), fnn.dropout(0.5))
     ctx = fnn.Ctx(True, jax.random.PRNGKey(5))
     _, (first, second) = fnn.forward(net, ((), ()), jnp.ones((4, 32)), ctx)
-    assert not jnp.array_equal(first, second)
-
-
-@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
-def test_dtype_passes_through_in_training(dtype):
-    net = fnn.serial(fnn.batch_norm(), fnn.dropout(0.3))
-    params = fnn.init(net, KEY, (3, 4), dtype)
-    x = jax.random.normal(KEY, (2, 3, 4), dtype)
-    ctx = fnn.Ctx(True, KEY, fnn.init_state(net, params))
-    y, residuals = fnn.forward(net, params, x, ctx)
-    dparams, dx = net.backward(params, residuals, jnp.ones_like(y))
-    assert y.dtype == dx.dtype == dtype
-    assert all(leaf.dtype == dtype for leaf in jax.tree.leaves(dparams))
+    assert not jnp.array_equal(first.keep, second.keep)
 
 
 # ---------------------------------------------------------------------------------------
@@ -225,24 +214,25 @@ def _blobs(n=96, seed=0):
 NET = fnn.mlp([16, 3], batch_norm=True, dropout=0.2)
 
 
-def test_plain_train_step_refuses_a_network_with_state_and_says_what_to_do():
-    with pytest.raises(ValueError, match="pass stateful=True"):
-        fnn.make_train_step(NET, fnn.softmax_cross_entropy(), optax.sgd(0.1))
+def test_a_step_of_a_network_with_dropout_without_a_key_says_what_to_pass():
+    step = fnn.make_train_step(NET, fnn.softmax_cross_entropy(), optax.sgd(0.1))
+    params = fnn.init(NET, KEY, (6,), jnp.float64)
+    x, y = _blobs(8)
+    with pytest.raises(ValueError, match=r"needs a PRNG key.*step\(train_state, batch, key\)"):
+        step(fnn.TrainState.create(NET, params, optax.sgd(0.1)), (x, y))
 
 
-def test_stateful_step_manual_equals_autodiff_state_included():
+def test_step_manual_equals_autodiff_state_included():
     x, y = _blobs(32)
     params = fnn.init(NET, KEY, (6,), jnp.float64)
-    state = fnn.init_state(NET, params)
+    start = fnn.TrainState.create(NET, params, optax.sgd(0.1))
     out = {}
     for mode in ("manual", "autodiff"):
-        step = fnn.make_train_step(
-            NET, fnn.softmax_cross_entropy(), optax.sgd(0.1), mode, stateful=True
-        )
-        out[mode] = step(params, optax.sgd(0.1).init(params), (x, y), state, jax.random.PRNGKey(9))
+        step = fnn.make_train_step(NET, fnn.softmax_cross_entropy(), optax.sgd(0.1), mode)
+        out[mode] = step(start, (x, y), jax.random.PRNGKey(9))
     for a, b in zip(jax.tree.leaves(out["manual"]), jax.tree.leaves(out["autodiff"]), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-14)
-    assert not np.allclose(out["manual"][3][1]["mean"], 0)  # the running mean moved
+    assert not np.allclose(out["manual"][0].state[1]["mean"], 0)  # the running mean moved
 
 
 def test_check_model_passes_a_network_with_batch_norm_and_dropout_in_training():

@@ -15,13 +15,6 @@ import pytest
 
 import fnn
 from fnn import experiment
-from fnn.optim import (
-    OPTIMIZERS,
-    SCHEDULES,
-    current_learning_rate,
-    make_optimizer,
-    make_schedule,
-)
 from fnn.plot import plot_histories, plot_history, plot_lr_sweep
 from fnn.train import (
     FitResult,
@@ -29,6 +22,13 @@ from fnn.train import (
     fit,
     make_epoch_fn,
     make_eval_fn,
+)
+from fnn.train.optim import (
+    OPTIMIZERS,
+    SCHEDULES,
+    current_learning_rate,
+    make_optimizer,
+    make_schedule,
 )
 
 
@@ -176,11 +176,10 @@ def test_remainder_batch_is_dropped_each_epoch():
     params = fnn.init(net, jax.random.PRNGKey(0), (4,), jnp.float32)
     optimizer = optax.adam(1e-3)
     epoch = make_epoch_fn(net, fnn.softmax_cross_entropy(), optimizer, batch_size=4)
-    _, opt_state, loss, state = epoch(
-        params, optimizer.init(params), jax.random.PRNGKey(0), jnp.int32(0), x, y
-    )
-    assert state == ()
-    assert int(opt_state[0].count) == 2
+    start = fnn.TrainState.create(net, params, optimizer)
+    train_state, loss = epoch(start, jax.random.PRNGKey(0), jnp.int32(0), x, y)
+    assert train_state.state == ()
+    assert int(train_state.opt_state[0].count) == 2
     assert loss.shape == () and math.isfinite(float(loss))
 
 
@@ -249,7 +248,8 @@ def test_non_finite_loss_stops_with_epoch_learning_rate_and_hint(problem):
     assert error.last_good.epoch == 2
     assert [s.epoch for s in saved] == [1, 2]  # no callback for the diverged epoch
     message = str(error)
-    assert "epoch 3" in message and "learning rate" in message and "--lr" in message
+    assert "epoch 3" in message and "learning rate" in message and "--" not in message
+    assert error.settings == ("lr", "clip_norm", "dtype")  # what fixes it, in library terms
     assert math.isfinite(error.last_good.history["train_loss"][-1])
     leaves = jax.tree_util.tree_leaves(error.last_good.params)
     assert all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in leaves)
@@ -384,12 +384,14 @@ def test_small_runs_reach_loose_quality_bounds(overrides, bound):
 
 
 def test_run_keeps_the_last_good_checkpoint_when_the_loss_diverges(tmp_path):
-    from fnn.checkpoint import load_checkpoint
+    from fnn.train.checkpoint import load_checkpoint
 
     config = experiment.TrainConfig(dataset="iris", hidden=(4,), epochs=6, batch_size=24)
     run = experiment.prepare(config)
     optimizer = _jump_optimizer(safe_steps=8)  # 120 train / 24 = 5 steps an epoch
-    run = run._replace(optimizer=optimizer, opt_state=optimizer.init(run.params))
+    run = run._replace(
+        optimizer=optimizer, train_state=fnn.TrainState.create(run.net, run.params, optimizer)
+    )
     with pytest.raises(NonFiniteLossError) as info:
         experiment.train(run, tmp_path, checkpoint_every=0, progress=False)
     assert info.value.epoch == 2

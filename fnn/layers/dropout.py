@@ -56,7 +56,8 @@ def dropout(rate: float) -> Layer:
             return x, DropoutResiduals(None, train=False)  # evaluation (or no drop): y = x
         if ctx.key is None:
             raise ValueError(
-                f"{name}: training mode needs a PRNG key: pass fnn.Ctx(train=True, key=key)"
+                f"{name}: training mode needs a PRNG key: pass fnn.Ctx(train=True, key=key), "
+                "or to a training step, step(train_state, batch, key)"
             )
         keep = jax.random.bernoulli(ctx.key, 1 - rate, x.shape)
         scale = jnp.asarray(1 / (1 - rate), x.dtype)

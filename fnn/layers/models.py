@@ -117,14 +117,16 @@ def cnn(
     return _output(layers, output_activation)
 
 
-def transformer(vocab: int, width: int, heads: int, ffn: int) -> Layer:
-    """A one-block causal transformer language model over token ids.
+def transformer(
+    vocab: int, width: int, heads: int, ffn: int, *, outputs: int | None = None
+) -> Layer:
+    """A one-block causal transformer over token ids.
 
     `embedding(vocab, width)`, `positional_embedding()`, a pre-norm residual
     `multi_head_attention(heads, causal=True)`, a pre-norm residual feed-forward block
-    `dense(ffn)`, gelu, `dense(width)`, a final `layer_norm` and `dense(vocab)`: input
-    `(batch, T)` integer ids (`in_shape=(T,)`), output `(batch, T, vocab)` logits for
-    `softmax_cross_entropy` against the next ids.
+    `dense(ffn)`, gelu, `dense(width)`, a final `layer_norm` and `dense(outputs)` (default
+    `vocab`: a language model's next-token logits): input `(batch, T)` integer ids
+    (`in_shape=(T,)`), output `(batch, T, outputs)` logits for `softmax_cross_entropy`.
     """
     return serial(
         embedding(vocab, width),
@@ -132,5 +134,5 @@ def transformer(vocab: int, width: int, heads: int, ffn: int) -> Layer:
         residual(serial(layer_norm(), multi_head_attention(heads, causal=True))),
         residual(serial(layer_norm(), dense(ffn), gelu(), dense(width))),
         layer_norm(),
-        dense(vocab),
+        dense(vocab if outputs is None else outputs),
     )

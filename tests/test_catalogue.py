@@ -1,0 +1,119 @@
+"""Every item of the check catalogue (`fnn.check.CASES`): its hand-written backward
+against jax.vjp and finite differences in float64, against jax.vjp in float32, and its
+shapes and dtypes. An item added to the catalogue is tested here; nothing else to edit.
+
+Whole networks (`network=True`) are checked against jax.vjp only: their layers are items
+of their own, checked against finite differences too.
+"""
+
+import jax
+import jax.numpy as jnp
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import fnn
+from fnn.check import CASES, LayerCase, ModelCase, run_checks
+from fnn.core import forward
+
+LAYERS = [name for name, case in CASES.items() if isinstance(case, LayerCase)]
+PARTS = [name for name, case in CASES.items() if not case.network]
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_float64_backward_matches_vjp_and_finite_differences(name):
+    case = CASES[name]
+    (result,) = run_checks([name], "float64", finite_differences=not case.network)
+    assert result.passed, str(result)
+    assert result.max_rel_err <= 1e-10
+    if isinstance(case, ModelCase):
+        assert result.finite_differences.startswith("skipped (whole-model")
+    elif case.network:
+        assert result.finite_differences == "skipped (disabled)"
+    else:
+        assert result.finite_differences == "passed"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", PARTS)
+def test_float32_backward_matches_vjp(name):
+    (result,) = run_checks([name], "float32")
+    assert result.passed, str(result)
+    assert result.dtype == "float32" and result.finite_differences == "skipped (float64 only)"
+
+
+def _shapes(case: LayerCase, dtype):
+    """(out_shape from init, and y, dparams, dx, params, x) as shapes: traced, not run."""
+    layer = case.build()
+    key = jax.random.PRNGKey(0)
+    out = {}
+
+    def init(key):
+        out["shape"], params = layer.init(key, case.in_shape, dtype)
+        return params
+
+    params = jax.eval_shape(init, key)
+    batch_shape = (2, *case.in_shape)
+    if case.make_input is None:
+        x = jax.ShapeDtypeStruct(batch_shape, dtype)
+    else:
+        x = jax.eval_shape(lambda k: case.make_input(k, batch_shape, dtype), key)
+
+    def forward_backward(params, x):
+        ctx = case.ctx(params) if callable(case.ctx) else case.ctx
+        y, residuals = forward(layer, params, x, ctx)
+        return (y, *layer.backward(params, residuals, jnp.ones_like(y)))
+
+    return out["shape"], *jax.eval_shape(forward_backward, params, x), params, x
+
+
+@pytest.mark.parametrize("name", LAYERS)
+def test_shapes_agree_with_init_and_dtypes_pass_through(name):
+    """The output has the shape init promised; dx is shaped like x and dparams like params;
+    y, dx and every gradient keep the input's dtype (float32, float64, bfloat16). Shapes
+    only: `jax.eval_shape` traces and computes nothing."""
+    for dtype in (jnp.float32, jnp.float64, jnp.bfloat16):
+        out_shape, y, dparams, dx, params, x = _shapes(CASES[name], dtype)
+        assert y.shape == (2, *out_shape), (name, dtype)
+        assert y.dtype == dtype, (name, dtype)
+        assert dx.shape == x.shape, (name, dtype)
+        integer_input = jnp.issubdtype(x.dtype, jnp.integer)
+        assert dx.dtype == (jax.dtypes.float0 if integer_input else dtype), (name, dtype)
+        assert jax.tree.structure(dparams) == jax.tree.structure(params), (name, dtype)
+        for g, p in zip(jax.tree.leaves(dparams), jax.tree.leaves(params), strict=True):
+            assert g.shape == p.shape and g.dtype == p.dtype == dtype, (name, dtype)
+
+
+def test_every_builtin_layer_factory_has_a_catalogue_item():
+    """A layer family exported from fnn without a catalogue item would go unchecked."""
+    leaves = set()
+
+    def walk(layer):
+        leaves.add(layer.name.split("(")[0])
+        for sub in layer.sublayers:
+            walk(sub)
+
+    for case in CASES.values():
+        if isinstance(case, LayerCase):
+            walk(case.build())
+    exported = {
+        "dense", "conv1d", "conv2d", "max_pool", "avg_pool", "flatten", "layer_norm",
+        "batch_norm", "dropout", "embedding", "positional_embedding",
+        "multi_head_attention", "residual", "serial",
+    }  # fmt: skip
+    assert exported <= leaves, exported - leaves
+    for activation in fnn.layers.ACTIVATIONS:
+        assert activation in CASES
+
+
+@settings(max_examples=5, deadline=None)
+@given(
+    batch=st.integers(1, 5),
+    features=st.integers(1, 6),
+    width=st.integers(1, 6),
+    activation=st.sampled_from(sorted(fnn.layers.ACTIVATIONS)),
+)
+def test_random_shapes_dense_and_activation(batch, features, width, activation):
+    layer = fnn.serial(fnn.dense(width), fnn.get_activation(activation))
+    result = fnn.check_layer(layer, (features,), batch=batch, finite_differences=False)
+    assert result.passed, str(result)
