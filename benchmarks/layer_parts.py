@@ -24,7 +24,7 @@ import jax
 
 import fnn
 from fnn import bench
-from fnn.attention import multi_head_attention
+from fnn.layers import multi_head_attention
 
 BATCH, T, D, FFN = 16, 64, 128, 512
 

@@ -24,10 +24,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from fnn import bench
-from fnn.activations import _elementwise
-from fnn.layers import dense
-from fnn.network import serial
-from fnn.train import make_train_step
+from fnn.grad import value_and_grad
+from fnn.layers import dense, serial
+from fnn.layers.activations import _elementwise
+from fnn.train import TrainState, make_train_step
 
 
 def relu_output():
@@ -55,17 +55,17 @@ def net_with(workload, activation):
 def compare(name: str, repeats: int) -> None:
     workload = bench.WORKLOADS[name]
     problem = bench.make_problem(workload, "float32")
-    opt_state = problem.optimizer.init(problem.params)
+    train_state = TrainState.create(problem.net, problem.params, problem.optimizer)
     batch = (problem.x, problem.y)
     nets = {"relu_output": net_with(workload, relu_output), "relu_bitmask": problem.net}
     compiled = {}
     for label, net in nets.items():
         step = make_train_step(net, problem.loss, problem.optimizer, "manual")
-        compiled[label] = step.lower(problem.params, opt_state, batch).compile()
+        compiled[label] = step.lower(train_state, batch).compile()
     step = make_train_step(problem.net, problem.loss, problem.optimizer, "autodiff")
-    compiled["autodiff"] = step.lower(problem.params, opt_state, batch).compile()
-    units = {k: bench._dispatch_unit(c, batch, workload.steps) for k, c in compiled.items()}
-    states = {k: (problem.params, opt_state) for k in compiled}
+    compiled["autodiff"] = step.lower(train_state, batch).compile()
+    units = {k: bench.dispatch_unit(c, batch, workload.steps) for k, c in compiled.items()}
+    states = dict.fromkeys(compiled, train_state)
     times = bench.time_rotation(units, states, repeats)
     ref = np.asarray(times["autodiff"])
     print(f"{name} (float32, {repeats} alternated rounds of {workload.steps} steps)")
@@ -74,7 +74,7 @@ def compare(name: str, repeats: int) -> None:
         step_ms = np.median(times[label]) / workload.steps * 1e3
         ratio = np.median(np.asarray(times[label]) / ref)
         print(f"  {label:<13} temp {temp:7.2f} MiB  step {step_ms:8.2f} ms  ratio {ratio:.3f}")
-    vg = jax.jit(bench.value_and_grad(nets["relu_bitmask"], problem.loss, "manual"))
+    vg = jax.jit(value_and_grad(nets["relu_bitmask"], problem.loss, "manual"))
     err = bench.rel_grad_err(vg(*[problem.params, *batch])[1], bench.gradients(problem, "autodiff"))
     print(f"  relu_bitmask rel_grad_err vs autodiff {err:.1e}")
 

@@ -1,9 +1,11 @@
 """The benchmark harness on a tiny workload: every field present and sane, files written,
 and the `fnn bench` command's flags. No timed assertions: speed goals live in benchmarks."""
 
+import ast
 import dataclasses
 import json
 import math
+from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
@@ -206,3 +208,30 @@ def test_sequence_workload_flops_and_a_tiny_run():
     manual = records[0]
     assert manual["status"] == "ok" and manual["rel_grad_err"] < 1e-5
     assert manual["residual_arrays"] < records[1]["residual_arrays"]
+
+
+def test_package_exports_its_names_and_imports_only_downward():
+    """Every name in `fnn.bench.__all__` exists, and no module of the package imports from
+    the front ends or the data layer (fnn.experiment, fnn.cli, fnn.data)."""
+    missing = [name for name in bench.__all__ if not hasattr(bench, name)]
+    assert not missing, missing
+    forbidden = ("fnn.experiment", "fnn.cli", "fnn.data")
+    for path in sorted(Path(bench.__file__).parent.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                package = "fnn.bench".split(".")
+                base = ".".join(package[: len(package) - node.level + 1]) if node.level else ""
+                module = ".".join(p for p in (base, node.module or "") if p)
+                modules = [module] + [f"{module}.{alias.name}" for alias in node.names]
+            else:
+                continue
+            bad = [m for m in modules for f in forbidden if m == f or m.startswith(f + ".")]
+            assert not bad, f"{path.name}:{node.lineno} imports {bad}"
+
+
+def test_impl_takes_everything_after_state_by_keyword():
+    with pytest.raises(TypeError):
+        bench.Impl("flax_nnx", lambda s: s, None, "peer")
+    assert bench.Impl("flax_nnx", lambda s: s, None, kind="peer").grads is None

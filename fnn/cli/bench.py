@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
             (args.impls, bench.IMPLS, "impl"),
             (args.dtype, bench.DTYPES, "dtype"),
         ):
-            bench.validate(names or [], valid, kind)
+            bench.choose_all(kind, names or [], valid)
     except ValueError as error:
         print(f"fnn bench: {error}")
         return 2

@@ -1,0 +1,232 @@
+"""Output: the records as results.json and results.csv (`CSV_FIELDS`), a markdown report
+with one table per (workload, dtype), and three bar charts (step time, ratio to autodiff,
+fraction of the matmul peak); `write_results` writes them all."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from fnn.bench.impls import IMPLS
+
+CSV_FIELDS = (
+    "workload",
+    "impl",
+    "dtype",
+    "status",
+    "kind",
+    "device_kind",
+    "platform",
+    "cpu_model",
+    "cpu_cores",
+    "jax_version",
+    "batch",
+    "params",
+    "steps_per_call",
+    "repeats",
+    "step_ms_median",
+    "step_ms_iqr",
+    "step_ms_min",
+    "total_ms",
+    "ratio_vs_autodiff",
+    "ratio_reference",
+    "compile_s",
+    "flops_per_s",
+    "peak_flops_per_s",
+    "peak_shape",
+    "peak_fraction",
+    "floor_ratio",
+    "temp_bytes",
+    "argument_bytes",
+    "output_bytes",
+    "peak_bytes_in_use",
+    "residual_arrays",
+    "residual_bytes",
+    "hlo_gemms",
+    "hlo_convs",
+    "hlo_fusions",
+    "hlo_ops",
+    "rel_grad_err",
+    "note",
+)
+
+
+def write_json(records: Sequence[dict], path: Path) -> None:
+    """The records as a JSON list."""
+    path.write_text(json.dumps(list(records), indent=1) + "\n")
+
+
+def write_csv(records: Sequence[dict], path: Path) -> None:
+    """One row per record, `CSV_FIELDS` as columns (samples left out)."""
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, CSV_FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        for record in records:
+            writer.writerow({k: record.get(k) for k in CSV_FIELDS})
+
+
+def _fmt(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _step_cell(ms: float | None) -> str:
+    if ms is None:
+        return "-"
+    if ms >= 1:
+        return f"{ms:.2f} ms"
+    return f"{ms * 1e3:.1f} µs"
+
+
+def _ok(records: Sequence[dict]) -> list[dict]:
+    return [r for r in records if r.get("status") == "ok"]
+
+
+def _cases(records: Sequence[dict]) -> list[tuple[str, str]]:
+    """The (workload, dtype) pairs of `records`, in order of first appearance."""
+    return list(dict.fromkeys((r["workload"], r["dtype"]) for r in records))
+
+
+def format_report(records: Sequence[dict], title: str = "fnn bench") -> str:
+    """Markdown: the machine, one table per (workload, dtype), then skipped cases."""
+    ok = _ok(records)
+    lines = [f"# {title}", ""]
+    if records:
+        m = records[0]
+        lines += [
+            f"Machine: {m.get('device_kind')} ({m.get('platform')}), CPU {m.get('cpu_model')}, "
+            f"{m.get('cpu_cores')} cores; jax {m.get('jax_version')}.",
+            "",
+            "Step = time per training step (median over alternated rounds, IQR after ±). "
+            "ratio = this impl's unit time over autodiff's in the same round, median "
+            "(manual_scan against autodiff_scan). % peak = 6·B·P FLOP/s over the best "
+            "matmul rate measured in the same rotation; floor × = step over 6·B·P ÷ peak. "
+            "temp = compiled temp bytes; resid = arrays (MiB) kept for the backward, "
+            "arguments excluded; GEMMs/fusions/ops from the compiled HLO; err = max "
+            "relative gradient difference from autodiff.",
+            "",
+        ]
+    for workload, dtype in _cases(ok):
+        rows = [r for r in ok if (r["workload"], r["dtype"]) == (workload, dtype)]
+        first = rows[0]
+        lines += [
+            f"## {workload}, {dtype}",
+            "",
+            f"{first.get('description', '')}; batch {first['batch']}, {first['params']:,} "
+            f"params, {first['steps_per_call']} steps per timed unit, peak "
+            f"{first['peak_flops_per_s'] / 1e9:.1f} GFLOP/s ({first['peak_shape']}).",
+            "",
+            "| impl | step | ± IQR | best | ratio | % peak | floor × | compile s | temp MiB | "
+            "resid | GEMMs/fusions/ops | err |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in rows:
+            resid = (
+                "-"
+                if r.get("residual_arrays") is None
+                else f"{r['residual_arrays']} ({r['residual_bytes'] / 2**20:.2f})"
+            )
+            hlo = (
+                "-"
+                if r.get("hlo_ops") is None
+                else f"{r['hlo_gemms']}/{r['hlo_fusions']}/{r['hlo_ops']}"
+            )
+            temp = "-" if r.get("temp_bytes") is None else f"{r['temp_bytes'] / 2**20:.2f}"
+            lines.append(
+                f"| {r['impl']} | {_step_cell(r['step_ms_median'])} | "
+                f"{_step_cell(r['step_ms_iqr'])} | {_step_cell(r.get('step_ms_min'))} | "
+                f"{_fmt(r['ratio_vs_autodiff'], '.3f')} | "
+                f"{_fmt(r['peak_fraction'] and r['peak_fraction'] * 100, '.1f')} | "
+                f"{_fmt(r['floor_ratio'], '.2f')} | {_fmt(r['compile_s'], '.2f')} | {temp} | "
+                f"{resid} | {hlo} | {_fmt(r['rel_grad_err'], '.1e')} |"
+            )
+        lines.append("")
+    other = [r for r in records if r.get("status") != "ok"]
+    if other:
+        lines += ["## Not run", ""]
+        for r in other:
+            lines.append(f"- {r['workload']} {r['dtype']} {r['impl']}: {r.get('note', '')}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _bar_chart(records, value, ylabel, title, path, *, log=False, lines=()):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = _ok(records)
+    cases = _cases(ok)
+    impls = [i for i in IMPLS if any(r["impl"] == i and value(r) is not None for r in ok)]
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.4 * len(cases) + 2), 4.2))
+    width = 0.8 / max(len(impls), 1)
+    for j, impl in enumerate(impls):
+        xs, ys = [], []
+        for i, case in enumerate(cases):
+            for r in ok:
+                if r["impl"] == impl and (r["workload"], r["dtype"]) == case:
+                    if value(r) is not None:
+                        xs.append(i + (j - (len(impls) - 1) / 2) * width)
+                        ys.append(value(r))
+        ax.bar(xs, ys, width, label=impl)
+    for y, style in lines:
+        ax.axhline(y, color="k", linestyle=style, linewidth=0.8)
+    ax.set_xticks(range(len(cases)), [f"{w}\n{d}" for w, d in cases], fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    if log:
+        ax.set_yscale("log")
+    ax.legend(fontsize=7, ncol=min(len(impls), 4))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_charts(records: Sequence[dict], out: Path, suffix: str = "") -> list[Path]:
+    """Three PNGs: step time per impl, the ratio to autodiff, the fraction of peak."""
+    device = records[0]["device_kind"] if records else ""
+    paths = [out / f"{stem}{suffix}.png" for stem in ("time", "ratio", "peak")]
+    _bar_chart(
+        records,
+        lambda r: r["step_ms_median"],
+        "ms per step (log)",
+        f"Step time per implementation — {device}",
+        paths[0],
+        log=True,
+    )
+    _bar_chart(
+        [r for r in records if r.get("impl") not in ("autodiff", "autodiff_scan")],
+        lambda r: r.get("ratio_vs_autodiff") if r.get("kind") != "numpy" else None,
+        "time / autodiff time",
+        f"Step time relative to autodiff (manual_scan: to autodiff_scan) — {device}",
+        paths[1],
+        lines=((1.0, "-"), (1.03, ":")),
+    )
+    _bar_chart(
+        [r for r in records if r.get("workload") != "tutorial"],
+        lambda r: r.get("peak_fraction"),
+        "6·B·P FLOP/s ÷ matmul peak",
+        f"Fraction of the measured matmul peak — {device}",
+        paths[2],
+        lines=((1.0, "-"), (1 / 1.1, ":")),
+    )
+    return paths
+
+
+def write_results(
+    records: Sequence[dict], out: Path | str, suffix: str = "", title: str = "fnn bench"
+) -> list[Path]:
+    """Writes results{suffix}.json/.csv, report{suffix}.md and the charts under `out`."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"results{suffix}.json", out / f"results{suffix}.csv"]
+    write_json(records, paths[0])
+    write_csv(records, paths[1])
+    report = out / f"report{suffix}.md"
+    report.write_text(format_report(records, title))
+    paths.append(report)
+    if any(r.get("status") == "ok" for r in records):
+        paths += write_charts(records, out, suffix)
+    return paths
