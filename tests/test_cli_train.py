@@ -142,7 +142,8 @@ def test_batch_larger_than_the_data_is_exit_2(tmp_path, capsys):
         capsys, "--dataset", "iris", "--batch-size", "1000", "--out", str(tmp_path)
     )
     assert code == 2
-    assert "batch size 1000 is larger than the 120 training examples of iris" in err
+    assert "batch size 1000 is larger than the 120 training examples" in err
+    assert "(set with --batch-size)" in err
     assert out == ""
 
 

@@ -92,7 +92,7 @@ def test_unsupported_layer_is_a_clear_error():
     net = fnn.serial(fnn.dense(4), custom, fnn.dense(2))
     params = fnn.init(net, jax.random.PRNGKey(0), (3,), jnp.float64)
     x, y = _data("mean_squared_error", 2, 2)
-    with pytest.raises(ValueError, match=r"layer net\[1\] \(mine\) is not supported"):
+    with pytest.raises(ValueError, match=r"layer net\[1\] \(mine\) has no per-example backward"):
         fnn.per_example_grads(net, fnn.mean_squared_error(), params, x[:, :3], y)
 
 
@@ -147,7 +147,7 @@ def test_inputs_with_extra_axes_sum_each_example_over_its_positions():
 
 
 def test_every_builtin_activation_is_supported():
-    from fnn.activations import ACTIVATIONS
+    from fnn.layers import ACTIVATIONS
 
     loss = fnn.mean_squared_error()
     x, y = _data("mean_squared_error", 3, 3)
@@ -158,3 +158,32 @@ def test_every_builtin_activation_is_supported():
         net = fnn.serial(fnn.dense(4), factory(), fnn.dense(3))
         params = fnn.init(net, jax.random.PRNGKey(0), (5,), jnp.float64)
         _assert_trees_close(manual(net, loss, params, x, y)[1], reference(net, loss, params, x, y))
+
+
+@pytest.mark.parametrize(
+    "net, in_shape",
+    [
+        (
+            fnn.serial(
+                fnn.dense(6),
+                fnn.layer_norm(),
+                fnn.gelu(),
+                fnn.residual(fnn.serial(fnn.dense(6), fnn.tanh())),
+                fnn.dense(2),
+            ),
+            (5,),
+        ),
+        (
+            fnn.serial(fnn.max_pool(2), fnn.avg_pool(2, 1, "SAME"), fnn.flatten(), fnn.dense(2)),
+            (4, 4, 3),
+        ),
+    ],
+    ids=["layer_norm_residual", "pooling_flatten"],
+)
+def test_layers_beyond_dense_give_per_example_grads(net, in_shape):
+    """layer_norm, residual, pooling and flatten have per-example backwards too."""
+    loss = fnn.mean_squared_error()
+    params = fnn.init(net, jax.random.PRNGKey(0), in_shape, jnp.float64)
+    x = jax.random.normal(jax.random.PRNGKey(1), (3, *in_shape), jnp.float64)
+    y = jax.random.normal(jax.random.PRNGKey(2), (3, 2), jnp.float64)
+    _assert_trees_close(manual(net, loss, params, x, y)[1], reference(net, loss, params, x, y))
