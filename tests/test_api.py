@@ -17,7 +17,6 @@ def test_all_is_sorted_and_unique():
 
 def test_every_layer_factory_returns_a_layer_and_every_loss_a_loss():
     from fnn.layers import ACTIVATIONS
-
     from fnn.losses import LOSSES
 
     assert all(isinstance(factory(), fnn.Layer) for factory in ACTIVATIONS.values())
