@@ -58,8 +58,7 @@ from fnn.losses import (
 )
 from fnn.per_example import per_example_grads, per_example_value_and_grads
 from fnn.train import TrainState, make_train_step, parallel
-
-__version__ = "0.1.0"
+from fnn.version import __version__ as __version__
 
 __all__ = [
     "CheckResult",

@@ -37,9 +37,6 @@ Users check their own layer with one call::
 
 from __future__ import annotations
 
-import dataclasses
-import math
-import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -47,60 +44,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fnn.check.point import draw_like, draw_params, inner, rngs, step
+from fnn.check.report import (
+    DEFAULT_RTOL,
+    CheckResult,
+    finite_difference_verdict,
+    raised,
+    result,
+    structure,
+)
 from fnn.core import Ctx, Layer, Loss, choose, forward
 from fnn.grad import value_and_grad
 
-DEFAULT_RTOL = {"float64": 1e-10, "float32": 1e-4}
 DTYPES = tuple(DEFAULT_RTOL)
-LEAF_SCALE_FLOOR = 1e-2  # a leaf's error is relative to at least 1e-2 × the largest leaf
 FD_EPS = 1e-4  # the finite-difference step (jax.test_util.check_grads's)
-FD_TOL = 1e-5  # its absolute and relative tolerance in float64 (check_grads's)
-
-
-@dataclasses.dataclass(frozen=True)
-class CheckResult:
-    """The outcome of one check.
-
-    Attributes:
-      name: what was checked.
-      dtype: "float64" or "float32".
-      max_abs_err, max_rel_err: the largest errors over all leaves.
-      rtol: the relative tolerance applied.
-      passed: whether every leaf is within `rtol` and finite differences agree.
-      leaves: per leaf path (e.g. "params[0]['W']", "x"): {"abs": ..., "rel": ...}.
-      finite_differences: "passed", "skipped (...)" or "failed: <message>".
-      error: a structural problem (a missing or misshapen gradient), else "".
-    """
-
-    name: str
-    dtype: str
-    max_abs_err: float
-    max_rel_err: float
-    rtol: float
-    passed: bool
-    leaves: dict[str, dict[str, float]]
-    finite_differences: str
-    error: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def __str__(self) -> str:
-        verdict = "passed" if self.passed else "FAILED"
-        text = (
-            f"{self.name} [{self.dtype}]: {verdict}, max abs err {self.max_abs_err:.2e}, "
-            f"max rel err {self.max_rel_err:.2e} (rtol {self.rtol:g}), "
-            f"finite differences {self.finite_differences}"
-        )
-        worst = [
-            f"{leaf} rel {e['rel']:.2e}" for leaf, e in self.leaves.items() if e["rel"] > self.rtol
-        ]
-        if worst:
-            text += "; over tolerance: " + ", ".join(worst)
-        return text + (f"; {self.error}" if self.error else "")
-
-
-# ----------------------------------------------------------------------------- the point
 
 
 def _x64(dtype: str):
@@ -114,169 +71,10 @@ def _check_dtype(dtype: Any) -> str:
     return dtype
 
 
-def _rngs(key: int | jax.Array) -> tuple[np.random.Generator, jax.Array]:
-    """A numpy generator (params, inputs, cotangents, directions) and a PRNG key (`init`
-    with `at_init`, `make_input`) from one seed or key."""
-    if isinstance(key, int):
-        return np.random.default_rng(key), jax.random.PRNGKey(key)
-    data = np.asarray(
-        jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
-    )
-    return np.random.default_rng(data.astype(np.uint64).ravel().tolist()), key
-
-
-def draw_params(shapes: Any, rng: np.random.Generator) -> Any:
-    """Params in general position, shaped like `shapes` (arrays or `ShapeDtypeStruct`s):
-    N(0, 1/fan_in) for leaves of two or more axes, U(0.5, 1.5) for the others; integer
-    leaves are zeros."""
-
-    def one(leaf):
-        shape, dtype = tuple(leaf.shape), np.dtype(leaf.dtype)
-        if not jnp.issubdtype(dtype, jnp.floating):
-            return np.zeros(shape, dtype)
-        if len(shape) >= 2:
-            fan_in = math.prod(shape[:-1])
-            return (rng.standard_normal(shape) / math.sqrt(max(fan_in, 1))).astype(dtype)
-        return rng.uniform(0.5, 1.5, shape).astype(dtype)
-
-    return jax.tree.map(one, shapes)
-
-
-def _like(tree: Any, rng: np.random.Generator) -> Any:
-    """N(0, 1) draws shaped like every floating leaf of `tree` (zeros of float0 for the
-    others: no direction for integers)."""
-
-    def one(leaf):
-        if not jnp.issubdtype(leaf.dtype, jnp.inexact):
-            return np.zeros(np.shape(leaf), jax.dtypes.float0)
-        return rng.standard_normal(np.shape(leaf)).astype(leaf.dtype)
-
-    return jax.tree.map(one, tree)
-
-
-def _step(tree: Any, direction: Any, eps: float) -> Any:
-    """`tree + eps·direction` on floating leaves; integer leaves as they are."""
-
-    def one(a, d):
-        if d.dtype == jax.dtypes.float0:
-            return a
-        return a + jnp.asarray(eps, a.dtype) * d
-
-    return jax.tree.map(one, tree, direction)
-
-
-def _inner(a: Any, b: Any) -> float:
-    """Σ over floating leaves of ⟨a, b⟩, in float64 on the host."""
-    total = 0.0
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-        if np.asarray(x).dtype == jax.dtypes.float0 or np.asarray(y).dtype == jax.dtypes.float0:
-            continue
-        total += float(np.vdot(np.asarray(x, np.float64), np.asarray(y, np.float64)))
-    return total
-
-
-# ----------------------------------------------------------------------------- comparing
-
-
-def _leaf_label(path) -> str:
-    """A leaf's path as the report names it: `params[0]['W']`, `x`."""
-    return re.sub(r"^\['(\w+)'\]", r"\1", jax.tree_util.keystr(path))
-
-
-def _is_real(x) -> bool:
-    return x.dtype != jax.dtypes.float0 and np.size(x) > 0
-
-
-def _compare(manual, reference) -> tuple[dict[str, dict[str, float]], str]:
-    """Per-leaf errors between two pytrees; a structural problem is returned as text."""
-    m_leaves, m_def = jax.tree_util.tree_flatten_with_path(manual)
-    r_leaves, r_def = jax.tree_util.tree_flatten_with_path(reference)
-    if m_def != r_def:
-        return {}, f"gradient tree structure {m_def} differs from the expected {r_def}"
-    errors = {}
-    overall = max(
-        (float(np.max(np.abs(np.asarray(r, np.float64)))) for _, r in r_leaves if _is_real(r)),
-        default=0.0,
-    )
-    for (path, m), (_, r) in zip(m_leaves, r_leaves, strict=True):
-        label = _leaf_label(path)
-        if r.dtype == jax.dtypes.float0:  # the input was integer: no derivative exists
-            if m.dtype != jax.dtypes.float0 or m.shape != r.shape:
-                return errors, (
-                    f"{label}: expected a float0 zero cotangent of shape {r.shape} for an "
-                    f"integer input, got dtype {m.dtype} shape {m.shape}"
-                )
-            continue
-        if m.shape != r.shape:
-            return errors, f"{label}: gradient shape {m.shape}, expected {r.shape}"
-        m, r = np.asarray(m), np.asarray(r)
-        if m.size == 0:
-            errors[label] = {"abs": 0.0, "rel": 0.0}
-            continue
-        diff = np.abs(m.astype(np.float64) - r.astype(np.float64))
-        abs_err = float(np.max(diff))
-        scale = max(float(np.max(np.abs(r.astype(np.float64)))), LEAF_SCALE_FLOOR * overall)
-        rel_err = abs_err / scale if scale > 0 else (0.0 if abs_err == 0 else math.inf)
-        if not np.isfinite(abs_err):
-            abs_err = rel_err = math.inf
-        errors[label] = {"abs": abs_err, "rel": rel_err}
-    return errors, ""
-
-
-def _structure(manual, reference) -> str:
-    """A structural difference between two trees of shapes (`jax.eval_shape`), or ""."""
-    m_leaves, m_def = jax.tree_util.tree_flatten_with_path(manual)
-    r_leaves, r_def = jax.tree_util.tree_flatten_with_path(reference)
-    if m_def != r_def:
-        return f"gradient tree structure {m_def} differs from the expected {r_def}"
-    for (path, m), (_, r) in zip(m_leaves, r_leaves, strict=True):
-        label = _leaf_label(path)
-        if r.dtype == jax.dtypes.float0 and (m.dtype != jax.dtypes.float0 or m.shape != r.shape):
-            return (
-                f"{label}: expected a float0 zero cotangent of shape {r.shape} for an "
-                f"integer input, got dtype {m.dtype} shape {m.shape}"
-            )
-        if m.shape != r.shape:
-            return f"{label}: gradient shape {m.shape}, expected {r.shape}"
-    return ""
-
-
-def _finite_differences(analytic: float, numeric: float) -> str:
-    """The verdict of the directional check `⟨v, backward(dy)⟩` against differences."""
-    if abs(analytic - numeric) <= FD_TOL + FD_TOL * abs(numeric) and math.isfinite(analytic):
-        return "passed"
-    return (
-        f"failed: along a random direction the hand-written backward gives {analytic:.6e}, "
-        f"central differences {numeric:.6e}"
-    )
-
-
-def _result(name, dtype, rtol, manual, reference, fd) -> CheckResult:
-    rtol = DEFAULT_RTOL[dtype] if rtol is None else rtol
-    leaves, error = _compare(manual, reference)
-    max_abs = max((e["abs"] for e in leaves.values()), default=0.0)
-    max_rel = max((e["rel"] for e in leaves.values()), default=0.0)
-    if error:
-        max_abs = max_rel = math.inf
-    passed = not error and max_rel <= rtol and not fd.startswith("failed")
-    return CheckResult(name, dtype, max_abs, max_rel, rtol, passed, leaves, fd, error)
-
-
-def _raised(name, dtype, rtol, error) -> CheckResult:
-    """A failed result for a backward (or forward) that raised instead of returning."""
-    message = str(error).split("\n")[0]
-    rtol = DEFAULT_RTOL[dtype] if rtol is None else rtol
-    error = f"raised {type(error).__name__}: {message}"
-    return CheckResult(name, dtype, math.inf, math.inf, rtol, False, {}, "not run", error)
-
-
 def _label(grads):
     """Names the two halves of a layer's VJP for the report: params[...] and x."""
     dparams, dx = grads
     return {"params": dparams, "x": dx}
-
-
-# ----------------------------------------------------------------------------- checks
 
 
 def check_layer(
@@ -324,7 +122,7 @@ def check_layer(
     dtype = _check_dtype(dtype)
     name = name or layer.name
     with _x64(dtype):
-        rng, jax_key = _rngs(key)
+        rng, jax_key = rngs(key)
         dt = jnp.dtype(dtype)
         in_shape = tuple(in_shape)
         init_key, input_key = jax.random.split(jax_key)
@@ -350,10 +148,10 @@ def check_layer(
             dy = rng.standard_normal(y.shape).astype(y.dtype)
             shapes = jax.eval_shape(both, params, x, dy, ctx)  # a wrong structure: no compile
         except (TypeError, ValueError) as error:  # e.g. a missing key, a misshapen backward
-            return _raised(name, dtype, rtol, error)
-        problem = _structure(*(_label(s) for s in shapes))
+            return raised(name, dtype, rtol, error)
+        problem = structure(*(_label(s) for s in shapes))
         fd = finite_differences and dtype == "float64" and not problem
-        v = _like((params, x), rng)
+        v = draw_like((params, x), rng)
 
         @jax.jit  # ONE compiled program per check: compiles are what a check costs
         def program(params, x, dy, ctx, v):
@@ -361,7 +159,7 @@ def check_layer(
             if not fd:
                 return manual, reference, None
             f = lambda p, x: forward(layer, p, x, ctx)[0]  # noqa: E731
-            jv = (f(*_step((params, x), v, FD_EPS)) - f(*_step((params, x), v, -FD_EPS))) / (
+            jv = (f(*step((params, x), v, FD_EPS)) - f(*step((params, x), v, -FD_EPS))) / (
                 2 * FD_EPS
             )  # J·v by central differences
             return manual, reference, jv
@@ -369,8 +167,8 @@ def check_layer(
         manual, reference, jv = jax.device_get(program(params, x, dy, ctx, v))
         verdict = _verdict(finite_differences, dtype, problem)
         if jv is not None:
-            verdict = _finite_differences(_inner(v, manual), _inner(dy, jv))
-        return _result(name, dtype, rtol, _label(manual), _label(reference), verdict)
+            verdict = finite_difference_verdict(inner(v, manual), inner(dy, jv))
+        return result(name, dtype, rtol, _label(manual), _label(reference), verdict)
 
 
 def _verdict(finite_differences: bool, dtype: str, problem: str) -> str:
@@ -406,7 +204,7 @@ def check_loss(
         if jnp.issubdtype(target.dtype, jnp.floating):
             target = target.astype(jnp.dtype(dtype))
         fd = finite_differences and dtype == "float64"
-        v = _like(pred, rng)
+        v = draw_like(pred, rng)
 
         @jax.jit
         def program(pred, target, v):
@@ -421,11 +219,11 @@ def check_loss(
         try:
             manual, reference, jv = jax.device_get(program(pred, target, v))
         except (TypeError, ValueError) as error:
-            return _raised(name, dtype, rtol, error)
+            return raised(name, dtype, rtol, error)
         verdict = _verdict(finite_differences, dtype, "")
         if jv is not None and np.shape(manual) == np.shape(pred):
-            verdict = _finite_differences(_inner(v, manual), float(jv))
-        return _result(name, dtype, rtol, {"pred": manual}, {"pred": reference}, verdict)
+            verdict = finite_difference_verdict(inner(v, manual), float(jv))
+        return result(name, dtype, rtol, {"pred": manual}, {"pred": reference}, verdict)
 
 
 def check_model(
@@ -451,7 +249,7 @@ def check_model(
     """
     dtype = _check_dtype(dtype)
     with _x64(dtype):
-        rng, jax_key = _rngs(key)
+        rng, jax_key = rngs(key)
         x = jnp.asarray(x, jnp.dtype(dtype))
         y = jnp.asarray(y)
         if jnp.issubdtype(y.dtype, jnp.floating):
@@ -473,7 +271,7 @@ def check_model(
 
         manual, reference = jax.device_get(program(params, x, y, ctx))
         fd = "skipped (whole-model check compares the two modes)"
-        return _result(
+        return result(
             name or f"{net.name} + {loss.name}",
             dtype,
             rtol,

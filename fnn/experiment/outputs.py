@@ -18,6 +18,7 @@ from fnn.plot import plot_history
 from fnn.tasks import metric_name
 from fnn.train import FitResult
 from fnn.train.distributed import is_main_process
+from fnn.version import __version__
 
 METRICS = "metrics.json"
 CURVES = "curves.png"
@@ -46,8 +47,6 @@ def metrics_record(
 ) -> dict[str, Any]:
     """The metrics.json content of a run (JSON-able); with the data-parallel `mesh` the
     run trained on, a `data_parallel` entry (devices, processes)."""
-    from fnn import __version__  # the package's own version, known once it is imported
-
     task = run.data.task
     metric = metric_name(task)
     history = result.history
