@@ -24,10 +24,9 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 
 from fnn import experiment
-from fnn.train import fit, make_train_step
+from fnn.train import fit, make_train_step, scan_steps
 
 
 def machine() -> dict:
@@ -53,20 +52,16 @@ def bare_scan(run, mode: str):
     ys = jnp.asarray(data.y_train[: n_batches * batch]).reshape(n_batches, batch)
 
     @jax.jit
-    def epoch(params, opt_state, xs, ys):
-        def body(carry, b):
-            params, opt_state, metrics = step(*carry, b)
-            return (params, opt_state), metrics["loss"]
-
-        (params, opt_state), losses = lax.scan(body, (params, opt_state), (xs, ys))
-        return params, opt_state, jnp.mean(losses)
+    def epoch(train_state, xs, ys):
+        train_state, losses = scan_steps(step, train_state, (xs, ys))
+        return train_state, jnp.mean(losses)
 
     def run_epochs(epochs):
-        params, opt_state = run.params, run.opt_state
+        train_state = run.train_state
         for _ in range(epochs):
-            params, opt_state, loss = epoch(params, opt_state, xs, ys)
+            train_state, loss = epoch(train_state, xs, ys)
             float(loss)  # the same one host sync per epoch as fit
-        return params
+        return train_state.params
 
     return run_epochs, n_batches
 

@@ -5,7 +5,7 @@ they share the machine's cores, so sharding cannot make anything faster here. Th
 measures the overhead: time per training step of
 
 - `plain`: `fnn.make_train_step` on one device;
-- `mesh1`: `fnn.parallel.make_sharded_train_step` on a 1-device mesh (the sharded code
+- `mesh1`: `fnn.train.parallel.make_sharded_train_step` on a 1-device mesh (the sharded code
   path with nothing to split: the cost of the path itself);
 - `mesh8`: the same on the 8-device mesh (batch split 8 ways, all-reduce of gradients);
 
@@ -46,7 +46,8 @@ def child(reps: int) -> dict:
     import optax
 
     import fnn
-    from fnn import experiment, parallel
+    from fnn import experiment
+    from fnn.train import parallel
 
     mesh8, mesh1 = parallel.make_data_mesh(DEVICES), parallel.make_data_mesh(1)
     results = {"devices": jax.device_count(), "steps": {}, "epochs": {}}
@@ -56,7 +57,7 @@ def child(reps: int) -> dict:
         x = jax.random.normal(jax.random.PRNGKey(1), (batch, width), jnp.float32)
         y = jax.random.randint(jax.random.PRNGKey(2), (batch,), 0, features[-1])
         opt = optax.sgd(0.01)
-        state = (params, opt.init(params))
+        state = fnn.TrainState.create(net, params, opt)
         variants = {"plain": (fnn.make_train_step(net, loss, opt), state, (x, y))}
         for label, mesh in (("mesh1", mesh1), ("mesh8", mesh8)):
             variants[label] = (
@@ -68,9 +69,8 @@ def child(reps: int) -> dict:
         for label, (step, state, b) in variants.items():
 
             def unit(state=state, step=step, b=b, steps=steps):
-                p, s = state
                 for _ in range(steps):  # one step in flight at a time (see docs/scaling.md)
-                    p, s, _ = jax.block_until_ready(step(p, s, b))
+                    state, _ = jax.block_until_ready(step(state, b))
 
             unit()  # compile and warm up
             units[label] = unit

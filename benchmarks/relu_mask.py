@@ -26,7 +26,7 @@ import numpy as np
 from fnn import bench
 from fnn.grad import value_and_grad
 from fnn.layers import dense, serial
-from fnn.layers.activations import _elementwise
+from fnn.layers.activations import elementwise
 from fnn.train import TrainState, make_train_step
 
 
@@ -40,7 +40,7 @@ def relu_output():
     def grad(y, dy):
         return jnp.where(y > 0, dy, 0)  # dx = dy ⊙ [y > 0]
 
-    return _elementwise("relu_output", fn, grad)
+    return elementwise("relu_output", fn, grad)
 
 
 def net_with(workload, activation):

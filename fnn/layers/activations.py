@@ -23,15 +23,17 @@ from fnn.core import Array, Layer, check_floating, choose
 from fnn.layers.parts import pack_mask, parameter_free_init, unpack_mask
 
 
-def _elementwise(
+def elementwise(
     name: str,
     fn: Callable[[Array], tuple[Array, object]],
     grad: Callable[[object, Array], Array],
 ) -> Layer:
-    """A parameter-free layer from `fn(x) -> (y, residuals)` and `grad(residuals, dy) -> dx`.
+    """A parameter-free layer from `fn(x) -> (y, residuals)` and `grad(residuals, dy) -> dx`,
+    for an activation of your own: `fn` is the forward and what it keeps, `grad` the
+    vector-Jacobian product from what was kept.
 
-    Every example's output depends on that example alone (elementwise, or row-wise over
-    the last axis), so the backward is also the per-example backward."""
+    `fn` must treat every example on its own (elementwise, or row-wise over the last
+    axis): the backward is then also the per-example backward."""
 
     def forward(params, x):
         del params
@@ -47,7 +49,7 @@ def _elementwise(
 
 def identity() -> Layer:
     """y = x."""
-    return _elementwise("identity", lambda x: (x, ()), lambda _, dy: dy)  # dx = dy
+    return elementwise("identity", lambda x: (x, ()), lambda _, dy: dy)  # dx = dy
 
 
 def sigmoid() -> Layer:
@@ -60,7 +62,7 @@ def sigmoid() -> Layer:
     def grad(y, dy):
         return dy * y * (1 - y)  # dx = dy ⊙ σ(x)(1 − σ(x)) = dy ⊙ y(1 − y)
 
-    return _elementwise("sigmoid", fn, grad)
+    return elementwise("sigmoid", fn, grad)
 
 
 def tanh() -> Layer:
@@ -73,7 +75,7 @@ def tanh() -> Layer:
     def grad(y, dy):
         return dy * (1 - y * y)  # dx = dy ⊙ (1 − tanh²(x)) = dy ⊙ (1 − y²)
 
-    return _elementwise("tanh", fn, grad)
+    return elementwise("tanh", fn, grad)
 
 
 def _positive_bits(y: Array) -> Array:
@@ -92,7 +94,7 @@ def relu() -> Layer:
     def grad(bits, dy):
         return jnp.where(unpack_mask(bits, dy), dy, 0)  # dx = dy ⊙ [x > 0] = dy ⊙ [y > 0]
 
-    return _elementwise("relu", fn, grad)
+    return elementwise("relu", fn, grad)
 
 
 def leaky_relu(negative_slope: float = 0.01) -> Layer:
@@ -111,7 +113,7 @@ def leaky_relu(negative_slope: float = 0.01) -> Layer:
         positive = unpack_mask(bits, dy)
         return jnp.where(positive, dy, negative_slope * dy)  # dx = dy ⊙ (1 if y > 0 else slope)
 
-    return _elementwise(f"leaky_relu({negative_slope})", fn, grad)
+    return elementwise(f"leaky_relu({negative_slope})", fn, grad)
 
 
 def elu(alpha: float = 1.0) -> Layer:
@@ -126,7 +128,7 @@ def elu(alpha: float = 1.0) -> Layer:
     def grad(y, dy):
         return jnp.where(y > 0, dy, dy * (y + alpha))  # x ≤ 0: dy/dx = α·eˣ = y + α
 
-    return _elementwise(f"elu({alpha})", fn, grad)
+    return elementwise(f"elu({alpha})", fn, grad)
 
 
 def softplus() -> Layer:
@@ -139,7 +141,7 @@ def softplus() -> Layer:
     def grad(y, dy):
         return dy * -jnp.expm1(-y)  # dy/dx = σ(x) = 1 − e^(−y), since e^y = 1 + eˣ
 
-    return _elementwise("softplus", fn, grad)
+    return elementwise("softplus", fn, grad)
 
 
 _SQRT_2_OVER_PI = math.sqrt(2 / math.pi)
@@ -165,7 +167,7 @@ def gelu(approximate: bool = False) -> Layer:
             du = _SQRT_2_OVER_PI * (1 + 3 * 0.044715 * x * x)  # du/dx
             return dy * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du)  # y' = ½(1+t) + ½x(1−t²)u'
 
-        return _elementwise("gelu(tanh)", fn, grad)
+        return elementwise("gelu(tanh)", fn, grad)
 
     def fn(x):
         return 0.5 * x * (1 + erf(x * _INV_SQRT_2)), x
@@ -175,7 +177,7 @@ def gelu(approximate: bool = False) -> Layer:
         pdf = _INV_SQRT_2PI * jnp.exp(-0.5 * x * x)  # φ(x)
         return dy * (cdf + x * pdf)  # dx = dy ⊙ (Φ(x) + x·φ(x))
 
-    return _elementwise("gelu", fn, grad)
+    return elementwise("gelu", fn, grad)
 
 
 def silu() -> Layer:
@@ -188,7 +190,7 @@ def silu() -> Layer:
         s = jax.nn.sigmoid(x)
         return dy * s * (1 + x * (1 - s))  # dx = dy ⊙ σ(x)(1 + x(1 − σ(x)))
 
-    return _elementwise("silu", fn, grad)
+    return elementwise("silu", fn, grad)
 
 
 def softmax() -> Layer:
@@ -202,7 +204,7 @@ def softmax() -> Layer:
         # dx_i = Σ_j dy_j ∂y_j/∂x_i = y_i (dy_i − Σ_j dy_j y_j)
         return y * (dy - jnp.sum(dy * y, axis=-1, keepdims=True))
 
-    return _elementwise("softmax", fn, grad)
+    return elementwise("softmax", fn, grad)
 
 
 def log_softmax() -> Layer:
@@ -216,7 +218,7 @@ def log_softmax() -> Layer:
         # dx_i = dy_i − softmax(x)_i Σ_j dy_j, with softmax(x) = e^y
         return dy - jnp.exp(y) * jnp.sum(dy, axis=-1, keepdims=True)
 
-    return _elementwise("log_softmax", fn, grad)
+    return elementwise("log_softmax", fn, grad)
 
 
 ACTIVATIONS: dict[str, Callable[[], Layer]] = {
