@@ -119,7 +119,9 @@ def _binary_logits(rng, shape=(6, 2)):
 
 
 def _labels(rng, shape=(6, 5)):
-    return 2 * rng.normal(size=shape), rng.integers(0, shape[-1], size=shape[:-1])
+    """Logits and integer labels in which every class occurs."""
+    labels = rng.permutation(np.arange(shape[0]) % shape[-1])
+    return 2 * rng.normal(size=shape), labels
 
 
 def _onehot(rng, shape=(6, 5)):
@@ -128,8 +130,8 @@ def _onehot(rng, shape=(6, 5)):
 
 
 def _soft(rng, shape=(6, 5)):
-    t = rng.random(shape)
-    return 2 * rng.normal(size=shape), t / t.sum(-1, keepdims=True)
+    """Soft targets whose rows do not sum to 1 (the gradient's Σt factor then shows)."""
+    return 2 * rng.normal(size=shape), 2 * rng.random(shape)
 
 
 def _token_ids(vocab: int):
@@ -138,15 +140,24 @@ def _token_ids(vocab: int):
 
 
 def _running_stats(build):
-    """A `ctx(params)` for evaluation mode with running statistics away from 0 and 1
-    (mean 0.3, variance 2.5 in every batch_norm), so that the check sees them used."""
-
-    def moved(path, v):
-        return jnp.full_like(v, 2.5 if jax.tree_util.keystr(path).endswith("['var']") else 0.3)
+    """A `ctx(params)` for evaluation mode with running statistics in general position
+    (means from N(0, 1), variances from U(0.5, 2.5), per feature), so that the check sees
+    them used."""
 
     def ctx(params):
         state = init_state(build(), params)
-        return Ctx(state=jax.tree_util.tree_map_with_path(moved, state))
+        leaves, treedef = jax.tree_util.tree_flatten_with_path(state)
+        rng = np.random.default_rng(1)
+        moved = [
+            rng.uniform(0.5, 2.5, np.shape(v)) if jax.tree_util.keystr(path).endswith("['var']")
+            else rng.normal(size=np.shape(v))
+            for path, v in leaves
+        ]  # fmt: skip
+        return Ctx(
+            state=jax.tree.unflatten(
+                treedef, [jnp.asarray(m, v.dtype) for m, (_, v) in zip(moved, leaves, strict=True)]
+            )
+        )
 
     return ctx
 
