@@ -122,3 +122,15 @@ __all__ = [
     "value_and_grad",
     "value_grad_and_state",
 ]
+
+_ON_DEMAND = ("bench", "data", "experiment", "plot")  # imported when first used: `fnn.bench`
+
+
+def __getattr__(name: str):
+    """`fnn.bench`, `fnn.data`, `fnn.experiment` and `fnn.plot` load on first use, so that
+    `import fnn` does not pay for the harness, scikit-learn or matplotlib."""
+    if name in _ON_DEMAND:
+        import importlib
+
+        return importlib.import_module(f"fnn.{name}")
+    raise AttributeError(f"module 'fnn' has no attribute {name!r}")

@@ -30,7 +30,8 @@ ALLOWED: dict[str, set[str]] = {
     "train": {"core", "grad", "tasks"},
     "data": {"core", "tasks"},
     "plot": set(),
-    "bench": {"core", "initializers", "layers", "losses", "grad", "per_example", "train"},
+    "bench": {"core", "initializers", "layers", "losses", "grad", "per_example", "check"}
+    | {"train"},
     "experiment": {"version", "core", "layers", "losses", "tasks", "grad", "check", "train"}
     | {"data", "plot"},
     "cli": {"core", "layers", "losses", "tasks", "grad", "check", "train", "data", "bench"}

@@ -166,9 +166,9 @@ def test_cli_wrong_flag_exits_2(capsys):
 )
 def test_cli_unknown_names_exit_2_listing_valid_ones(argv, word, capsys):
     assert main(["bench", *argv]) == 2
-    out = capsys.readouterr().out
-    assert "nope" in out or "float16" in out
-    assert word in out
+    err = capsys.readouterr().err
+    assert "nope" in err or "float16" in err
+    assert word in err
 
 
 def test_cli_list(capsys):

@@ -37,7 +37,14 @@ its reference gradients), `measure` (timing, memory, HLO, residuals, the machine
 (Equinox, Flax NNX, PyTorch), `grid` (running the grid), `report` (files and charts).
 """
 
-from fnn.bench.grid import build_impl, run_benchmarks, run_workload
+from fnn.bench.grid import (
+    build_impl,
+    measure_impls,
+    peak_probes,
+    run_benchmarks,
+    run_problem,
+    run_workload,
+)
 from fnn.bench.impls import (
     IMPLS,
     JAX_IMPLS,
@@ -47,6 +54,7 @@ from fnn.bench.impls import (
     REFERENCE,
     Impl,
     Skip,
+    build_custom_impl,
     build_jax_impl,
     build_per_example_impl,
     dispatch_unit,
@@ -60,6 +68,7 @@ from fnn.bench.measure import (
     hlo_counts,
     machine_info,
     matmul_unit,
+    matmul_units,
     median_iqr,
     memory_figures,
     peak_bytes_in_use,
@@ -69,7 +78,7 @@ from fnn.bench.measure import (
     time_rotation,
 )
 from fnn.bench.peers import PEER_BUILDERS
-from fnn.bench.problems import Problem, bridge_objective, gradients, make_problem
+from fnn.bench.problems import Problem, bridge_objective, gradients, make_problem, user_problem
 from fnn.bench.reference import build_numpy_impl, numpy_forward_backward
 from fnn.bench.report import (
     CSV_FIELDS,
@@ -79,6 +88,7 @@ from fnn.bench.report import (
     write_json,
     write_results,
 )
+from fnn.bench.vjp import VJP_IMPLS, VJPProblem, build_vjp_impl, make_vjp_problem
 from fnn.bench.workloads import (
     CPU_WORKLOADS,
     DTYPES,
@@ -91,12 +101,14 @@ from fnn.bench.workloads import (
     default_dtypes,
     scaled,
 )
+from fnn.bench.yours import GRAD_TOLERANCE, compare, compare_layer, report
 
 __all__ = [
     "CPU_WORKLOADS",
     "CSV_FIELDS",
     "DTYPES",
     "GPU_WORKLOADS",
+    "GRAD_TOLERANCE",
     "IMPLS",
     "Impl",
     "JAX_IMPLS",
@@ -109,14 +121,20 @@ __all__ = [
     "QUICK_WORKLOADS",
     "REFERENCE",
     "Skip",
+    "VJPProblem",
+    "VJP_IMPLS",
     "WORKLOADS",
     "Workload",
     "bridge_objective",
+    "build_custom_impl",
     "build_impl",
     "build_jax_impl",
     "build_numpy_impl",
     "build_per_example_impl",
+    "build_vjp_impl",
     "choose_all",
+    "compare",
+    "compare_layer",
     "count_residuals",
     "cpu_model",
     "default_dtypes",
@@ -127,20 +145,27 @@ __all__ = [
     "hlo_counts",
     "machine_info",
     "make_problem",
+    "make_vjp_problem",
     "matmul_unit",
+    "matmul_units",
+    "measure_impls",
     "median_iqr",
     "memory_figures",
     "numpy_forward_backward",
     "peak_bytes_in_use",
+    "peak_probes",
     "rel_grad_err",
     "repeat_calls",
     "repeat_step",
+    "report",
     "run_benchmarks",
+    "run_problem",
     "run_workload",
     "scaled",
     "square_peak_size",
     "time_rotation",
     "timed_compile",
+    "user_problem",
     "write_charts",
     "write_csv",
     "write_json",

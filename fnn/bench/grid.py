@@ -21,6 +21,7 @@ from fnn.bench.impls import (
     REFERENCE,
     Impl,
     Skip,
+    build_custom_impl,
     build_jax_impl,
     build_per_example_impl,
 )
@@ -28,7 +29,7 @@ from fnn.bench.measure import (
     hlo_conv_count,
     hlo_counts,
     machine_info,
-    matmul_unit,
+    matmul_units,
     median_iqr,
     memory_figures,
     peak_bytes_in_use,
@@ -51,38 +52,155 @@ from fnn.bench.workloads import (
     default_dtypes,
     scaled,
 )
+from fnn.core import SettingError
 
 
-def build_impl(name: str, problem: Problem) -> Impl:
-    """Builds implementation `name` for `problem`; raises `Skip` when it cannot run."""
-    if name in JAX_IMPLS:
-        return build_jax_impl(name, problem)
-    if name in PER_EXAMPLE_IMPLS:
-        return build_per_example_impl(name, problem)
-    if name == "numpy":
+def build_impl(impl: str | tuple[str, Callable], problem: Problem) -> Impl:
+    """Builds implementation `impl` for `problem`: a built-in name, or `(name, builder)`
+    for a user's own (`fnn.bench.impls.build_custom_impl`); raises `Skip` when it cannot
+    run here."""
+    if not isinstance(impl, str):
+        return build_custom_impl(*impl, problem)
+    if impl in JAX_IMPLS:
+        return build_jax_impl(impl, problem)
+    if impl in PER_EXAMPLE_IMPLS:
+        return build_per_example_impl(impl, problem)
+    if problem.workload is None:
+        raise Skip(f"{impl} rebuilds the built-in MLP workloads only, not a user's network")
+    if impl == "numpy":
         if jax.devices()[0].platform != "cpu":
             raise Skip("numpy runs on the host CPU: compared on CPU runs only")
         return build_numpy_impl(problem)
-    module = PEER_MODULES[name]
+    module = PEER_MODULES[impl]
     if importlib.util.find_spec(module) is None:
         raise Skip(f"{module} is not installed")
-    return PEER_BUILDERS[name](problem)
+    return PEER_BUILDERS[impl](problem)
 
 
 def _calls_for(flops: float, target_flops: float) -> int:
     return max(1, min(1000, round(target_flops / max(flops, 1.0))))
 
 
-def _peak_probes(workload: Workload, dtype, square: int) -> dict[str, tuple[Callable, float]]:
-    """The matmul probes timed in the rotation: the workload's largest GEMM and a square."""
-    m, k, n = workload.largest_gemm
+def peak_probes(
+    gemm: tuple[int, int, int] | None, unit_flops: float | None, dtype, square: int
+) -> dict[str, tuple[Callable, float]]:
+    """The matmul probes timed in the rotation, in every library present: the case's
+    largest GEMM (when known) and a square one, each sized to about a unit's FLOPs."""
+    target = max(unit_flops or 0.0, 2.0 * square**3)
     probes = {}
-    step_flops = workload.flops_per_step * workload.steps
-    target = max(step_flops, 2.0 * square**3)
-    for shape in {(m, k, n), (square, square, square)}:
+    for shape in {gemm, (square, square, square)} - {None}:
         calls = _calls_for(2.0 * math.prod(shape), target)
-        probes["peak:{}x{}x{}".format(*shape)] = matmul_unit(*shape, dtype, calls)
+        for library, probe in matmul_units(*shape, dtype, calls).items():
+            probes["peak:{}:{}x{}x{}".format(library, *shape)] = probe
     return probes
+
+
+def measure_impls(
+    base: dict[str, Any],
+    built: dict[str, Impl],
+    reference: Any,
+    *,
+    steps: int,
+    flops_per_step: float | None,
+    probes: dict[str, tuple[Callable, float]],
+    repeats: int,
+    progress: Callable[[str], None],
+) -> list[dict[str, Any]]:
+    """Warms every impl up, times them and the peak probes in one rotation, and returns a
+    record per impl (an "error" record for one that fails to run)."""
+    records, units, states = [], {}, {}
+
+    def failed(name: str, note: str) -> None:
+        records.append({**base, "impl": name, "status": "error", "note": note[:300]})
+        progress(f"  {base['workload']:<18} {base['dtype']:<9} {name:<14} {note[:120]}")
+
+    for name, impl in list(built.items()):  # the warm-up, one impl at a time
+        try:
+            states[name], units[name] = impl.unit(impl.state), impl.unit
+        except Exception as error:
+            failed(name, f"failed to run: {type(error).__name__}: {error}")
+            del built[name]
+    for key, (unit, _) in probes.items():
+        units[key], states[key] = unit, unit(None)
+    try:
+        times = time_rotation(units, states, repeats, warmup=False)
+    except Exception as error:
+        for name in built:
+            failed(name, f"failed while timing: {type(error).__name__}: {error}")
+        return records
+    peak, peak_shape, peak_library = 0.0, "", ""
+    for key, (_, flops) in probes.items():
+        rate = flops / min(times[key])  # a peak: the best round
+        if rate > peak:
+            _, peak_library, peak_shape = key.split(":")
+            peak = rate
+    for impl in built.values():
+        record = _record(base, impl, times, steps, flops_per_step, reference)
+        record.update(_peak_fields(record, peak, peak_shape, peak_library))
+        records.append(record)
+        progress(_progress_line(record))
+    return records
+
+
+def _peak_fields(record, peak, shape, library) -> dict[str, Any]:
+    rate = record["flops_per_s"]
+    return {
+        "peak_flops_per_s": peak or None,
+        "peak_shape": shape,
+        "peak_library": library,
+        "peak_fraction": rate / peak if rate and peak else None,
+        "floor_ratio": peak / rate if rate and peak else None,
+    }
+
+
+def run_problem(
+    problem: Problem,
+    impls: Sequence[str | tuple[str, Callable]],
+    *,
+    repeats: int,
+    square: int,
+    machine: dict[str, Any],
+    progress: Callable[[str], None] = print,
+) -> list[dict[str, Any]]:
+    """Builds, checks, times and measures every impl on one problem."""
+    base = {
+        **machine,
+        "workload": problem.name,
+        "description": problem.description,
+        "dtype": problem.dtype.name,
+        "batch": problem.batch,
+        "params": problem.workload.params if problem.workload else problem.num_params,
+        "weights": problem.workload.weights if problem.workload else None,
+        "steps_per_call": problem.steps,
+        "repeats": repeats,
+        "flops_source": problem.flops_source,
+    }
+    built, records = {}, []
+    for impl in impls:
+        name = impl if isinstance(impl, str) else impl[0]
+        try:
+            built[name] = build_impl(impl, problem)
+        except Skip as why:
+            records.append({**base, "impl": name, "status": "skipped", "note": str(why)})
+            progress(f"  {problem.name:<18} {base['dtype']:<9} {name:<14} skipped: {why}")
+        except SettingError:  # a user's impl that cannot be what it claims: say so
+            raise
+        except Exception as error:  # a peer's API drift must not stop the grid
+            note = f"failed to build: {type(error).__name__}: {error}"
+            records.append({**base, "impl": name, "status": "error", "note": note[:300]})
+            progress(f"  {problem.name:<18} {base['dtype']:<9} {name:<14} {note[:120]}")
+    reference = gradients(problem, "autodiff")
+    unit_flops = None if problem.flops_per_step is None else problem.flops_per_step * problem.steps
+    return records + measure_impls(
+        base,
+        built,
+        reference,
+        steps=problem.steps,
+        flops_per_step=problem.flops_per_step,
+        probes=peak_probes(problem.gemm, unit_flops, problem.dtype, square),
+        repeats=repeats,
+        progress=progress,
+    )
 
 
 def run_workload(
@@ -95,7 +213,8 @@ def run_workload(
     machine: dict[str, Any],
     progress: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
-    """Builds, checks, times and measures every impl on one workload in one dtype."""
+    """Builds, checks, times and measures every impl that applies to one workload in one
+    dtype (per-example impls on per-example workloads; numpy and the peers on MLPs)."""
     impls = [
         name
         for name in impls
@@ -105,75 +224,20 @@ def run_workload(
     if workload.image is not None or workload.sequence is not None:  # numpy, peers: MLPs
         impls = [name for name in impls if name in JAX_IMPLS]
     problem = make_problem(workload, dtype)
-    built, records = {}, []
-    base = {
-        **machine,
-        "workload": workload.name,
-        "description": workload.description,
-        "dtype": dtype,
-        "batch": workload.batch,
-        "params": workload.params,
-        "weights": workload.weights,
-        "steps_per_call": workload.steps,
-        "repeats": repeats,
-    }
-
-    def not_run(name: str, status: str, note: str, shown: str) -> None:
-        records.append({**base, "impl": name, "status": status, "note": note})
-        progress(f"  {workload.name:<18} {dtype:<9} {name:<14} {shown}")
-
-    for name in impls:
-        try:
-            built[name] = build_impl(name, problem)
-        except Skip as why:
-            not_run(name, "skipped", str(why), f"skipped: {why}")
-        except Exception as error:  # a peer's API drift must not stop the grid
-            note = f"failed to build: {type(error).__name__}: {error}"
-            not_run(name, "error", note[:300], note[:120])
-    reference = None
-    if "autodiff" in built or "autodiff_scan" in built:
-        reference = gradients(problem, "autodiff")
-
-    units, states = {}, {}
-    for name, impl in list(built.items()):  # the warm-up, one impl at a time
-        try:
-            states[name], units[name] = impl.unit(impl.state), impl.unit
-        except Exception as error:
-            note = f"failed to run: {type(error).__name__}: {error}"[:300]
-            not_run(name, "error", note, note[:120])
-            del built[name]
-    probes = _peak_probes(workload, problem.dtype, square)
-    for key, (unit, _) in probes.items():
-        units[key], states[key] = unit, unit(None)
-    try:
-        times = time_rotation(units, states, repeats, warmup=False)
-    except Exception as error:
-        note = f"failed while timing: {type(error).__name__}: {error}"[:300]
-        progress(f"  {workload.name:<18} {dtype:<9} {note}")
-        return records + [{**base, "impl": n, "status": "error", "note": note} for n in built]
-
-    peak, peak_shape = 0.0, ""
-    for key, (_, flops) in probes.items():
-        rate = flops / min(times[key])  # a peak: the best round
-        if rate > peak:
-            peak, peak_shape = rate, key.removeprefix("peak:")
-    for impl in built.values():
-        record = _record(base, impl, times, workload, peak, peak_shape, reference)
-        records.append(record)
-        progress(_progress_line(record))
-    return records
+    return run_problem(
+        problem, impls, repeats=repeats, square=square, machine=machine, progress=progress
+    )
 
 
-def _record(base, impl, times, workload, peak, peak_shape, reference) -> dict[str, Any]:
-    """One "ok" record: the fields listed in `fnn.bench`'s docstring."""
-    per_step = [t / workload.steps * 1e3 for t in times[impl.name]]
+def _record(base, impl, times, steps, flops_per_step, reference) -> dict[str, Any]:
+    """One "ok" record: the fields listed in `fnn.bench`'s docstring (the peak's apart)."""
+    per_step = [t / steps * 1e3 for t in times[impl.name]]
     median, iqr = median_iqr(per_step)
     ref_name = REFERENCE.get(impl.name, "autodiff")
     ratio = None
     if ref_name in times:
         pairs = [a / b for a, b in zip(times[impl.name], times[ref_name], strict=True)]
         ratio = float(statistics.median(pairs))
-    flops_per_s = workload.flops_per_step / (median / 1e3)
     compiled = impl.compiled
     hlo = compiled.as_text() if compiled is not None else None
     return {
@@ -184,15 +248,11 @@ def _record(base, impl, times, workload, peak, peak_shape, reference) -> dict[st
         "step_ms_median": median,
         "step_ms_iqr": iqr,
         "step_ms_min": min(per_step),
-        "total_ms": median * workload.steps,
+        "total_ms": median * steps,
         "ratio_vs_autodiff": ratio,
         "ratio_reference": ref_name if ratio is not None else None,
         "compile_s": impl.compile_s,
-        "flops_per_s": flops_per_s,
-        "peak_flops_per_s": peak,
-        "peak_shape": peak_shape,
-        "peak_fraction": flops_per_s / peak if peak else None,
-        "floor_ratio": peak / flops_per_s if peak else None,
+        "flops_per_s": None if flops_per_step is None else flops_per_step / (median / 1e3),
         **memory_figures(compiled),
         "peak_bytes_in_use": peak_bytes_in_use() if compiled is not None else None,
         "residual_arrays": impl.residuals[0] if impl.residuals else None,
@@ -215,10 +275,12 @@ _NO_HLO = dict.fromkeys(("hlo_gemms", "hlo_fusions", "hlo_ops"))
 def _progress_line(r: dict[str, Any]) -> str:
     ratio = f"{r['ratio_vs_autodiff']:.3f}" if r["ratio_vs_autodiff"] is not None else "  -  "
     temp = "-" if r["temp_bytes"] is None else f"{r['temp_bytes'] / 2**20:.2f} MiB"
+    peak = "  -  " if r["peak_fraction"] is None else f"{r['peak_fraction'] * 100:5.1f}"
+    err = "" if r["rel_grad_err"] is None else f"  err {r['rel_grad_err']:.1e}"
     return (
         f"  {r['workload']:<18} {r['dtype']:<9} {r['impl']:<14} "
         f"{r['step_ms_median']:10.4f} ms/step ±{r['step_ms_iqr']:.4f}  ratio {ratio}  "
-        f"{r['peak_fraction'] * 100:5.1f}% peak  temp {temp}"
+        f"{peak}% peak  temp {temp}{err}"
     )
 
 

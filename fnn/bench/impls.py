@@ -14,12 +14,18 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from fnn.bench.measure import count_residuals, repeat_calls
+from fnn.bench.measure import count_kept, count_residuals, repeat_calls
 from fnn.bench.problems import Problem, bridge_objective, gradients
+from fnn.core import Layer, SettingError, forward
 from fnn.train import TrainState, make_train_step
 
 JAX_IMPLS = ("manual", "autodiff", "manual_scan", "autodiff_scan", "custom_vjp")
-PEER_MODULES = {"equinox": "equinox", "flax_nnx": "flax", "torch": "torch"}
+PEER_MODULES = {
+    "equinox": "equinox",
+    "flax_nnx": "flax",
+    "torch": "torch",
+    "torch_compile": "torch",
+}
 PEER_IMPLS = tuple(PEER_MODULES)
 PER_EXAMPLE_IMPLS = ("per_example", "per_example_vmap")
 IMPLS = (*JAX_IMPLS, "numpy", *PEER_IMPLS, *PER_EXAMPLE_IMPLS)
@@ -114,21 +120,25 @@ def _custom_vjp_step(problem: Problem) -> Callable:
 
 
 def _residuals(problem: Problem, manual: bool) -> tuple[int, int]:
-    """What the backward keeps: through the bridge for the manual backward, of the plain
-    forward for autodiff."""
-    if manual:
-        objective = bridge_objective(problem)
-    else:
+    """What the backward keeps from the forward, arguments excluded: the hand-written
+    residuals of the network and the loss, or what `jax.grad` of the plain forward
+    saves (JAX's saved-residuals analysis)."""
+    net, loss = problem.net, problem.loss
 
-        def objective(p, x, y):
-            return problem.loss.forward(problem.net.forward(p, x)[0], y)[0]
+    def residuals(p, x, y):
+        pred, kept = forward(net, p, x)
+        return kept, loss.forward(pred, y)[1]
 
-    return count_residuals(objective, problem.params, problem.x, problem.y)
+    def objective(p, x, y):
+        return loss.forward(forward(net, p, x)[0], y)[0]
+
+    count = count_kept if manual else count_residuals
+    return count(residuals if manual else objective, problem.params, problem.x, problem.y)
 
 
 def build_jax_impl(name: str, problem: Problem) -> Impl:
     """One of `manual`, `autodiff`, `manual_scan`, `autodiff_scan`, `custom_vjp`."""
-    steps = problem.workload.steps
+    steps = problem.steps
     batch = (problem.x, problem.y)
     train_state = TrainState.create(problem.net, problem.params, problem.optimizer)
     manual = name != "autodiff" and name != "autodiff_scan"
@@ -160,6 +170,80 @@ def build_jax_impl(name: str, problem: Problem) -> Impl:
     )
 
 
+def build_custom_impl(name: str, builder: Callable[[Problem], Any], problem: Problem) -> Impl:
+    """A user's implementation, from `builder(problem)`, which returns either
+
+    - an fnn `Layer` taking the problem's params (a variant of its network, e.g. a layer
+      whose backward keeps other residuals): trained like `manual`, with that layer's
+      hand-written backward; or
+    - a gradient function `grad_fn(params, x, y) -> (loss, grads)`, `grads` shaped like
+      the params (a hand-written JAX gradient of your own): jitted and trained with the
+      problem's optimizer, like fnn's steps.
+
+    Raises:
+      SettingError: `builder` returned something else, or a function or layer whose
+        gradients or params do not have the problem's structure.
+    """
+    made = builder(problem)
+    if isinstance(made, Layer):
+        variant = dataclasses.replace(problem, net=made, grads={})
+        try:
+            jax.eval_shape(lambda p, x: forward(made, p, x)[0], problem.params, problem.x)
+        except (TypeError, ValueError) as error:
+            raise SettingError(
+                f"impl {name!r}: the layer {made.name} does not take the problem's params "
+                f"and x: {error}",
+                settings=("impls",),
+            ) from error
+        impl = build_jax_impl("manual", variant)
+        return dataclasses.replace(impl, name=name, note=f"{made.name}, hand-written backward")
+    if not callable(made):
+        raise SettingError(
+            f"impl {name!r}: its builder must return an fnn Layer or a function "
+            f"grad_fn(params, x, y) -> (loss, grads); got {type(made).__name__}",
+            settings=("impls",),
+        )
+    args = (problem.params, problem.x, problem.y)
+    try:
+        _, shapes = jax.eval_shape(made, *args)
+        same = jax.tree.structure(shapes) == jax.tree.structure(problem.params) and all(
+            a.shape == b.shape
+            for a, b in zip(jax.tree.leaves(shapes), jax.tree.leaves(problem.params), strict=True)
+        )
+    except (TypeError, ValueError) as error:
+        raise SettingError(
+            f"impl {name!r}: grad_fn(params, x, y) failed: {error}", settings=("impls",)
+        ) from error
+    if not same:
+        raise SettingError(
+            f"impl {name!r}: grad_fn(params, x, y) must return (loss, grads) with grads "
+            "shaped like the params",
+            settings=("impls",),
+        )
+    optimizer = problem.optimizer
+
+    def step(train_state, batch):
+        params, opt_state, state = train_state
+        value, grads = made(params, *batch)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return TrainState(optax.apply_updates(params, updates), opt_state, state), {"loss": value}
+
+    train_state = TrainState.create(problem.net, problem.params, optimizer)
+    batch = (problem.x, problem.y)
+    compiled, compile_s = timed_compile(step, train_state, batch)
+    grad_fn = jax.jit(made)
+    return Impl(
+        name,
+        dispatch_unit(compiled, batch, problem.steps),
+        train_state,
+        grads=lambda: grad_fn(*args)[1],
+        compiled=compiled,
+        compile_s=compile_s,
+        kind="dispatched",
+        note="a user's gradient function",
+    )
+
+
 def build_per_example_impl(name: str, problem: Problem) -> Impl:
     """`per_example` (hand-written outer products, `fnn.per_example_grads`) or
     `per_example_vmap` (`jax.vmap(jax.grad)` of one example's loss): a unit is `steps`
@@ -179,7 +263,7 @@ def build_per_example_impl(name: str, problem: Problem) -> Impl:
     reference = "per_example_vmap" if name == "per_example" else "autodiff's batch step"
     return Impl(
         name,
-        repeat_calls(compiled, args, problem.workload.steps),
+        repeat_calls(compiled, args, problem.steps),
         None,
         grads=grads,
         compiled=compiled,

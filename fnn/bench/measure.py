@@ -39,12 +39,55 @@ def repeat_calls(fn: Callable, args: Sequence[Any], calls: int) -> Callable:
 
 
 def matmul_unit(m: int, k: int, n: int, dtype, calls: int) -> tuple[Callable, float]:
-    """A unit of `calls` jitted (m, k)·(k, n) matmuls, and the FLOPs it does."""
+    """A unit of `calls` jitted (m, k)·(k, n) matmuls in JAX, and the FLOPs it does."""
     rng = np.random.default_rng(7)
     a = jnp.asarray(rng.standard_normal((m, k), np.float32), dtype)
     b = jnp.asarray(rng.standard_normal((k, n), np.float32), dtype)
     f = jax.jit(lambda a, b: a @ b).lower(a, b).compile()
     return repeat_calls(f, (a, b), calls), 2.0 * m * k * n * calls
+
+
+def matmul_units(m: int, k: int, n: int, dtype, calls: int) -> dict[str, tuple[Callable, float]]:
+    """The same (m, k)·(k, n) matmul unit in every library present that can run it on this
+    device, by library: "jax" always; "numpy" (its BLAS) on a CPU run in float32 and
+    float64; "torch" where PyTorch is installed (on CUDA when JAX runs on a GPU). The
+    machine's matmul peak is the best of them, whoever reaches it."""
+    units = {"jax": matmul_unit(m, k, n, dtype, calls)}
+    name = jnp.dtype(dtype).name
+    flops = 2.0 * m * k * n * calls
+    on_cpu = jax.devices()[0].platform == "cpu"
+    rng = np.random.default_rng(7)
+    if on_cpu and name in ("float32", "float64"):
+        a = rng.standard_normal((m, k)).astype(name)
+        b = rng.standard_normal((k, n)).astype(name)
+        units["numpy"] = (repeat_calls(np.matmul, (a, b), calls), flops)
+    torch = _torch()
+    if torch is not None and hasattr(torch, name):
+        device = "cpu" if on_cpu else ("cuda" if torch.cuda.is_available() else None)
+        if device is not None:
+            a = torch.randn(m, k, device=device, dtype=getattr(torch, name))
+            b = torch.randn(k, n, device=device, dtype=getattr(torch, name))
+            sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+            def unit(state, a=a, b=b):
+                for _ in range(calls):
+                    torch.mm(a, b)
+                sync()
+                return state
+
+            units["torch"] = (unit, flops)
+    return units
+
+
+def _torch():
+    """PyTorch if it is installed, else None (imported only when asked for)."""
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        return None
+    import torch
+
+    return torch
 
 
 def time_rotation(
@@ -128,6 +171,24 @@ def count_residuals(fn: Callable, *args) -> tuple[int, int]:
     return len(kept), int(nbytes)
 
 
+def count_kept(fn: Callable, *args) -> tuple[int, int]:
+    """(arrays, bytes) of the residual pytree `fn(*args)` returns (what a hand-written
+    backward keeps), each array counted once, the arguments themselves and empty arrays
+    excluded, as `count_residuals` counts what reverse mode keeps. Traced, not run."""
+    kept: dict[int, Any] = {}
+
+    def trace(*args):
+        inputs = {id(leaf) for leaf in jax.tree.leaves(args)}
+        for leaf in jax.tree.leaves(fn(*args)):
+            if id(leaf) not in inputs and math.prod(jnp.shape(leaf)):
+                kept[id(leaf)] = jax.ShapeDtypeStruct(jnp.shape(leaf), leaf.dtype)
+        return ()
+
+    jax.eval_shape(trace, *args)
+    nbytes = sum(math.prod(a.shape) * jnp.dtype(a.dtype).itemsize for a in kept.values())
+    return len(kept), int(nbytes)
+
+
 # ---------------------------------------------------------------------------------------
 # The compiled HLO and the gradient
 
@@ -167,6 +228,8 @@ def rel_grad_err(grads, reference) -> float:
     """max over leaves of max|g − ref| / max|ref| (norm-wise; 0 where both are zero)."""
     worst = 0.0
     for g, r in zip(jax.tree.leaves(grads), jax.tree.leaves(reference), strict=True):
+        if np.asarray(r).dtype == jax.dtypes.float0:  # an integer input: no derivative
+            continue
         g = np.asarray(g, np.float64)
         r = np.asarray(r, np.float64)
         scale = np.max(np.abs(r)) if r.size else 0.0

@@ -1,9 +1,20 @@
-"""Peers: the same MLP workloads trained by Equinox, Flax NNX and PyTorch, each with its
-own idioms (its layers, its gradient, SGD), sized as the workload. Each runs only where
-its library is installed; `fnn.bench.impls.PEER_MODULES` names the module to look for."""
+"""Peers: the same MLP workloads trained by Equinox, Flax NNX and PyTorch, each in its own
+idiomatic form (its layers, its gradient, the same SGD), from fnn's initial parameters.
+Each runs only where its library is installed (`fnn.bench.impls.PEER_MODULES`), and each
+reports its gradient at those parameters in fnn's layout, so that its `rel_grad_err`
+against fnn's autodiff says it trains the same network.
+
+- `equinox`: `eqx.nn.Linear` layers, each applied with `jax.vmap` (Equinox's layers act
+  on one example), `eqx.filter_grad`, an `eqx.filter_jit` step;
+- `flax_nnx`: `nnx.Linear` layers, `nnx.split`/`merge` around a `jax.jit` step (the
+  form Flax's performance guide recommends over `nnx.jit`);
+- `torch`: `torch.nn.Linear` layers in a `Sequential`, eager autograd, `torch.optim.SGD`;
+- `torch_compile`: the same module and step under `torch.compile`, where it compiles.
+"""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import jax
@@ -11,17 +22,29 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from fnn.bench.impls import Impl, dispatch_unit
+from fnn.bench.impls import Impl, Skip, dispatch_unit
 from fnn.bench.problems import Problem
-from fnn.bench.workloads import Workload
 
 _ACTIVATIONS = {"sigmoid": jax.nn.sigmoid, "tanh": jnp.tanh, "relu": jax.nn.relu}
 
 
-def _sizes(w: Workload) -> list[tuple[int, int]]:
-    """(in, out) of each dense layer."""
-    widths = (w.in_features, *w.features)
-    return list(zip(widths[:-1], widths[1:], strict=True))
+def _dense(problem: Problem) -> list[tuple[np.ndarray, np.ndarray]]:
+    """fnn's initial `(W: (in, out), b: (out,))` of each dense layer, in order."""
+    return [(np.asarray(p["W"]), np.asarray(p["b"])) for p in problem.params if p != ()]
+
+
+def _fnn_layout(problem: Problem, grads: list[tuple]) -> tuple:
+    """Per-layer `(dW: (in, out), db)` put back into fnn's params structure (`()` for the
+    activations)."""
+    it = iter(grads)
+    out = []
+    for p in problem.params:
+        if p == ():
+            out.append(())
+        else:
+            dW, db = next(it)
+            out.append({"W": jnp.asarray(dW), "b": jnp.asarray(db)})
+    return tuple(out)
 
 
 def _logits(layers: list[Callable], activation: str, x):
@@ -39,24 +62,15 @@ def _optax_loss(kind, logits, y):
     return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y))
 
 
-def _jax_peer(name: str, problem: Problem, step: Callable, state, note: str = "") -> Impl:
-    """A JAX peer's Impl: its jitted `step(state, batch) -> (state, None)` called from
-    Python `steps` times a unit on the problem's batch."""
-    unit = dispatch_unit(step, (problem.x, problem.y), problem.workload.steps)
-    return Impl(name, unit, state, kind="peer", note=note)
-
-
 def build_equinox_impl(problem: Problem) -> Impl:
-    """`eqx.nn.Linear` layers applied with `jax.vmap`, `eqx.filter_grad`, a
-    `filter_jit` step."""
     import equinox as eqx
 
-    w = problem.workload
-    keys = jax.random.split(jax.random.PRNGKey(1), len(w.features))
-    model = [
-        eqx.nn.Linear(a, b, key=k, dtype=problem.dtype)
-        for (a, b), k in zip(_sizes(w), keys, strict=True)
-    ]
+    w, dt = problem.workload, problem.dtype
+    model = []
+    for W, b in _dense(problem):
+        layer = eqx.nn.Linear(*W.shape, key=jax.random.PRNGKey(0), dtype=dt)
+        layer = eqx.tree_at(lambda m: (m.weight, m.bias), layer, (jnp.asarray(W.T, dt), b))
+        model.append(layer)  # Equinox keeps W as (out, in)
     optimizer = problem.optimizer
 
     def loss_fn(model, x, y):
@@ -69,21 +83,26 @@ def build_equinox_impl(problem: Problem) -> Impl:
         updates, opt_state = optimizer.update(grads, opt_state, eqx.filter(model, eqx.is_array))
         return (eqx.apply_updates(model, updates), opt_state), None
 
+    def grads():
+        g = eqx.filter_jit(eqx.filter_grad(loss_fn))(model, problem.x, problem.y)
+        return _fnn_layout(problem, [(m.weight.T, m.bias) for m in g])
+
     state = (model, optimizer.init(eqx.filter(model, eqx.is_array)))
-    return _jax_peer("equinox", problem, step, state)
+    unit = dispatch_unit(step, (problem.x, problem.y), problem.steps)
+    note = f"equinox {eqx.__version__}: vmap(Linear), filter_grad, filter_jit"
+    return Impl("equinox", unit, state, grads=grads, kind="peer", note=note)
 
 
 def build_flax_nnx_impl(problem: Problem) -> Impl:
-    """`nnx.Linear` layers split into a graph and params, `jax.grad` through
-    `nnx.merge`, a jitted optax step."""
+    import flax
     from flax import nnx
 
-    w = problem.workload
-    rngs = nnx.Rngs(1)
-    layers = [
-        nnx.Linear(a, b, rngs=rngs, dtype=problem.dtype, param_dtype=problem.dtype)
-        for a, b in _sizes(w)
-    ]
+    w, dt = problem.workload, problem.dtype
+    layers = []
+    for W, b in _dense(problem):
+        layer = nnx.Linear(*W.shape, rngs=nnx.Rngs(0), dtype=dt, param_dtype=dt)
+        layer.kernel[...], layer.bias[...] = jnp.asarray(W, dt), jnp.asarray(b, dt)
+        layers.append(layer)  # Flax keeps the kernel as (in, out), as fnn does
     graphdef, params = nnx.split(nnx.List(layers) if hasattr(nnx, "List") else layers)
     optimizer = problem.optimizer
 
@@ -98,52 +117,107 @@ def build_flax_nnx_impl(problem: Problem) -> Impl:
         updates, opt_state = optimizer.update(grads, opt_state, p)
         return (optax.apply_updates(p, updates), opt_state), None
 
+    def grads():
+        g = list(nnx.merge(graphdef, jax.jit(jax.grad(loss_fn))(params, problem.x, problem.y)))
+        return _fnn_layout(problem, [(m.kernel[...], m.bias[...]) for m in g])
+
     state = (params, optimizer.init(params))
-    return _jax_peer(
-        "flax_nnx", problem, step, state, note="nnx.split/merge with a jitted optax step"
-    )
+    unit = dispatch_unit(step, (problem.x, problem.y), problem.steps)
+    note = f"flax {flax.__version__}: nnx.split/merge around a jitted optax step"
+    return Impl("flax_nnx", unit, state, grads=grads, kind="peer", note=note)
 
 
-def build_torch_impl(problem: Problem) -> Impl:
-    """`torch.nn.Linear` layers in a `Sequential`, eager autograd and
-    `torch.optim.SGD`, on CUDA where available."""
+def _tensor(torch, a, dtype, device):
+    """A numpy or JAX array as a torch tensor of `dtype` on `device` (bfloat16 through
+    float32, which numpy holds and torch reads)."""
+    a = np.array(a)  # a writable copy: torch reads numpy's memory
+    if a.dtype.name == "bfloat16":
+        a = a.astype(np.float32)
+    return torch.from_numpy(a).to(device=device, dtype=dtype)
+
+
+def _torch_model(problem: Problem):
+    """(model, x, y, loss_fn, sync): fnn's initial weights in a torch
+    `Sequential` of `Linear` layers and activations, on CUDA where JAX runs on a GPU."""
     import torch
 
     w = problem.workload
-    dtype = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16}[
-        problem.dtype.name
-    ]
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    name = problem.dtype.name
+    if not hasattr(torch, name):
+        raise Skip(f"torch has no {name}")
+    dtype = getattr(torch, name)
+    on_gpu = jax.devices()[0].platform == "gpu" and torch.cuda.is_available()
+    device = "cuda" if on_gpu else "cpu"
     act = {"sigmoid": torch.nn.Sigmoid, "tanh": torch.nn.Tanh, "relu": torch.nn.ReLU}
     modules = []
-    for i, (a, b) in enumerate(_sizes(w)):
-        modules.append(torch.nn.Linear(a, b))
-        if i < len(w.features) - 1:
+    dense = _dense(problem)
+    for i, (W, b) in enumerate(dense):
+        linear = torch.nn.Linear(*W.shape)
+        linear = linear.to(device=device, dtype=dtype)
+        with torch.no_grad():
+            linear.weight.copy_(_tensor(torch, W.T, dtype, device))  # torch keeps (out, in)
+            linear.bias.copy_(_tensor(torch, b, dtype, device))
+        modules.append(linear)
+        if i < len(dense) - 1:
             modules.append(act[w.activation]())
-    model = torch.nn.Sequential(*modules).to(device=device, dtype=dtype)
-    opt = torch.optim.SGD(model.parameters(), lr=w.learning_rate)
-    x = torch.from_numpy(np.asarray(problem.x, np.float32)).to(device=device, dtype=dtype)
+    model = torch.nn.Sequential(*modules)
+    x = _tensor(torch, problem.x, dtype, device)
     if w.loss == "sigmoid_bce":
-        y = torch.from_numpy(np.asarray(problem.y, np.float32)).to(device=device, dtype=dtype)
+        y = _tensor(torch, problem.y, dtype, device)
         loss_fn = torch.nn.BCEWithLogitsLoss()
     else:
-        y = torch.from_numpy(np.asarray(problem.y, np.int64)).to(device)
+        y = _tensor(torch, problem.y, torch.int64, device)
         loss_fn = torch.nn.CrossEntropyLoss()
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    return model, x, y, loss_fn, sync
+
+
+def _torch_impl(problem: Problem, name: str, compiled: bool) -> Impl:
+    import torch
+
+    model, x, y, loss_fn, sync = _torch_model(problem)
+    opt = torch.optim.SGD(model.parameters(), lr=problem.workload.learning_rate)
+
+    def train_step():
+        opt.zero_grad(set_to_none=True)
+        loss_fn(model(x), y).backward()
+        opt.step()
+
+    if compiled:
+        with warnings.catch_warnings():  # torch's own deprecations, met on its import path
+            warnings.simplefilter("ignore", DeprecationWarning)
+            train_step = torch.compile(train_step)
+
+    def grads():
+        fresh, gx, gy, gloss, _ = _torch_model(problem)
+        gloss(fresh(gx), gy).backward()
+        linears = [m for m in fresh if isinstance(m, torch.nn.Linear)]
+        pairs = [(m.weight.grad.float().cpu().numpy().T, m.bias.grad.float().cpu().numpy())
+                 for m in linears]  # fmt: skip
+        return _fnn_layout(problem, pairs)
 
     def unit(state):
-        for _ in range(w.steps):
-            opt.zero_grad(set_to_none=True)
-            loss_fn(model(x), y).backward()
-            opt.step()
+        for _ in range(problem.steps):
+            train_step()
         sync()
         return state
 
-    return Impl("torch", unit, None, kind="peer", note=f"torch {torch.__version__} eager")
+    form = "torch.compile of the whole step" if compiled else "eager autograd"
+    note = f"torch {torch.__version__}: {form}, SGD"
+    return Impl(name, unit, None, grads=grads, kind="peer", note=note)
+
+
+def build_torch_impl(problem: Problem) -> Impl:
+    return _torch_impl(problem, "torch", compiled=False)
+
+
+def build_torch_compile_impl(problem: Problem) -> Impl:
+    return _torch_impl(problem, "torch_compile", compiled=True)
 
 
 PEER_BUILDERS = {
     "equinox": build_equinox_impl,
     "flax_nnx": build_flax_nnx_impl,
     "torch": build_torch_impl,
+    "torch_compile": build_torch_compile_impl,
 }

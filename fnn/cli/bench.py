@@ -1,17 +1,47 @@
-"""`fnn bench`: time manual and automatic differentiation against each other and the
-hardware's matmul peak, and write results.json, results.csv, report.md and charts."""
+"""`fnn bench`: time manual and automatic differentiation against each other, against
+the peers and the machine's matmul peak, on the built-in workloads or on your own
+network (`--model FILE.py:FUNCTION`) or layer (`--layer FILE.py:FUNCTION`), and write
+results.json, results.csv, report.md and charts."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from fnn import bench
+from fnn.cli.messages import describe, flags_of
+from fnn.cli.user_code import UserCodeError, call
+from fnn.core import Layer, Loss, SettingError
+
+MODEL_HELP = (
+    "benchmark your network: FUNCTION() returns (net, loss, x, y), or a dict with keys "
+    "net, loss, x, y and optionally optimizer (an optax optimiser), name, and impls "
+    "({name: builder} of your own implementations, see fnn.bench.compare)"
+)
+LAYER_HELP = (
+    "benchmark your layer's forward and backward against jax.vjp: FUNCTION() returns an "
+    "fnn Layer, or a dict with key layer and optionally variants ({name: Layer} computing "
+    "the same function), ctx, make_input, in_shape and batch"
+)
 
 
 def _names(text: str) -> list[str]:
     return [name for name in text.split(",") if name]
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        shape = ()
+    if not shape or min(shape) < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected positive ints such as 64 or 8,8,1, got {text!r}"
+        )
+    return shape
 
 
 def add_parser(subparsers) -> None:
@@ -54,7 +84,79 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("--out", type=Path, default=Path("bench-results"), metavar="DIR")
     parser.add_argument("--list", action="store_true", help="list workloads and impls, then exit")
-    parser.set_defaults(run=run)
+    yours = parser.add_argument_group("your own network or layer (instead of the workloads)")
+    yours.add_argument("--model", metavar="FILE.py:FUNCTION", help=MODEL_HELP)
+    yours.add_argument("--layer", metavar="FILE.py:FUNCTION", help=LAYER_HELP)
+    yours.add_argument(
+        "--in-shape", type=_shape, metavar="D[,D...]", help="--layer: input shape without batch"
+    )
+    yours.add_argument("--batch", type=int, metavar="N", help="--layer: batch size (default 256)")
+    parser.set_defaults(run=run, flags=flags_of(parser))
+
+
+def _error(error: BaseException, args: argparse.Namespace) -> int:
+    print(f"fnn bench: error: {describe(error, args.flags)}", file=sys.stderr)
+    return 2
+
+
+def _yours(obtained, spec: str, flag: str, keys: tuple[str, ...]) -> dict:
+    """What FUNCTION returned, as a dict with `keys`; a UserCodeError saying what was
+    expected otherwise."""
+    if flag == "--layer" and isinstance(obtained, Layer):
+        return {"layer": obtained}
+    if flag == "--model" and isinstance(obtained, tuple) and len(obtained) == 4:
+        return dict(zip(keys, obtained, strict=True))
+    if isinstance(obtained, Mapping) and all(k in obtained for k in keys):
+        return dict(obtained)
+    expected = LAYER_HELP if flag == "--layer" else MODEL_HELP
+    raise UserCodeError(f"{flag}: {spec}() returned {type(obtained).__name__}; expected: "
+                        f"{expected.split(': ', 1)[1]}")  # fmt: skip
+
+
+def _run_model(args: argparse.Namespace) -> list[dict]:
+    got = _yours(call(args.model, "--model"), args.model, "--model", ("net", "loss", "x", "y"))
+    if not isinstance(got["net"], Layer) or not isinstance(got["loss"], Loss):
+        raise UserCodeError(
+            f"--model: {args.model}() must give an fnn Layer and an fnn Loss as net and loss, "
+            f"got {type(got['net']).__name__} and {type(got['loss']).__name__}"
+        )
+    impls = list(args.impls or bench.JAX_IMPLS) + list(dict(got.get("impls") or {}).items())
+    return bench.compare(
+        got["net"],
+        got["loss"],
+        got["x"],
+        got["y"],
+        impls=impls,
+        optimizer=got.get("optimizer"),
+        steps=args.steps,
+        repeats=args.repeats,
+        dtype=(args.dtype or [None])[0],
+        name=got.get("name"),
+        quick=args.quick,
+        progress=print,
+    )
+
+
+def _run_layer(args: argparse.Namespace) -> list[dict]:
+    got = _yours(call(args.layer, "--layer"), args.layer, "--layer", ("layer",))
+    in_shape = args.in_shape or got.get("in_shape")
+    if in_shape is None:
+        raise SettingError("--layer needs the input shape", settings=("in_shape",))
+    impls = list(args.impls or ("manual", "autodiff"))
+    impls += list(dict(got.get("variants") or {}).items())
+    return bench.compare_layer(
+        got["layer"],
+        tuple(in_shape),
+        batch=args.batch or got.get("batch") or 256,
+        dtype=(args.dtype or ["float32"])[0],
+        ctx=got.get("ctx"),
+        impls=impls,
+        calls=args.steps or 20,
+        repeats=args.repeats,
+        make_input=got.get("make_input"),
+        quick=args.quick,
+        progress=print,
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,32 +165,45 @@ def run(args: argparse.Namespace) -> int:
             print(f"{w.name:<18} {w.description}")
         print("impls: " + ", ".join(bench.IMPLS))
         return 0
-    try:
-        for names, valid, kind in (
-            (args.workloads, bench.WORKLOADS, "workload"),
-            (args.impls, bench.IMPLS, "impl"),
-            (args.dtype, bench.DTYPES, "dtype"),
-        ):
-            bench.choose_all(kind, names or [], valid)
-    except ValueError as error:
-        print(f"fnn bench: {error}")
-        return 2
-    if args.repeats is not None and args.repeats < 1 or args.steps is not None and args.steps < 1:
-        print("fnn bench: --repeats and --steps must be positive")
-        return 2
-    repeats = args.repeats or (3 if args.quick else 7)
-    steps = None
-    if args.steps is not None:
-        steps = dict.fromkeys(args.workloads or bench.WORKLOADS, args.steps)
     start = time.perf_counter()
-    records = bench.run_benchmarks(
-        args.workloads,
-        args.impls,
-        args.dtype,
-        repeats=repeats,
-        quick=args.quick,
-        steps=steps,
-    )
-    paths = bench.write_results(records, args.out)
+    try:
+        if args.model and args.layer:
+            raise SettingError("give --model or --layer, not both", settings=("model",))
+        if (args.model or args.layer) and args.workloads:
+            raise SettingError("--workloads are the built-in ones; with --model or --layer "
+                               "the case is yours", settings=("workloads",))  # fmt: skip
+        for number, name in (
+            (args.repeats, "repeats"),
+            (args.steps, "steps"),
+            (args.batch, "batch"),
+        ):
+            if number is not None and number < 1:
+                raise SettingError(f"{name} must be positive, got {number}", settings=(name,))
+        if args.dtype:
+            bench.choose_all("dtype", args.dtype, bench.DTYPES)
+        if args.model:
+            records = _run_model(args)
+        elif args.layer:
+            records = _run_layer(args)
+        else:
+            bench.choose_all("workload", args.workloads or [], bench.WORKLOADS)
+            bench.choose_all("impl", args.impls or [], bench.IMPLS)
+            steps = None
+            if args.steps is not None:
+                steps = dict.fromkeys(args.workloads or bench.WORKLOADS, args.steps)
+            records = bench.run_benchmarks(
+                args.workloads,
+                args.impls,
+                args.dtype,
+                repeats=args.repeats or (3 if args.quick else 7),
+                quick=args.quick,
+                steps=steps,
+            )
+    except (UserCodeError, ValueError) as error:
+        return _error(error, args)
+    paths = bench.report(records, args.out)
     print(f"wrote {', '.join(str(p) for p in paths)} in {time.perf_counter() - start:.0f} s")
-    return 0
+    mismatched = [r for r in records if r.get("status") == "mismatch"]
+    for r in mismatched:
+        print(f"fnn bench: {r['workload']} {r['impl']}: {r['note']}", file=sys.stderr)
+    return 1 if mismatched else 0

@@ -93,7 +93,7 @@ def prepare(config: TrainConfig, *, data: Dataset | None = None) -> Run:
         clip_norm=config.clip_norm,
     )
     init_key, data_key = jax.random.split(jax.random.PRNGKey(config.seed))
-    # One compiled init rather than one compile per eager op (much faster to start).
+    # One compiled init rather than one compile per eager op: a faster start.
     init = jax.jit(net.init, static_argnums=(1, 2))
     _, params = init(init_key, tuple(data.feature_shape), jnp.dtype(config.dtype))
     train_state = TrainState.create(net, params, optimizer)

@@ -206,11 +206,9 @@ def make_sharded_train_step(
 
 def _waits(mesh: Mesh) -> bool:
     """Whether a step on `mesh` waits for its result before returning: on several CPU
-    devices. With many sharded steps in flight at once (asynchronous dispatch), XLA's
-    in-process CPU collectives were seen to stall until their 40 s rendezvous timeout
-    aborted the process (jax 0.10.2, 8 forced devices on 2 cores); one step at a time
-    never did. CPU meshes are for testing, so the lost overlap costs little; GPU and TPU
-    steps stay asynchronous."""
+    devices, where many sharded steps in flight at once were seen to stall XLA's
+    in-process collectives (docs/scaling.md says when and how). CPU meshes are for
+    testing, so the lost overlap costs little; GPU and TPU steps stay asynchronous."""
     return mesh.size > 1 and mesh.devices.flat[0].platform == "cpu"
 
 
