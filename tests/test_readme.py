@@ -11,7 +11,8 @@ BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
 
 
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
-def test_readme_python_block_runs(index):
+def test_readme_python_block_runs(index, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # what a block writes lands in a temporary directory
     # user code runs with JAX's default rank promotion ("allow"), not the suite's "raise"
     with jax.numpy_rank_promotion("allow"):
         exec(compile(BLOCKS[index], f"README.md block {index}", "exec"), {})
