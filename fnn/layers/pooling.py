@@ -72,7 +72,16 @@ def _pool_config(kind, window, stride, padding):
     if strides != window:
         parts.append("stride " + "x".join(map(str, strides)))
     parts.append(padding if isinstance(padding, str) else f"padding {list(padding)}")
-    return rank, window, strides, padding, f"{kind}({', '.join(parts)})"
+    name = f"{kind}({', '.join(parts)})"
+    if not isinstance(padding, str):  # a window lying wholly in padding has no input in it
+        expect(
+            all(lo < k and hi < k for (lo, hi), k in zip(padding, window, strict=True)),
+            name,
+            f"explicit padding {list(padding)} must be smaller than the window "
+            f"{tuple(window)} on every side: a window lying wholly in padding would hold no "
+            "input (max −∞, average 0/0)",
+        )
+    return rank, window, strides, padding, name
 
 
 def _pool_shapes(name, rank, window, strides, padding):
