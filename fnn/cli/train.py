@@ -10,11 +10,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
 
 from fnn.cli.messages import describe, flags_of
+from fnn.core import SettingError
 from fnn.grad import GRAD_MODES
 from fnn.layers import ACTIVATIONS
 from fnn.losses import LOSSES
@@ -183,7 +185,8 @@ def add_parser(subparsers) -> None:
     scale.add_argument(
         "--coordinator",
         metavar="HOST:PORT",
-        help="several processes: process 0's address, reachable by every process",
+        help="several processes: process 0's address, reachable by every process; bind "
+        "it to loopback or a private network (its gRPC service has no authentication)",
     )
     scale.add_argument("--num-processes", type=_positive_int, metavar="N", help="(default: 1)")
     scale.add_argument("--process-id", type=int, metavar="I", help="this process, 0 to N-1")
@@ -255,6 +258,7 @@ def _start(args: argparse.Namespace, given: dict):
             )
         if saved.dtype == "float64":
             jax.config.update("jax_enable_x64", True)
+        _check_writable(args.out)
         return experiment.resume(args.out, epochs=given.get("epochs")), args.out
     config = experiment.TrainConfig(**given)
     out = args.out or Path("runs") / f"{config.dataset}-{datetime.now():%Y%m%d-%H%M%S}"
@@ -265,7 +269,23 @@ def _start(args: argparse.Namespace, given: dict):
         )
     if config.dtype == "float64":
         jax.config.update("jax_enable_x64", True)
+    _check_writable(out)
     return experiment.prepare(config), out
+
+
+def _check_writable(out: Path) -> None:
+    """Creates `out` and writes a file there, before any training: a run must not die at
+    its end for want of a place to put what it learnt."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".fnn-write-check-"):
+            pass
+    except OSError as error:
+        raise SettingError(
+            f"cannot write the run's outputs to {out}: {error.strerror or error} "
+            f"({error.filename or out})",
+            settings=("out",),
+        ) from None
 
 
 def _mesh(args: argparse.Namespace):
@@ -282,6 +302,14 @@ def _mesh(args: argparse.Namespace):
             f"together; got only {', '.join(given)}"
         )
     if given:
+        host, _ = distributed.parse_address(args.coordinator)
+        if not distributed.is_private(host):
+            print(
+                f"fnn train: warning: the coordinator {args.coordinator} is neither loopback "
+                "nor a private network: its gRPC service has no authentication, so anyone "
+                "who reaches it can join or disturb the run (docs/scaling.md)",
+                file=sys.stderr,
+            )
         print(
             f"fnn train: process {args.process_id} of {args.num_processes}: joining "
             f"{args.coordinator}, waiting up to {args.coordinator_timeout:g} s for all "
@@ -354,6 +382,19 @@ def run(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             mesh=mesh,
         )
+        record = experiment.write_outputs(
+            prepared, result, out, wall_s=time.perf_counter() - start, check=check, mesh=mesh
+        )
+    except OSError as error:  # the disk filled up, or permissions changed, mid-run
+        print(
+            f"fnn train: error: could not write {error.filename or out}: "
+            f"{error.strerror or error}",
+            file=sys.stderr,
+        )
+        kept = out / experiment.CHECKPOINT
+        if kept.exists():
+            print(f"the last good checkpoint is {kept}", file=sys.stderr)
+        return 1
     except NonFiniteLossError as error:
         experiment.write_outputs(
             prepared,
@@ -370,9 +411,6 @@ def run(args: argparse.Namespace) -> int:
         if kept.exists():
             print(f"the last good checkpoint is {kept} (epoch {error.last_good.epoch})")
         return 1
-    record = experiment.write_outputs(
-        prepared, result, out, wall_s=time.perf_counter() - start, check=check, mesh=mesh
-    )
     label = "accuracy" if metric == "accuracy" else "R²"
     early = f", stopped early (best epoch {result.best_epoch})" if result.stopped_early else ""
     print(

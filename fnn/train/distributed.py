@@ -8,6 +8,7 @@ cross-process collectives run over gloo (TCP). Process 0 alone writes outputs
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import time
 
@@ -31,6 +32,22 @@ def parse_address(address: str) -> tuple[str, int]:
             settings=("coordinator",),
         )
     return host.strip("[]"), int(port)
+
+
+def is_private(host: str) -> bool:
+    """Whether `host` is a loopback or private-network address (or `localhost`): the only
+    places the coordinator's unauthenticated gRPC service should listen. A name is
+    resolved; one that does not resolve counts as not private."""
+    if host == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        try:
+            address = ipaddress.ip_address(socket.gethostbyname(host))
+        except OSError:
+            return False
+    return address.is_loopback or address.is_private
 
 
 def wait_for_coordinator(address: str, timeout_s: float) -> None:
