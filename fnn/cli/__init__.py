@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from fnn.cli import bench, check, train
+from fnn.cli.cache import use_compilation_cache
 
 COMMANDS = [check, train, bench]
 
@@ -16,6 +17,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fnn",
         description="Hand-written backpropagation in JAX, verified against jax.grad.",
+        epilog="Compiled programs are cached in ~/.cache/fnn/jax (or $XDG_CACHE_HOME/fnn/jax) "
+        "so that a repeated command starts fast; FNN_CACHE_DIR=DIR moves the cache, "
+        "FNN_CACHE_DIR=off turns it off.",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for command in COMMANDS:
@@ -25,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    use_compilation_cache()  # FNN_CACHE_DIR moves it or turns it off (fnn/cli/cache.py)
     return args.run(args)
 
 
