@@ -1,8 +1,8 @@
 """fnn against scikit-learn's MLPClassifier / MLPRegressor on the same splits.
 
-For each data set: the same train/test split and standardisation (`fnn.data`), the same
-hidden widths, activation, optimiser (Adam), learning rate, batch size and number of
-epochs; scikit-learn runs every epoch (no early convergence stop). Reported: test
+For each data set: fnn with the data set's recipe (what `fnn train --dataset NAME` runs),
+and scikit-learn with the same split and standardisation (`fnn.data`), hidden widths,
+activation, optimiser (Adam), learning rate, batch size and number of epochs; scikit-learn runs every epoch (no early convergence stop). Reported: test
 accuracy (or R²) and wall time of training (fnn: including compilation, and the
 steady-state time per epoch). Three seeds each (the seed sets the split, the init and the
 data order). Writes benchmarks/results/sklearn_compare.json and prints a table.
@@ -26,14 +26,8 @@ from sklearn.neural_network import MLPClassifier, MLPRegressor
 
 from fnn import experiment
 
-# The configurations of the README's table (fnn train flags in comments).
-CONFIGS = {
-    "digits": dict(),  # the defaults: 256,128 relu, adam 1e-3, batch 32, 30 epochs
-    "breast_cancer": dict(hidden=(5, 4), activation="sigmoid", lr=3e-3, epochs=60),
-    "iris": dict(hidden=(16,), lr=1e-2, batch_size=16, epochs=100),
-    "wine": dict(hidden=(32,), lr=3e-3, batch_size=16, epochs=50),
-    "diabetes": dict(hidden=(16,), activation="tanh", optimizer="adamw", epochs=100),
-}
+# The README's table: each bundled data set with its recipe (`fnn train --dataset NAME`).
+DATASETS = ("digits", "breast_cancer", "iris", "wine", "diabetes")
 SKLEARN_ACTIVATION = {"relu": "relu", "tanh": "tanh", "sigmoid": "logistic"}
 
 
@@ -88,9 +82,9 @@ def main() -> None:
     )
     args = parser.parse_args()
     rows = []
-    for name, overrides in CONFIGS.items():
+    for name in DATASETS:
         for seed in args.seeds:
-            config = experiment.TrainConfig(dataset=name, seed=seed, **overrides)
+            config = experiment.TrainConfig.for_dataset(name, seed=seed)
             data = experiment.load_data(config)
             ours = run_fnn(config)
             theirs = run_sklearn(config, data)
@@ -107,7 +101,7 @@ def main() -> None:
             )
             print(f"{name} seed {seed}: fnn {ours['score']:.4f}, sklearn {theirs['score']:.4f}")
     summary = {}
-    for name in CONFIGS:
+    for name in DATASETS:
         mine = [r for r in rows if r["dataset"] == name]
         summary[name] = {
             "metric": mine[0]["metric"],

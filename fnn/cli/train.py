@@ -62,9 +62,10 @@ _dropout_rate = _number(float, lambda v: 0 <= v < 1, "a dropout rate in [0, 1)")
 
 def add_parser(subparsers) -> None:
     from fnn.data import DATASETS
-    from fnn.experiment import TrainConfig
+    from fnn.experiment import TrainConfig, recipes
 
     d = TrainConfig()
+    by_recipe = "(default: the data set's recipe, see --list-datasets)"
     parser = subparsers.add_parser(
         "train",
         help="train an MLP on a data set (digits by default) with hand-written gradients",
@@ -78,13 +79,25 @@ def add_parser(subparsers) -> None:
             "OUT/checkpoint.npz."
         ),
         epilog=(
-            "exit codes: 0 trained; 1 the loss became NaN/inf (the last good checkpoint "
-            "stays in OUT) or the gradient check failed; 2 bad usage, data or checkpoint."
+            "recipes (network and training per data set, which flags override): "
+            + "; ".join(f"{name}: {recipes.describe(name)}" for name in recipes.RECIPES)
+            + ". exit codes: 0 trained; 1 the loss became NaN/inf (the last good checkpoint "
+            "stays in OUT), the gradient check failed or a write failed mid-run; 2 bad "
+            "usage, data, output directory or checkpoint."
         ),
     )
     # Defaults are None so that --resume can tell the flags given from those not given.
     data = parser.add_argument_group("data")
-    data.add_argument("--dataset", choices=DATASETS, help=f"(default: {d.dataset})")
+    data.add_argument(
+        "--dataset",
+        choices=DATASETS,
+        help=f"the data set; it picks the recipe (default: {d.dataset})",
+    )
+    data.add_argument(
+        "--list-datasets",
+        action="store_true",
+        help="list the data sets and their recipes, then exit",
+    )
     data.add_argument(
         "--data-dir", metavar="DIR", help="where MNIST / Fashion-MNIST files are (IDX or .npz)"
     )
@@ -100,17 +113,15 @@ def add_parser(subparsers) -> None:
         choices=("mlp", "cnn"),
         help="mlp: dense layers of --hidden widths; cnn: conv2d(16, 3), conv2d(32, 3, "
         "stride 2), flatten, dense(64), for image data sets (digits as 8x8x1, MNIST "
-        f"28x28x1) (default: {d.model})",
+        f"28x28x1) {by_recipe}",
     )
     model.add_argument(
         "--hidden",
         type=_widths,
         metavar="W1,W2,...",
-        help=f"hidden layer widths, mlp only (default: {','.join(map(str, d.hidden))})",
+        help=f"hidden layer widths, mlp only {by_recipe}",
     )
-    model.add_argument(
-        "--activation", choices=sorted(ACTIVATIONS), help=f"(default: {d.activation})"
-    )
+    model.add_argument("--activation", choices=sorted(ACTIVATIONS), help=by_recipe)
     model.add_argument(
         "--batch-norm",
         action="store_true",
@@ -126,8 +137,9 @@ def add_parser(subparsers) -> None:
     model.add_argument(
         "--loss",
         choices=sorted(LOSSES),
-        help="(default per task: softmax_cross_entropy for classification, "
-        "sigmoid_binary_cross_entropy for binary, mean_squared_error for regression)",
+        help="(default: the recipe's, else the task's: softmax_cross_entropy for "
+        "classification, sigmoid_binary_cross_entropy for binary, mean_squared_error for "
+        "regression)",
     )
     model.add_argument(
         "--grad",
@@ -136,17 +148,17 @@ def add_parser(subparsers) -> None:
     )
     model.add_argument("--dtype", choices=("float32", "float64"), help=f"(default: {d.dtype})")
     opt = parser.add_argument_group("optimisation")
-    opt.add_argument("--optimizer", choices=OPTIMIZERS, help=f"(default: {d.optimizer})")
-    opt.add_argument("--lr", type=_positive_float, help=f"learning rate (default: {d.lr:g})")
-    opt.add_argument("--schedule", choices=SCHEDULES, help=f"(default: {d.schedule})")
+    opt.add_argument("--optimizer", choices=OPTIMIZERS, help=by_recipe)
+    opt.add_argument("--lr", type=_positive_float, help=f"learning rate {by_recipe}")
+    opt.add_argument("--schedule", choices=SCHEDULES, help=by_recipe)
     opt.add_argument(
         "--clip-norm",
         type=_positive_float,
         metavar="C",
         help="clip gradients to global norm C (default: no clipping)",
     )
-    opt.add_argument("--epochs", type=_positive_int, help=f"total epochs (default: {d.epochs})")
-    opt.add_argument("--batch-size", type=_positive_int, help=f"(default: {d.batch_size})")
+    opt.add_argument("--epochs", type=_positive_int, help=f"total epochs {by_recipe}")
+    opt.add_argument("--batch-size", type=_positive_int, help=by_recipe)
     opt.add_argument(
         "--patience",
         type=_positive_int,
@@ -260,7 +272,7 @@ def _start(args: argparse.Namespace, given: dict):
             jax.config.update("jax_enable_x64", True)
         _check_writable(args.out)
         return experiment.resume(args.out, epochs=given.get("epochs")), args.out
-    config = experiment.TrainConfig(**given)
+    config = experiment.TrainConfig.for_dataset(**given)  # the data set's recipe, then flags
     out = args.out or Path("runs") / f"{config.dataset}-{datetime.now():%Y%m%d-%H%M%S}"
     if (out / experiment.CHECKPOINT).exists() and not args.overwrite:
         raise ValueError(
@@ -336,6 +348,12 @@ def run(args: argparse.Namespace) -> int:
     from fnn.train.distributed import is_main_process
     from fnn.train.parallel import check_batch_divisible, describe_mesh
 
+    if args.list_datasets:
+        from fnn.experiment import recipes
+
+        for name in recipes.RECIPES:
+            print(f"{name:<14} {recipes.describe(name)}")
+        return 0
     start = time.perf_counter()
     given = _config_values(args)
     try:
@@ -351,6 +369,13 @@ def run(args: argparse.Namespace) -> int:
         args.no_progress = True
 
     config, data = prepared.config, prepared.data
+    overridden = sorted(set(given) & set(experiment.RECIPE_FIELDS))
+    flags = ", ".join(f"--{name.replace('_', '-')}" for name in overridden)
+    print(
+        f"recipe: {config.dataset}'s ({experiment.recipes.describe(config.dataset)})"
+        + (f", overridden by {flags}" if flags else "")
+        + ("; resuming, with the checkpoint's config" if args.resume else "")
+    )
     check = experiment.verify_gradients(prepared)
     verdict = "match" if check.passed else "DO NOT match"
     print(
@@ -383,12 +408,17 @@ def run(args: argparse.Namespace) -> int:
             mesh=mesh,
         )
         record = experiment.write_outputs(
-            prepared, result, out, wall_s=time.perf_counter() - start, check=check, mesh=mesh
+            prepared,
+            result,
+            out,
+            wall_s=time.perf_counter() - start,
+            check=check,
+            mesh=mesh,
+            overridden=overridden,
         )
     except OSError as error:  # the disk filled up, or permissions changed, mid-run
         print(
-            f"fnn train: error: could not write {error.filename or out}: "
-            f"{error.strerror or error}",
+            f"fnn train: error: could not write {error.filename or out}: {error.strerror or error}",
             file=sys.stderr,
         )
         kept = out / experiment.CHECKPOINT
@@ -405,6 +435,7 @@ def run(args: argparse.Namespace) -> int:
             status="diverged",
             error=str(error),
             mesh=mesh,
+            overridden=overridden,
         )
         _error(error, args, 1)
         kept = out / experiment.CHECKPOINT

@@ -1,6 +1,6 @@
 """A configured training run end to end: the library side of `fnn train`.
 
-    config = TrainConfig(dataset="digits", epochs=30)
+    config = TrainConfig.for_dataset("wine", epochs=60)  # the data set's recipe, and yours
     run = prepare(config)                          # data, network, loss, optimiser, params
     check = verify_gradients(run)                  # manual backward vs jax.grad, float64
     result = train(run, out_dir, checkpoint_every=10)   # fit + checkpoints
@@ -12,6 +12,7 @@ lives in one directory: `checkpoint.npz`, `metrics.json`, `curves.png`.
 
 from fnn.experiment.config import MODELS, TrainConfig, build_network, loss_name
 from fnn.experiment.outputs import CURVES, METRICS, device_info, metrics_record, write_outputs
+from fnn.experiment.recipes import RECIPE_FIELDS, RECIPES, recipe
 from fnn.experiment.run import (
     CHECK_EXAMPLES,
     CHECKPOINT,
@@ -31,6 +32,8 @@ __all__ = [
     "CURVES",
     "METRICS",
     "MODELS",
+    "RECIPES",
+    "RECIPE_FIELDS",
     "Run",
     "TrainConfig",
     "build_network",
@@ -40,6 +43,7 @@ __all__ = [
     "loss_name",
     "metrics_record",
     "prepare",
+    "recipe",
     "resume",
     "save",
     "train",

@@ -8,6 +8,7 @@ from typing import Any
 
 from fnn.core import Layer, SettingError, choose
 from fnn.data import DATASETS, DTYPES, IMAGE_DATASETS
+from fnn.experiment.recipes import recipe
 from fnn.grad import GRAD_MODES
 from fnn.layers import ACTIVATIONS, cnn, mlp
 from fnn.losses import LOSSES
@@ -21,7 +22,7 @@ MODELS = ("mlp", "cnn")
 class TrainConfig:
     """Everything that defines a training run (what a checkpoint stores as `config`).
 
-    The defaults train digits to ≥ 0.97 test accuracy in a few seconds on a 2-core CPU.
+    The defaults are the digits recipe (`for_dataset` starts from any data set's);
     `loss=None` picks the task's default (`fnn.tasks.DEFAULT_LOSS`). The field names are
     the names a `fnn.core.SettingError` gives in its `settings`.
     """
@@ -47,6 +48,13 @@ class TrainConfig:
     patience: int | None = None
     seed: int = 0
     dtype: str = "float32"
+
+    @classmethod
+    def for_dataset(cls, dataset: str = "digits", **overrides: Any) -> TrainConfig:
+        """The config `fnn train --dataset NAME` starts from: the data set's recipe
+        (`fnn.experiment.recipes`: network, loss, optimiser, learning rate, epochs, batch
+        size), with `overrides` on top."""
+        return cls(dataset=dataset, **{**recipe(dataset), **overrides})
 
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "hidden": list(self.hidden)}

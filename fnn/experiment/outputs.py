@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import platform
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import numpy as np
 import optax
 
 from fnn.check import CheckResult
+from fnn.experiment.recipes import RECIPE_FIELDS
 from fnn.experiment.run import CHECK_EXAMPLES, Run
 from fnn.plot import plot_history
 from fnn.tasks import metric_name
@@ -44,9 +46,11 @@ def metrics_record(
     status: str = "completed",
     error: str | None = None,
     mesh: Any = None,
+    overridden: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The metrics.json content of a run (JSON-able); with the data-parallel `mesh` the
-    run trained on, a `data_parallel` entry (devices, processes)."""
+    run trained on, a `data_parallel` entry (devices, processes). `recipe` records the
+    data set's recipe and which of its fields `overridden` replaced (flags)."""
     task = run.data.task
     metric = metric_name(task)
     history = result.history
@@ -70,6 +74,11 @@ def metrics_record(
         "versions": {"fnn": __version__, "jax": jax.__version__, "optax": optax.__version__},
         "config": run.config.to_dict(),
         "history": history,
+    }
+    record["recipe"] = {
+        "dataset": run.config.dataset,
+        "fields": {k: run.config.to_dict()[k] for k in RECIPE_FIELDS},
+        "overridden": sorted(set(overridden) & set(RECIPE_FIELDS)),
     }
     if check is not None:
         record["gradient_check"] = {

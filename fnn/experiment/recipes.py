@@ -1,0 +1,55 @@
+"""Each data set's default network and training recipe: what `fnn train --dataset NAME`
+uses unless a flag overrides it. The README's quality table is made with exactly these
+(`python benchmarks/sklearn_compare.py`), scikit-learn's MLP beside them on the same
+splits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Fields of `TrainConfig`; a recipe sets all of these, so that the data set alone decides
+# the run (the rest: seed, dtype, grad mode, ... keep TrainConfig's defaults).
+RECIPE_FIELDS = ("model", "hidden", "activation", "loss", "optimizer", "lr", "schedule",
+                 "epochs", "batch_size")  # fmt: skip
+
+_BASE = dict(model="mlp", activation="relu", loss=None, optimizer="adam", schedule="constant")
+
+RECIPES: dict[str, dict[str, Any]] = {
+    "digits": {**_BASE, "hidden": (256, 128), "lr": 1e-3, "epochs": 30, "batch_size": 32},
+    "breast_cancer": {
+        **_BASE, "hidden": (5, 4), "activation": "sigmoid", "lr": 3e-3, "epochs": 60,
+        "batch_size": 32,
+    },
+    "iris": {**_BASE, "hidden": (16,), "lr": 1e-2, "epochs": 100, "batch_size": 16},
+    "wine": {**_BASE, "hidden": (32,), "lr": 3e-3, "epochs": 50, "batch_size": 16},
+    "diabetes": {
+        **_BASE, "hidden": (16,), "activation": "tanh", "optimizer": "adamw", "lr": 1e-3,
+        "epochs": 100, "batch_size": 32,
+    },
+    "tutorial": {  # the tutorial's 100→5→4→1 sigmoid network and gradient descent
+        **_BASE, "hidden": (5, 4), "activation": "sigmoid", "optimizer": "sgd", "lr": 0.1,
+        "epochs": 100, "batch_size": 32,
+    },
+    "mnist": {**_BASE, "hidden": (256, 128), "lr": 1e-3, "epochs": 10, "batch_size": 128},
+    "fashion_mnist": {
+        **_BASE, "hidden": (256, 128), "lr": 1e-3, "epochs": 15, "batch_size": 128,
+    },
+    "csv": {**_BASE, "hidden": (64,), "lr": 1e-3, "epochs": 50, "batch_size": 32},
+}  # fmt: skip
+
+
+def recipe(dataset: str) -> dict[str, Any]:
+    """The recipe of `dataset` (a copy); the digits one for a name it does not know (the
+    config's validation names the valid data sets)."""
+    return dict(RECIPES.get(dataset, RECIPES["digits"]))
+
+
+def describe(dataset: str) -> str:
+    """One line: the recipe's network and training."""
+    r = recipe(dataset)
+    net = "cnn" if r["model"] == "cnn" else "-".join(map(str, r["hidden"])) + f" {r['activation']}"
+    loss = f", {r['loss']}" if r["loss"] else ""
+    return (
+        f"{net}{loss}, {r['optimizer']} lr {r['lr']:g}, batch {r['batch_size']}, "
+        f"{r['epochs']} epochs"
+    )
