@@ -2,7 +2,8 @@
 
 For each data set: fnn with the data set's recipe (what `fnn train --dataset NAME` runs),
 and scikit-learn with the same split and standardisation (`fnn.data`), hidden widths,
-activation, optimiser (Adam), learning rate, batch size and number of epochs; scikit-learn runs every epoch (no early convergence stop). Reported: test
+activation, optimiser (Adam), learning rate, batch size and number of epochs;
+scikit-learn runs every epoch (no early convergence stop). Reported: test
 accuracy (or R²) and wall time of training (fnn: including compilation, and the
 steady-state time per epoch). Three seeds each (the seed sets the split, the init and the
 data order). Writes benchmarks/results/sklearn_compare.json and prints a table.
