@@ -21,7 +21,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "batch_size": 32,
     },
     "iris": {**_BASE, "hidden": (16,), "lr": 1e-2, "epochs": 100, "batch_size": 16},
-    "wine": {**_BASE, "hidden": (32,), "lr": 3e-3, "epochs": 50, "batch_size": 16},
+    "wine": {**_BASE, "hidden": (64,), "lr": 3e-3, "epochs": 50, "batch_size": 16},
     "diabetes": {
         **_BASE, "hidden": (16,), "activation": "tanh", "optimizer": "adamw", "lr": 1e-3,
         "epochs": 100, "batch_size": 32,
