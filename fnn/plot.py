@@ -2,6 +2,7 @@
 
 Figures are built with `matplotlib.figure.Figure` directly (no pyplot, no global state,
 no display needed) and written to a file; each function returns the path it wrote.
+matplotlib is imported when the first figure is drawn, not with fnn.
 """
 
 from __future__ import annotations
@@ -10,9 +11,14 @@ import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from matplotlib.figure import Figure
-
 METRIC_LABELS = {"accuracy": "accuracy", "r2": "R²"}
+
+
+def _figure(**kwargs):
+    """A new `matplotlib.figure.Figure` (matplotlib imported on first use)."""
+    from matplotlib.figure import Figure
+
+    return Figure(**kwargs)
 
 
 def _metric_of(history: Mapping[str, Sequence[float]]) -> str | None:
@@ -46,7 +52,7 @@ def plot_history(
     """
     metric = _metric_of(history)
     panels = 2 if metric else 1
-    fig = Figure(figsize=(5.2 * panels, 3.8), layout="constrained")
+    fig = _figure(figsize=(5.2 * panels, 3.8), layout="constrained")
     axes = fig.subplots(1, panels, squeeze=False)[0]
     ax = axes[0]
     _curve(ax, history.get("train_loss", []), "train (mean over the epoch's steps)")
@@ -93,7 +99,7 @@ def plot_histories(
     first = next(iter(histories.values()), {})
     metric = _metric_of(first)
     panels = 2 if metric else 1
-    fig = Figure(figsize=(5.2 * panels, 3.8), layout="constrained")
+    fig = _figure(figsize=(5.2 * panels, 3.8), layout="constrained")
     axes = fig.subplots(1, panels, squeeze=False)[0]
     styles = ["-", "--", ":", "-."]
     for i, (label, history) in enumerate(histories.items()):
@@ -132,7 +138,7 @@ def plot_lr_sweep(
       losses_by_lr: {learning rate: per-step or per-epoch losses}.
       path: the image file to write.
     """
-    fig = Figure(figsize=(10.4, 3.8), layout="constrained")
+    fig = _figure(figsize=(10.4, 3.8), layout="constrained")
     left, right = fig.subplots(1, 2)
     finals, diverged = [], []
     for lr, values in sorted(losses_by_lr.items()):
@@ -165,7 +171,7 @@ def plot_lr_sweep(
     return _save(fig, path)
 
 
-def _save(fig: Figure, path: str | Path) -> Path:
+def _save(fig, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
