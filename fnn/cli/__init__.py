@@ -13,15 +13,25 @@ from fnn.cli.cache import use_compilation_cache
 COMMANDS = [check, train, bench]
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse's parser, with its errors said in two lines instead of after the whole
+    usage: what is wrong, and where the flags are listed."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n(`{self.prog} --help` lists the flags)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="fnn",
         description="Hand-written backpropagation in JAX, verified against jax.grad.",
         epilog="Compiled programs are cached in ~/.cache/fnn/jax (or $XDG_CACHE_HOME/fnn/jax) "
         "so that a repeated command starts fast; FNN_CACHE_DIR=DIR moves the cache, "
         "FNN_CACHE_DIR=off turns it off.",
     )
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    subparsers = parser.add_subparsers(
+        dest="command", metavar="COMMAND", required=True, parser_class=Parser
+    )
     for command in COMMANDS:
         command.add_parser(subparsers)
     return parser

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from fnn import bench
 from fnn.cli.messages import describe, flags_of
+from fnn.cli.outputs import check_writable_dir
 from fnn.cli.user_code import UserCodeError, call
 from fnn.core import Layer, Loss, SettingError
 
@@ -167,6 +168,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     start = time.perf_counter()
     try:
+        check_writable_dir(args.out, "out")
         if args.model and args.layer:
             raise SettingError("give --model or --layer, not both", settings=("model",))
         if (args.model or args.layer) and args.workloads:

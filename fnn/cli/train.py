@@ -10,13 +10,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
 
 from fnn.cli.messages import describe, flags_of
-from fnn.core import SettingError
+from fnn.cli.outputs import check_writable_dir
 from fnn.grad import GRAD_MODES
 from fnn.layers import ACTIVATIONS
 from fnn.losses import LOSSES
@@ -56,6 +55,7 @@ def _number(convert, ok, expected: str):
 
 
 _positive_int = _number(int, lambda v: v >= 1, "a positive int")
+_count = _number(int, lambda v: v >= 0, "an int >= 0")
 _positive_float = _number(float, lambda v: v > 0, "a positive number")
 _dropout_rate = _number(float, lambda v: 0 <= v < 1, "a dropout rate in [0, 1)")
 
@@ -180,7 +180,7 @@ def add_parser(subparsers) -> None:
     )
     run_group.add_argument(
         "--checkpoint-every",
-        type=int,
+        type=_count,
         default=10,
         metavar="N",
         help="checkpoint every N epochs, and always at the end (0: at the end only)",
@@ -270,7 +270,7 @@ def _start(args: argparse.Namespace, given: dict):
             )
         if saved.dtype == "float64":
             jax.config.update("jax_enable_x64", True)
-        _check_writable(args.out)
+        check_writable_dir(args.out, "out")
         return experiment.resume(args.out, epochs=given.get("epochs")), args.out
     config = experiment.TrainConfig.for_dataset(**given)  # the data set's recipe, then flags
     out = args.out or Path("runs") / f"{config.dataset}-{datetime.now():%Y%m%d-%H%M%S}"
@@ -281,23 +281,9 @@ def _start(args: argparse.Namespace, given: dict):
         )
     if config.dtype == "float64":
         jax.config.update("jax_enable_x64", True)
-    _check_writable(out)
-    return experiment.prepare(config), out
-
-
-def _check_writable(out: Path) -> None:
-    """Creates `out` and writes a file there, before any training: a run must not die at
-    its end for want of a place to put what it learnt."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out, prefix=".fnn-write-check-"):
-            pass
-    except OSError as error:
-        raise SettingError(
-            f"cannot write the run's outputs to {out}: {error.strerror or error} "
-            f"({error.filename or out})",
-            settings=("out",),
-        ) from None
+    prepared = experiment.prepare(config)  # the config, the data: before any directory
+    check_writable_dir(out, "out")
+    return prepared, out
 
 
 def _mesh(args: argparse.Namespace):
@@ -314,6 +300,7 @@ def _mesh(args: argparse.Namespace):
             f"together; got only {', '.join(given)}"
         )
     if given:
+        distributed.check_processes(args.coordinator, args.num_processes, args.process_id)
         host, _ = distributed.parse_address(args.coordinator)
         if not distributed.is_private(host):
             print(

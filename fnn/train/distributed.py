@@ -73,6 +73,23 @@ def wait_for_coordinator(address: str, timeout_s: float) -> None:
     )
 
 
+def check_processes(coordinator: str, num_processes: int, process_id: int) -> None:
+    """Raises a SettingError for a malformed coordinator address, a process count below 1
+    or a process id outside [0, num_processes)."""
+    parse_address(coordinator)
+    if not isinstance(num_processes, int) or num_processes < 1:
+        raise SettingError(
+            f"num_processes must be a positive int, got {num_processes!r}",
+            settings=("num_processes",),
+        )
+    if not isinstance(process_id, int) or not 0 <= process_id < num_processes:
+        raise SettingError(
+            f"process id must be in [0, {num_processes}) for {num_processes} processes, "
+            f"got {process_id!r}",
+            settings=("process_id",),
+        )
+
+
 def initialize_distributed(
     coordinator: str,
     num_processes: int,
@@ -95,18 +112,7 @@ def initialize_distributed(
         [0, num_processes).
       DistributedError: process `i > 0` could not reach the coordinator within `timeout_s`.
     """
-    parse_address(coordinator)
-    if not isinstance(num_processes, int) or num_processes < 1:
-        raise SettingError(
-            f"num_processes must be a positive int, got {num_processes!r}",
-            settings=("num_processes",),
-        )
-    if not isinstance(process_id, int) or not 0 <= process_id < num_processes:
-        raise SettingError(
-            f"process id must be in [0, {num_processes}) for {num_processes} processes, "
-            f"got {process_id!r}",
-            settings=("process_id",),
-        )
+    check_processes(coordinator, num_processes, process_id)
     if num_processes > 1 and process_id > 0:
         wait_for_coordinator(coordinator, timeout_s)
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
