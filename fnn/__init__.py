@@ -57,6 +57,7 @@ from fnn.losses import (
     softmax_cross_entropy,
 )
 from fnn.per_example import per_example_grads, per_example_value_and_grads
+from fnn.trace import Trace, backward_trace
 from fnn.train import TrainState, make_train_step, parallel
 from fnn.version import __version__ as __version__
 
@@ -65,10 +66,12 @@ __all__ = [
     "Ctx",
     "Layer",
     "Loss",
+    "Trace",
     "TrainState",
     "apply",
     "as_custom_vjp",
     "avg_pool",
+    "backward_trace",
     "batch_norm",
     "binary_cross_entropy",
     "check_layer",

@@ -117,6 +117,11 @@ class Layer(NamedTuple):
         dx)` where every leaf of `dparams` has a leading batch axis: example i's own
         gradient (the sum over i is `backward`'s). None where the layer does not provide
         one; `fnn.per_example_grads` needs it of every layer of a network.
+      trace_backward: for a combinator (`serial`, `residual`), `trace_backward(params,
+        residuals, dy, visit) -> (dparams, dx)`: its backward, with each inner layer's run
+        through `visit(layer, params, residuals, dy, index, select) -> (dparams, dx)`,
+        `index` numbering the inner layer and `select(tree)` picking its share of a
+        params-shaped tree, so that `fnn.backward_trace` sees every layer. None for a leaf.
 
     Build a Layer with keywords past `name` (`Layer(init, forward, backward, name,
     takes_ctx=True)`): the fields after it are optional and may grow.
@@ -131,6 +136,7 @@ class Layer(NamedTuple):
     init_state: Callable[[Params], State] | None = None
     update_state: Callable[[State, Residuals], State] | None = None
     per_example_backward: Callable[[Params, Residuals, Array], tuple[Params, Array]] | None = None
+    trace_backward: Callable[..., tuple[Params, Array]] | None = None
 
 
 class Loss(NamedTuple):

@@ -171,6 +171,38 @@ def plot_lr_sweep(
     return _save(fig, path)
 
 
+def plot_gradients(
+    history: Mapping[str, Sequence[float]], path: str | Path, *, title: str | None = None
+) -> Path:
+    """Gradient flow per layer over the epochs (`fit(..., track_gradients=True)`): the RMS
+    of the cotangent reaching each layer, the RMS of each weighted layer's gradients, and
+    its update-to-weight ratio, one line per layer, log scales."""
+    kinds = [
+        ("delta_rms", "RMS of the cotangent reaching the layer (∂L/∂y)"),
+        ("grad_rms", "RMS of the layer's parameter gradients"),
+        ("update_ratio", "update-to-weight ratio ‖Δθ‖/‖θ‖"),
+    ]
+    fig = _figure(figsize=(15.6, 4.0), layout="constrained")
+    axes = fig.subplots(1, len(kinds))
+    for ax, (kind, label) in zip(axes, kinds, strict=True):
+        rows = sorted(
+            (key.split("/", 1)[1], values) for key, values in history.items()
+            if key.startswith(kind + "/")
+        )  # fmt: skip
+        for layer, values in rows:
+            positive = [v if v > 0 else math.nan for v in values]
+            ax.plot(range(1, len(values) + 1), positive, label=layer)
+        ax.set_yscale("log")
+        ax.set_xlabel("epoch")
+        ax.set_title(label, fontsize=9)
+        ax.grid(alpha=0.3)
+        if rows:
+            ax.legend(fontsize="x-small")
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
 def _save(fig, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

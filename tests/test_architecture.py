@@ -26,8 +26,9 @@ ALLOWED: dict[str, set[str]] = {
     "tasks": {"core"},
     "grad": {"core"},
     "per_example": {"core"},
+    "trace": {"core"},
     "check": {"core", "initializers", "layers", "losses", "grad"},
-    "train": {"core", "grad", "tasks"},
+    "train": {"core", "grad", "tasks", "trace"},
     "data": {"core", "tasks"},
     "plot": set(),
     "bench": {"core", "initializers", "layers", "losses", "grad", "per_example", "check"}

@@ -186,6 +186,14 @@ def add_parser(subparsers) -> None:
         help="checkpoint every N epochs, and always at the end (0: at the end only)",
     )
     run_group.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run_group.add_argument(
+        "--track-gradients",
+        action="store_true",
+        default=None,
+        help="after each epoch, record each layer's delta RMS, gradient RMS and update-to-"
+        "weight ratio from the hand-written backward (metrics.json) and draw OUT/"
+        "gradients.png",
+    )
     scale = parser.add_argument_group("scaling out (docs/scaling.md)")
     scale.add_argument(
         "--devices",
@@ -241,6 +249,7 @@ def _config_values(args: argparse.Namespace) -> dict:
         "patience",
         "seed",
         "dtype",
+        "track_gradients",
     }
     return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
 
@@ -436,6 +445,8 @@ def run(args: argparse.Namespace) -> int:
         f"{record['test_loss']:.4f} after {result.epoch} epochs{early} "
         f"({record['wall_s']:.1f} s on {record['device']['platform']})"
     )
-    names = ", ".join((experiment.METRICS, experiment.CURVES, experiment.CHECKPOINT))
+    names = [experiment.METRICS, experiment.CURVES, experiment.CHECKPOINT]
+    names += [experiment.GRADIENTS] if config.track_gradients else []
+    names = ", ".join(names)
     print(f"wrote {out}/: {names}")
     return 0

@@ -11,7 +11,14 @@ lives in one directory: `checkpoint.npz`, `metrics.json`, `curves.png`.
 """
 
 from fnn.experiment.config import MODELS, TrainConfig, build_network, loss_name
-from fnn.experiment.outputs import CURVES, METRICS, device_info, metrics_record, write_outputs
+from fnn.experiment.outputs import (
+    CURVES,
+    GRADIENTS,
+    METRICS,
+    device_info,
+    metrics_record,
+    write_outputs,
+)
 from fnn.experiment.recipes import RECIPE_FIELDS, RECIPES, recipe
 from fnn.experiment.run import (
     CHECK_EXAMPLES,
@@ -30,6 +37,7 @@ __all__ = [
     "CHECKPOINT",
     "CHECK_EXAMPLES",
     "CURVES",
+    "GRADIENTS",
     "METRICS",
     "MODELS",
     "RECIPES",

@@ -48,6 +48,7 @@ class TrainConfig:
     patience: int | None = None
     seed: int = 0
     dtype: str = "float32"
+    track_gradients: bool = False
 
     @classmethod
     def for_dataset(cls, dataset: str = "digits", **overrides: Any) -> TrainConfig:

@@ -16,7 +16,7 @@ import optax
 from fnn.check import CheckResult
 from fnn.experiment.recipes import RECIPE_FIELDS
 from fnn.experiment.run import CHECK_EXAMPLES, Run
-from fnn.plot import plot_history
+from fnn.plot import plot_gradients, plot_history
 from fnn.tasks import metric_name
 from fnn.train import FitResult
 from fnn.train.distributed import is_main_process
@@ -24,6 +24,7 @@ from fnn.version import __version__
 
 METRICS = "metrics.json"
 CURVES = "curves.png"
+GRADIENTS = "gradients.png"
 
 
 def device_info() -> dict[str, Any]:
@@ -99,7 +100,8 @@ def metrics_record(
 
 
 def write_outputs(run: Run, result: FitResult, out_dir: str | Path, **record_kwargs) -> dict:
-    """Writes `out_dir/metrics.json` and `out_dir/curves.png`; returns the metrics."""
+    """Writes `out_dir/metrics.json` and `out_dir/curves.png` (and `gradients.png` for a
+    run that tracked its gradient flow); returns the metrics."""
     out_dir = Path(out_dir)
     record = metrics_record(run, result, **record_kwargs)
     if not is_main_process():  # several processes: process 0 alone writes
@@ -117,6 +119,13 @@ def write_outputs(run: Run, result: FitResult, out_dir: str | Path, **record_kwa
     )
     if result.history.get("train_loss"):
         plot_history(result.history, out_dir / CURVES, title=_shorten(title, 90))
+    if c.track_gradients and result.history.get("train_loss"):
+        grad = "the hand-written backward" + (
+            " (tracked in autodiff mode)" if c.grad != "manual" else ""
+        )
+        plot_gradients(
+            result.history, out_dir / GRADIENTS, title=f"{c.dataset}: gradient flow through {grad}"
+        )
     return record
 
 

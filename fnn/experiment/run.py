@@ -167,6 +167,7 @@ def fit_run(run: Run, **overrides: Any) -> FitResult:
         history=run.history,
         patience=run.config.patience,
         state=ts.state,
+        track_gradients=run.config.track_gradients,
     )
     kwargs.update(overrides)
     train, test = (data.x_train, data.y_train), (data.x_test, data.y_test)

@@ -80,6 +80,12 @@ def serial(*layers: Layer) -> Layer:
 
         return chain_backward
 
+    def chain_trace(params, residuals, dy, visit):
+        grads = [None] * len(layers)
+        for i in reversed(range(len(layers))):
+            grads[i], dy = visit(layers[i], params[i], residuals[i], dy, i, lambda t, i=i: t[i])
+        return tuple(grads), dy
+
     def chain_init_state(params):
         return tuple(init_state(layer, p) for layer, p in zip(layers, params, strict=True))
 
@@ -101,6 +107,7 @@ def serial(*layers: Layer) -> Layer:
         per_example_backward=reverse(lambda layer: layer.per_example_backward)
         if per_example
         else None,
+        trace_backward=chain_trace,
     )
 
 
@@ -144,6 +151,10 @@ def residual(layer: Layer) -> Layer:
 
         return skip_backward
 
+    def skip_trace(params, residuals, dy, visit):
+        dparams, dx_inner = visit(layer, params, residuals, dy, 0, lambda t: t)  # same params
+        return dparams, dy + dx_inner  # dx = dy + dx_inner
+
     return Layer(
         init,
         skip_forward,
@@ -155,4 +166,5 @@ def residual(layer: Layer) -> Layer:
         per_example_backward=None
         if layer.per_example_backward is None
         else skip(layer.per_example_backward),
+        trace_backward=skip_trace,
     )

@@ -24,6 +24,7 @@ from fnn.grad import GRAD_MODES
 from fnn.tasks import infer_task, metric_name
 from fnn.train.batching import check_batch_size
 from fnn.train.epoch import make_epoch_fn, make_eval_fn
+from fnn.train.gradient_flow import make_gradient_probe
 from fnn.train.optim import current_learning_rate
 from fnn.train.parallel import local_copy, make_sharded_epoch_fn, replicate
 from fnn.train.step import TrainState
@@ -93,6 +94,11 @@ def _cached_epoch_fn(net, loss, optimizer, mode, batch_size):
 @functools.lru_cache(maxsize=32)
 def _cached_eval_fn(net, loss, task):
     return make_eval_fn(net, loss, task)
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_probe(net, loss, optimizer):
+    return make_gradient_probe(net, loss, optimizer)
 
 
 def _cached(cached, *args):
@@ -191,6 +197,7 @@ def fit(
     callback: Callable[[FitResult], None] | None = None,
     mesh: Any = None,
     state: State | None = None,
+    track_gradients: bool = False,
 ) -> FitResult:
     """Trains `net` on `train` for `epochs` epochs, evaluating on `test` after each.
 
@@ -231,6 +238,10 @@ def fit(
         params)`). Networks with dropout or batch_norm train in training mode (dropout
         keys derived from `key` and the epoch) and are evaluated in evaluation mode, on
         the running statistics.
+      track_gradients: after each epoch, one hand-written forward and backward pass on
+        the first `batch_size` training examples records each layer's delta RMS,
+        gradient RMS and update-to-weight ratio in the history
+        (`fnn.train.gradient_flow`; the hand-written backward in either grad mode).
 
     Returns:
       A `FitResult`. `history` holds per-epoch lists: `train_loss`, `train_accuracy` or
@@ -273,6 +284,7 @@ def fit(
         train_state = replicate(train_state, mesh)
         one_device = local_copy  # evaluation runs on one device
     eval_fn = _cached(_cached_eval_fn, net, loss, task)
+    probe = _cached(_cached_probe, net, loss, optimizer) if track_gradients else None
 
     fresh = new_history(task, eval_train=eval_train, test=test is not None)
     history = {k: list(v) for k, v in (history or fresh).items()}
@@ -295,7 +307,7 @@ def fit(
             record = {"train_loss": float(train_loss)}  # the epoch's one host sync
             seconds = time.perf_counter() - start
             _guard(record["train_loss"], "train", epoch, current)
-            params_1, state_1 = one_device((train_state.params, train_state.state))
+            params_1, opt_1, state_1 = one_device(train_state)
             if eval_train:
                 record[f"train_{metric}"] = evaluate("train", params_1, state_1)[metric]
             if test is not None:
@@ -303,8 +315,12 @@ def fit(
                 _guard(scores["loss"], "test", epoch, current)
                 record["test_loss"], record[f"test_{metric}"] = scores["loss"], scores[metric]
             record["epoch_s"] = seconds
+            if probe is not None:
+                probe_key = jax.random.fold_in(jax.random.fold_in(key, epoch), 2)
+                probe_batch = (x_train[:batch_size], y_train[:batch_size])
+                record.update(probe(params_1, opt_1, state_1, probe_key, *probe_batch))
             for name, value in record.items():
-                history[name].append(value)
+                history.setdefault(name, []).append(value)
             current = FitResult(*train_state[:2], history, epoch + 1, state=train_state.state)
             current = stopping.update(record.get("test_loss"), current)
             bar.update(1)

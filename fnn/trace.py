@@ -1,0 +1,214 @@
+"""See the backward pass: what flows back through each layer of a network.
+
+`backward_trace(net, loss, params, x, y)` runs ONE forward and hand-written backward pass
+and keeps, for every layer (those inside `serial` and `residual` included), the cotangent
+that reaches its output (the tutorial's `dA`; `dZ` for a dense layer's output), the
+cotangent it passes down, and its parameter gradients: the numbers `jax.grad` computes
+but never shows. `LayerTrace.summary` reduces them to root-mean-squares, and, with the
+update an optimiser would apply, to the update-to-weight ratio ‖update‖/‖W‖.
+
+    trace = fnn.backward_trace(net, loss, params, x, y)
+    for layer in trace.layers:
+        print(layer.path, layer.name, layer.rms_dy, layer.rms_grads)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fnn.core import Array, Ctx, Layer, Loss, Params, forward, update_state
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerTrace:
+    """One layer's share of a backward pass.
+
+    Attributes:
+      path: where the layer sits, e.g. "net[2]" (the third layer of the network) or
+        "net[3][0][1]" (inside a residual block's chain); "net" is the network itself.
+      name: the layer's name.
+      depth: how deep it is nested (0: the network).
+      leaf: whether it is a leaf layer (no inner layers of its own).
+      dy: the cotangent reaching its output, ∂L/∂y, shaped like its output.
+      dx: the cotangent it passes down, ∂L/∂x, shaped like its input.
+      grads: ∂L/∂params, shaped like its params (`()` for none).
+      params: its params (for update ratios).
+      select: `select(tree)` picks its share of a tree shaped like the network's params
+        (an optimiser's updates, say).
+    """
+
+    path: str
+    name: str
+    depth: int
+    leaf: bool
+    dy: Array
+    dx: Array
+    grads: Params
+    params: Params
+    select: Callable[[Any], Any] = lambda tree: tree
+
+    @property
+    def rms_dy(self) -> float:
+        return _rms(self.dy)
+
+    @property
+    def rms_dx(self) -> float:
+        return _rms(self.dx)
+
+    @property
+    def rms_grads(self) -> float | None:
+        """The RMS over every entry of its parameter gradients; None without params."""
+        return _rms(self.grads) if _size(self.grads) else None
+
+    def update_ratio(self, update: Params) -> float | None:
+        """‖update‖/‖params‖ for `update` shaped like its params (what an optimiser would
+        add); None without params or with params of norm 0."""
+        norm = _norm(self.params)
+        return _norm(update) / norm if _size(self.params) and norm > 0 else None
+
+    def summary(self, update: Params = None) -> dict[str, Any]:
+        """The RMS of dy, dx and the gradients, and the update ratio when `update` is
+        given: plain floats, for tables and JSON."""
+        row = {
+            "path": self.path,
+            "name": self.name,
+            "rms_dy": self.rms_dy,
+            "rms_dx": self.rms_dx,
+            "rms_grads": self.rms_grads,
+        }
+        if update is not None:
+            row["update_ratio"] = self.update_ratio(update)
+        return row
+
+
+@dataclasses.dataclass(frozen=True)
+class Trace:
+    """A whole backward pass: the loss, and one `LayerTrace` per layer, outermost first,
+    then in the order the forward runs them."""
+
+    loss: float
+    layers: list[LayerTrace]
+    state: Any = ()
+
+    def __getitem__(self, path: str) -> LayerTrace:
+        for layer in self.layers:
+            if layer.path == path:
+                return layer
+        raise KeyError(f"no layer at {path!r}; paths: {[layer.path for layer in self.layers]}")
+
+    def summaries(self, updates: Params = None) -> list[dict[str, Any]]:
+        """Each layer's `summary`; `updates` shaped like the network's params gives each
+        its update ratio."""
+        rows = []
+        for layer in self.layers:
+            update = None if updates is None else layer.select(updates)
+            rows.append(layer.summary(update))
+        return rows
+
+
+def _leaves(tree) -> list[np.ndarray]:
+    return [
+        np.asarray(leaf, np.float64)
+        for leaf in jax.tree.leaves(tree)
+        if np.asarray(leaf).dtype != jax.dtypes.float0
+    ]
+
+
+def _size(tree) -> int:
+    return sum(leaf.size for leaf in _leaves(tree))
+
+
+def _norm(tree) -> float:
+    return math.sqrt(sum(float(np.sum(leaf * leaf)) for leaf in _leaves(tree)))
+
+
+def _rms(tree) -> float:
+    size = _size(tree)
+    return _norm(tree) / math.sqrt(size) if size else 0.0
+
+
+def _path(indices: tuple[int, ...]) -> str:
+    return "net" + "".join(f"[{i}]" for i in indices)
+
+
+def traced_function(net: Layer, loss: Loss) -> tuple[Callable, list[tuple]]:
+    """`(run, layout)`: `run(params, x, y, ctx) -> (value, state, records)`, a pure
+    function (jit it) doing one forward and hand-written backward, `records` holding
+    `(dy, dx, grads, params)` per layer; `layout` is filled, as `run` is traced, with
+    each record's `(path indices, layer, select)`, `select(tree)` picking the layer's
+    share of a tree shaped like the network's params."""
+    layout: list[tuple] = []
+
+    def run(params, x, y, ctx):
+        layout.clear()
+        records: list[tuple] = []
+        pred, residuals = forward(net, params, x, ctx)
+        value, loss_residuals = loss.forward(pred, y)
+        dpred = loss.backward(loss_residuals, jnp.ones_like(value))  # ∂L/∂pred
+
+        def visit_at(path, select):
+            def visit(layer, params, residuals, dy, index=None, pick=None):
+                here = path if index is None else (*path, index)
+                chosen = select if pick is None else (lambda t: pick(select(t)))
+                if layer.trace_backward is not None:
+                    grads, dx = layer.trace_backward(params, residuals, dy, visit_at(here, chosen))
+                else:
+                    grads, dx = layer.backward(params, residuals, dy)
+                layout.append((here, layer, chosen))
+                records.append((dy, dx, grads, params))
+                return grads, dx
+
+            return visit
+
+        visit_at((), lambda t: t)(net, params, residuals, dpred)
+        train = ctx is not None and ctx.train
+        state = update_state(net, ctx.state, residuals) if train else ()
+        return value, state, records
+
+    return run, layout
+
+
+def backward_trace(
+    net: Layer, loss: Loss, params: Params, x: Array, y: Array, ctx: Ctx | None = None
+) -> Trace:
+    """Every layer's cotangents and gradients from one hand-written backward pass.
+
+    Arguments:
+      net, loss: the network and loss.
+      params: the network's params.
+      x, y: a batch and its targets.
+      ctx: the `fnn.Ctx` of random and stateful layers (default: evaluation).
+
+    Returns:
+      A `Trace`: the loss, and per layer (`trace["net[2]"]`) `dy` = ∂L/∂(its output),
+      `dx` = ∂L/∂(its input) and `grads` = ∂L/∂(its params), outermost layers first. The
+      network's own `grads` are `fnn.value_and_grad(net, loss)`'s.
+    """
+    run, layout = traced_function(net, loss)
+    value, state, records = jax.jit(run)(params, x, y, ctx)
+    order = sorted(range(len(layout)), key=lambda i: layout[i][0])  # outermost, then forward
+    layers = []
+    for i in order:
+        indices, layer, select = layout[i]
+        dy, dx, grads, layer_params = records[i]
+        layers.append(
+            LayerTrace(
+                path=_path(indices),
+                name=layer.name,
+                depth=len(indices),
+                leaf=layer.trace_backward is None,
+                dy=dy,
+                dx=dx,
+                grads=grads,
+                params=layer_params,
+                select=select,
+            )
+        )
+    return Trace(float(value), layers, state)

@@ -1,0 +1,71 @@
+"""Gradient flow during training: after each epoch, one hand-written forward and backward
+pass on a fixed batch (`fnn.trace`), reduced per layer to the RMS of the cotangent that
+reaches it, the RMS of its parameter gradients, and the update-to-weight ratio
+‖update‖/‖W‖ of the step the optimiser would take from there.
+
+History keys (one value per epoch): `delta_rms/PATH NAME` for every leaf layer,
+`grad_rms/PATH NAME` and `update_ratio/PATH NAME` for every leaf layer with params, e.g.
+`grad_rms/net[0] dense(256)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from fnn.core import Ctx, Layer, Loss
+from fnn.trace import traced_function
+
+KINDS = ("delta_rms", "grad_rms", "update_ratio")
+
+
+def _norm(tree) -> jax.Array:
+    leaves = [leaf for leaf in jax.tree.leaves(tree) if leaf.dtype != jax.dtypes.float0]
+    return jnp.sqrt(sum(jnp.sum(jnp.square(leaf.astype(jnp.float32))) for leaf in leaves))
+
+
+def _size(tree) -> int:
+    return sum(leaf.size for leaf in jax.tree.leaves(tree))
+
+
+def make_gradient_probe(
+    net: Layer, loss: Loss, optimizer: optax.GradientTransformation
+) -> Callable[..., dict[str, float]]:
+    """Returns `probe(params, opt_state, state, key, x, y) -> {history key: value}` (see
+    the module's docstring), one compiled call; the network runs in training mode with
+    `key` and `state`, as a training step does. The gradients are the hand-written
+    backward's, whatever the run's grad mode."""
+    run, layout = traced_function(net, loss)
+
+    @jax.jit
+    def values(params, opt_state, state, key, x, y):
+        _, _, records = run(params, x, y, Ctx(True, key, state))
+        grads = records[-1][2]  # the last record is the network itself
+        updates, _ = optimizer.update(grads, opt_state, params)
+        out = []
+        for (_, layer, select), (dy, _, layer_grads, layer_params) in zip(
+            layout, records, strict=True
+        ):
+            if layer.trace_backward is not None:
+                continue  # a combinator: its layers have their own rows
+            row = [_norm(dy) / jnp.sqrt(dy.size)]
+            if _size(layer_params):
+                row.append(_norm(layer_grads) / jnp.sqrt(_size(layer_grads)))
+                row.append(_norm(select(updates)) / _norm(layer_params))
+            out.append(jnp.stack(row))
+        return out
+
+    def probe(params, opt_state, state, key, x, y) -> dict[str, float]:
+        rows = jax.device_get(values(params, opt_state, state, key, x, y))
+        leaves = [(path, layer) for path, layer, _ in layout if layer.trace_backward is None]
+        named = {}
+        for (path, layer), row in zip(leaves, rows, strict=True):
+            label = "net" + "".join(f"[{i}]" for i in path) + f" {layer.name}"
+            for kind, value in zip(KINDS, row, strict=False):
+                named[f"{kind}/{label}"] = float(value)
+        return named
+
+    return probe
