@@ -138,39 +138,46 @@ def _path(indices: tuple[int, ...]) -> str:
     return "net" + "".join(f"[{i}]" for i in indices)
 
 
+def walk_backward(net: Layer, params: Params, residuals: Any, dy: Array) -> list[tuple]:
+    """The hand-written backward of `net` from `dy`, each layer's share recorded: a list of
+    `(path indices, layer, select, dy, dx, grads, params)`, inner layers before the
+    combinator holding them, the network itself last. `select(tree)` picks the layer's
+    share of a tree shaped like the network's params."""
+    records: list[tuple] = []
+
+    def visit_at(path, select):
+        def visit(layer, params, residuals, dy, index=None, pick=None):
+            here = path if index is None else (*path, index)
+            chosen = select if pick is None else (lambda t: pick(select(t)))
+            if layer.trace_backward is not None:
+                grads, dx = layer.trace_backward(params, residuals, dy, visit_at(here, chosen))
+            else:
+                grads, dx = layer.backward(params, residuals, dy)
+            records.append((here, layer, chosen, dy, dx, grads, params))
+            return grads, dx
+
+        return visit
+
+    visit_at((), lambda t: t)(net, params, residuals, dy)
+    return records
+
+
 def traced_function(net: Layer, loss: Loss) -> tuple[Callable, list[tuple]]:
     """`(run, layout)`: `run(params, x, y, ctx) -> (value, state, records)`, a pure
     function (jit it) doing one forward and hand-written backward, `records` holding
     `(dy, dx, grads, params)` per layer; `layout` is filled, as `run` is traced, with
-    each record's `(path indices, layer, select)`, `select(tree)` picking the layer's
-    share of a tree shaped like the network's params."""
+    each record's `(path indices, layer, select)` (see `walk_backward`)."""
     layout: list[tuple] = []
 
     def run(params, x, y, ctx):
-        layout.clear()
-        records: list[tuple] = []
         pred, residuals = forward(net, params, x, ctx)
         value, loss_residuals = loss.forward(pred, y)
         dpred = loss.backward(loss_residuals, jnp.ones_like(value))  # ∂L/∂pred
-
-        def visit_at(path, select):
-            def visit(layer, params, residuals, dy, index=None, pick=None):
-                here = path if index is None else (*path, index)
-                chosen = select if pick is None else (lambda t: pick(select(t)))
-                if layer.trace_backward is not None:
-                    grads, dx = layer.trace_backward(params, residuals, dy, visit_at(here, chosen))
-                else:
-                    grads, dx = layer.backward(params, residuals, dy)
-                layout.append((here, layer, chosen))
-                records.append((dy, dx, grads, params))
-                return grads, dx
-
-            return visit
-
-        visit_at((), lambda t: t)(net, params, residuals, dpred)
+        walked = walk_backward(net, params, residuals, dpred)
+        layout[:] = [record[:3] for record in walked]
         train = ctx is not None and ctx.train
         state = update_state(net, ctx.state, residuals) if train else ()
-        return value, state, records
+        return value, state, [record[3:] for record in walked]
 
     return run, layout
 

@@ -31,8 +31,8 @@ ALLOWED: dict[str, set[str]] = {
     "train": {"core", "grad", "tasks", "trace"},
     "data": {"core", "tasks"},
     "plot": set(),
-    "bench": {"core", "initializers", "layers", "losses", "grad", "per_example", "check"}
-    | {"train"},
+    "bench": {"core", "initializers", "layers", "losses", "grad", "per_example", "trace"}
+    | {"check", "train"},
     "experiment": {"version", "core", "layers", "losses", "tasks", "grad", "check", "train"}
     | {"data", "plot"},
     "cli": {"core", "layers", "losses", "tasks", "grad", "check", "train", "data", "bench"}

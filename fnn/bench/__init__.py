@@ -88,6 +88,7 @@ from fnn.bench.report import (
     write_json,
     write_results,
 )
+from fnn.bench.summary import LayerRow, Summary, summary
 from fnn.bench.vjp import VJP_IMPLS, VJPProblem, build_vjp_impl, make_vjp_problem
 from fnn.bench.workloads import (
     CPU_WORKLOADS,
@@ -145,6 +146,9 @@ __all__ = [
     "hlo_counts",
     "machine_info",
     "make_problem",
+    "summary",
+    "Summary",
+    "LayerRow",
     "make_vjp_problem",
     "matmul_unit",
     "matmul_units",

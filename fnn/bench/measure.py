@@ -171,6 +171,13 @@ def count_residuals(fn: Callable, *args) -> tuple[int, int]:
     return len(kept), int(nbytes)
 
 
+def count_vjp_residuals(fn: Callable, dy: Any, *args) -> tuple[int, int]:
+    """`count_residuals` of `jax.vjp(fn, *args)` pulled back from the cotangent `dy`: the
+    objective is `sum(fn(*args) * dy)`, `dy` a constant (`jnp.vdot` would reshape it and
+    count the reshaped copy as kept)."""
+    return count_residuals(lambda *a: jnp.sum(fn(*a) * dy), *args)
+
+
 def count_kept(fn: Callable, *args) -> tuple[int, int]:
     """(arrays, bytes) of the residual pytree `fn(*args)` returns (what a hand-written
     backward keeps), each array counted once, the arguments themselves and empty arrays

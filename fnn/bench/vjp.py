@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fnn.bench.impls import Impl, timed_compile
-from fnn.bench.measure import count_kept, count_residuals, repeat_calls
+from fnn.bench.measure import count_kept, count_vjp_residuals, repeat_calls
 from fnn.check.point import draw_params
 from fnn.core import Ctx, Layer, SettingError, forward
 from fnn.grad import as_custom_vjp
@@ -93,7 +93,7 @@ def make_vjp_problem(
     dy = jnp.asarray(rng.standard_normal(y.shape), y.dtype)
     flops, source = None, "FLOPs unknown: XLA's cost analysis gave none"
     try:
-        analysis = jax.jit(_autodiff(layer)).lower(params, x, dy, ctx).compile().cost_analysis()
+        analysis = jax.jit(autodiff_vjp(layer)).lower(params, x, dy, ctx).compile().cost_analysis()
         if isinstance(analysis, list | tuple):
             analysis = analysis[0] if analysis else None
         if analysis and analysis.get("flops"):
@@ -103,7 +103,10 @@ def make_vjp_problem(
     return VJPProblem(layer, dt, params, x, dy, ctx, calls, flops, source)
 
 
-def _manual(layer: Layer) -> Callable:
+def manual_vjp(layer: Layer) -> Callable:
+    """`fn(params, x, dy, ctx) -> (dparams, dx)`: the layer's forward, then its hand-written
+    backward."""
+
     def fn(params, x, dy, ctx):
         _, residuals = forward(layer, params, x, ctx)
         return layer.backward(params, residuals, dy)  # (dparams, dx)
@@ -111,7 +114,9 @@ def _manual(layer: Layer) -> Callable:
     return fn
 
 
-def _autodiff(layer: Layer) -> Callable:
+def autodiff_vjp(layer: Layer) -> Callable:
+    """`fn(params, x, dy, ctx) -> (dparams, dx)` by `jax.vjp` of the layer's forward."""
+
     def fn(params, x, dy, ctx):
         _, vjp = jax.vjp(lambda p, x: forward(layer, p, x, ctx)[0], params, x)
         return vjp(dy)
@@ -133,8 +138,8 @@ def _residuals(problem: VJPProblem, layer: Layer, manual: bool) -> tuple[int, in
     ctx, dy = problem.ctx, problem.dy
     if manual:
         return count_kept(lambda p, x: forward(layer, p, x, ctx)[1], problem.params, problem.x)
-    f = lambda p, x: jnp.vdot(forward(layer, p, x, ctx)[0], dy)  # noqa: E731
-    return count_residuals(f, problem.params, problem.x)
+    f = lambda p, x: forward(layer, p, x, ctx)[0]  # noqa: E731
+    return count_vjp_residuals(f, dy, problem.params, problem.x)
 
 
 def build_vjp_impl(impl: str | tuple[str, Layer], problem: VJPProblem) -> Impl:
@@ -143,7 +148,7 @@ def build_vjp_impl(impl: str | tuple[str, Layer], problem: VJPProblem) -> Impl:
     `(dparams, dx)`."""
     if isinstance(impl, str):
         name, layer = impl, problem.layer
-        fn = {"manual": _manual, "autodiff": _autodiff, "custom_vjp": _bridge}[impl](layer)
+        fn = {"manual": manual_vjp, "autodiff": autodiff_vjp, "custom_vjp": _bridge}[impl](layer)
         note = {"manual": "hand-written backward", "autodiff": "jax.vjp of the forward",
                 "custom_vjp": "jax.vjp through the custom_vjp bridge"}[impl]  # fmt: skip
     else:
@@ -154,7 +159,7 @@ def build_vjp_impl(impl: str | tuple[str, Layer], problem: VJPProblem) -> Impl:
                 f"{type(layer).__name__}",
                 settings=("impls",),
             )
-        fn, note = _manual(layer), f"{layer.name}, hand-written backward"
+        fn, note = manual_vjp(layer), f"{layer.name}, hand-written backward"
     args = (problem.params, problem.x, problem.dy, problem.ctx)
     compiled, compile_s = timed_compile(fn, *args)
     residuals = _residuals(problem, layer, manual=name != "autodiff")

@@ -85,6 +85,13 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("--out", type=Path, default=Path("bench-results"), metavar="DIR")
     parser.add_argument("--list", action="store_true", help="list workloads and impls, then exit")
+    parser.add_argument(
+        "--summary",
+        action="store_true",
+        help="instead of timing, print each network's layers: output shape, params, "
+        "FLOPs and residuals kept by the hand-written backward and by jax.grad "
+        "(fnn.bench.summary)",
+    )
     yours = parser.add_argument_group("your own network or layer (instead of the workloads)")
     yours.add_argument("--model", metavar="FILE.py:FUNCTION", help=MODEL_HELP)
     yours.add_argument("--layer", metavar="FILE.py:FUNCTION", help=LAYER_HELP)
@@ -160,6 +167,27 @@ def _run_layer(args: argparse.Namespace) -> list[dict]:
     )
 
 
+def _summaries(args: argparse.Namespace) -> None:
+    """`--summary`: the table of each chosen network, printed."""
+    dtype = (args.dtype or ["float32"])[0]
+    if args.model:
+        got = _yours(call(args.model, "--model"), args.model, "--model", ("net", "loss", "x", "y"))
+        print(bench.summary(got["net"], x=got["x"], dtype=dtype))
+    elif args.layer:
+        got = _yours(call(args.layer, "--layer"), args.layer, "--layer", ("layer",))
+        in_shape = args.in_shape or got.get("in_shape")
+        if in_shape is None:
+            raise SettingError("--layer needs the input shape", settings=("in_shape",))
+        batch = args.batch or got.get("batch") or 256
+        print(bench.summary(got["layer"], tuple(in_shape), batch=batch, dtype=dtype))
+    else:
+        names = bench.choose_all("workload", args.workloads or bench.QUICK_WORKLOADS,
+                                 bench.WORKLOADS)  # fmt: skip
+        for name in names:
+            problem = bench.make_problem(bench.WORKLOADS[name], dtype)
+            print(bench.summary(problem.net, x=problem.x, dtype=dtype), end="\n\n")
+
+
 def run(args: argparse.Namespace) -> int:
     if args.list:
         for w in bench.WORKLOADS.values():
@@ -168,6 +196,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     start = time.perf_counter()
     try:
+        if args.summary:  # prints; writes nothing to --out
+            bench.choose_all("dtype", args.dtype or [], bench.DTYPES)
+            _summaries(args)
+            return 0
         check_writable_dir(args.out, "out")
         if args.model and args.layer:
             raise SettingError("give --model or --layer, not both", settings=("model",))

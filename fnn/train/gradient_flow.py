@@ -24,7 +24,8 @@ KINDS = ("delta_rms", "grad_rms", "update_ratio")
 
 def _norm(tree) -> jax.Array:
     leaves = [leaf for leaf in jax.tree.leaves(tree) if leaf.dtype != jax.dtypes.float0]
-    return jnp.sqrt(sum(jnp.sum(jnp.square(leaf.astype(jnp.float32))) for leaf in leaves))
+    wide = [leaf.astype(jnp.promote_types(leaf.dtype, jnp.float32)) for leaf in leaves]
+    return jnp.sqrt(sum(jnp.sum(jnp.square(leaf)) for leaf in wide))  # float32 or wider
 
 
 def _size(tree) -> int:
