@@ -131,9 +131,12 @@ _ON_DEMAND = ("bench", "data", "experiment", "plot")  # imported when first used
 
 def __getattr__(name: str):
     """`fnn.bench`, `fnn.data`, `fnn.experiment` and `fnn.plot` load on first use, so that
-    `import fnn` does not pay for the harness, scikit-learn or matplotlib."""
-    if name in _ON_DEMAND:
-        import importlib
+    `import fnn` does not pay for the harness, scikit-learn or matplotlib; so does
+    `fnn.summary` (`fnn.bench.summary`)."""
+    import importlib
 
+    if name in _ON_DEMAND:
         return importlib.import_module(f"fnn.{name}")
+    if name == "summary":
+        return importlib.import_module("fnn.bench").summary
     raise AttributeError(f"module 'fnn' has no attribute {name!r}")

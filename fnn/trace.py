@@ -15,6 +15,7 @@ update an optimiser would apply, to the update-to-weight ratio ‖update‖/‖W
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -182,6 +183,21 @@ def traced_function(net: Layer, loss: Loss) -> tuple[Callable, list[tuple]]:
     return run, layout
 
 
+@functools.lru_cache(maxsize=16)
+def _jitted(net: Layer, loss: Loss) -> tuple[Callable, list[tuple]]:
+    run, layout = traced_function(net, loss)
+    return jax.jit(run), layout
+
+
+def _compiled(net: Layer, loss: Loss) -> tuple[Callable, list[tuple]]:
+    """`traced_function`, jitted, and reused for the same net and loss (a trace per step
+    of a loop compiles once); unhashable ones get a fresh one."""
+    try:
+        return _jitted(net, loss)
+    except TypeError:
+        return _jitted.__wrapped__(net, loss)
+
+
 def backward_trace(
     net: Layer, loss: Loss, params: Params, x: Array, y: Array, ctx: Ctx | None = None
 ) -> Trace:
@@ -198,8 +214,8 @@ def backward_trace(
       `dx` = ∂L/∂(its input) and `grads` = ∂L/∂(its params), outermost layers first. The
       network's own `grads` are `fnn.value_and_grad(net, loss)`'s.
     """
-    run, layout = traced_function(net, loss)
-    value, state, records = jax.jit(run)(params, x, y, ctx)
+    run, layout = _compiled(net, loss)
+    value, state, records = run(params, x, y, ctx)
     order = sorted(range(len(layout)), key=lambda i: layout[i][0])  # outermost, then forward
     layers = []
     for i in order:

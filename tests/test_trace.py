@@ -166,3 +166,11 @@ def test_cli_bench_summary_of_your_layer(tmp_path, capsys):
     assert code == 0
     assert "dense(4)" in out and "tanh" in out and "kept (jax.grad)" in out
     assert not (tmp_path / "o").exists()  # a summary writes nothing
+
+
+def test_cli_summary_takes_fnn_trains_model_flags(capsys):
+    code = fnn.cli.main(["summary", "--dataset", "iris", "--hidden", "4", "--batch-size", "8"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "iris" in out and "dense(4)" in out and "batch 8" in out
+    assert fnn.summary is fnn.bench.summary

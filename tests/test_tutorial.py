@@ -129,14 +129,44 @@ def test_x_squared_converges_for_smaller_learning_rates(lr, expected):
 
 
 def test_seed_example_runs_and_writes_its_plot(tmp_path, capsys):
-    seed_example.main(["--steps", "2000", "--out", str(tmp_path)])
+    seed_example.main(["--steps", "2000", "--every", "200", "--out", str(tmp_path)])
     out = capsys.readouterr().out
-    assert "iteration  1000" in out and "final loss" in out
-    assert (tmp_path / "seed_loss.png").stat().st_size > 10_000
+    assert "iteration  1000" in out and "final loss" in out and "floors" in out
+    assert (tmp_path / "seed_backprop.png").stat().st_size > 10_000
+
+
+def test_tutorial_floors_and_a_learnable_target():
+    x, y = seed_example.tutorial_data(seed=0)
+    constant, entropy = seed_example.floors(y)
+    # predicting the mean is the entropy of a Bernoulli(ȳ) blended over y: near ln 2
+    assert 0.69 < constant <= np.log(2) and 0.45 < entropy < constant
+    p = np.clip(y, 1e-12, 1 - 1e-12)  # predicting each y exactly reaches the entropy floor
+    assert entropy == pytest.approx(-np.mean(p * np.log(p) + (1 - p) * np.log(1 - p)))
+    targets = seed_example.learnable_targets(x)
+    assert targets.shape == (200, 1) and targets.sum() == 100  # half above the median
+
+
+def test_seed_example_deltas_are_the_traces(tmp_path):
+    """The deltas the example draws are backward_trace's, snapshot by snapshot."""
+    x, y = (jnp.asarray(a, jnp.float64) for a in seed_example.tutorial_data(seed=0))
+    net, loss = seed_example.tutorial_network(), fnn.sigmoid_binary_cross_entropy()
+    params = fnn.init(net, jax.random.PRNGKey(0), (100,), jnp.float64)
+    final, losses, snapshots = seed_example.descend(net, loss, params, x, y, lr=0.1, steps=6,
+                                                    every=3)  # fmt: skip
+    assert losses.shape == (6,)
+    rms = seed_example.delta_rms(net, loss, snapshots, x, y)
+    assert set(rms) == {"dZ1", "dA1", "dZ2", "dA2", "dZ3", "dW1"}
+    first = fnn.backward_trace(net, loss, params, x, y)  # snapshot 0 is the initial params
+    assert rms["dZ3"][0] == pytest.approx(first["net[4]"].rms_dy, rel=1e-12)
+    # dZ3 = (σ(Z3) − Y)/m, the tutorial's formula, from the hand-written backward
+    z3 = fnn.apply(net, params, x)
+    expected = np.sqrt(np.mean(np.square((1 / (1 + np.exp(-np.asarray(z3))) - y) / 200)))
+    assert rms["dZ3"][0] == pytest.approx(expected, rel=1e-10)
+    assert rms["dZ1"][0] < 1e-5 * rms["dZ3"][0]  # the vanishing delta the README quotes
 
 
 def test_learning_rate_sweep_shows_the_four_regimes(tmp_path):
-    curves = lr_example.sweep(steps=200)
+    curves = lr_example.sweep(steps=600)
     start = curves["good"][0]
     assert curves["good"][-1] < curves["too small"][-1] < start  # both descend, one slowly
     oscillating = curves["oscillating"][-10:]

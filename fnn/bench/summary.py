@@ -3,6 +3,10 @@ backward FLOPs per example, and the residuals its hand-written backward keeps be
 what `jax.grad` keeps for the same layer; then the whole network's compiled temp memory
 in both modes. Every number comes from the code: shapes and residual pytrees traced
 (`jax.eval_shape`), FLOPs from XLA's cost analysis, memory from the compiled programs.
+
+FLOPs are XLA's count of each layer's own compiled forward, and of its backward from the
+kept residuals: XLA counts transcendental functions (tanh, exp, log) apart, not as
+FLOPs, so an activation like tanh shows few or none.
 """
 
 from __future__ import annotations

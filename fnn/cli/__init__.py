@@ -1,4 +1,4 @@
-"""The `fnn` command: `fnn check | train | bench`. Each subcommand lives in its own module
+"""The `fnn` command: `fnn check | train | bench | summary`. Each subcommand lives in its own module
 with `add_parser(subparsers)` and `run(args) -> exit code`; this module only dispatches."""
 
 from __future__ import annotations
@@ -7,10 +7,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from fnn.cli import bench, check, train
+from fnn.cli import bench, check, summary, train
 from fnn.cli.cache import use_compilation_cache
 
-COMMANDS = [check, train, bench]
+COMMANDS = [check, train, bench, summary]
 
 
 class Parser(argparse.ArgumentParser):

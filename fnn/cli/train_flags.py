@@ -48,11 +48,8 @@ _dropout_rate = _number(float, lambda v: 0 <= v < 1, "a dropout rate in [0, 1)")
 
 
 def add_parser(subparsers, run) -> None:
-    from fnn.data import DATASETS
-    from fnn.experiment import TrainConfig, recipes
+    from fnn.experiment import recipes
 
-    d = TrainConfig()
-    by_recipe = "(default: the data set's recipe, see --list-datasets)"
     parser = subparsers.add_parser(
         "train",
         help="train an MLP on a data set (digits by default) with hand-written gradients",
@@ -74,6 +71,18 @@ def add_parser(subparsers, run) -> None:
         ),
     )
     # Defaults are None so that --resume can tell the flags given from those not given.
+    add_model_flags(parser)
+    _add_training_flags(parser)
+    parser.set_defaults(run=run, flags=flags_of(parser))
+
+
+def add_model_flags(parser: argparse.ArgumentParser) -> None:
+    """The data and model flags (`fnn train`'s, shared with `fnn summary`)."""
+    from fnn.data import DATASETS
+    from fnn.experiment import TrainConfig
+
+    d = TrainConfig()
+    by_recipe = "(default: the data set's recipe, see --list-datasets)"
     data = parser.add_argument_group("data")
     data.add_argument(
         "--dataset",
@@ -134,6 +143,14 @@ def add_parser(subparsers, run) -> None:
         help=f"hand-written backward or jax.grad (default: {d.grad})",
     )
     model.add_argument("--dtype", choices=("float32", "float64"), help=f"(default: {d.dtype})")
+    model.add_argument("--batch-size", type=_positive_int, help=by_recipe)
+
+
+def _add_training_flags(parser: argparse.ArgumentParser) -> None:
+    from fnn.experiment import TrainConfig
+
+    d = TrainConfig()
+    by_recipe = "(default: the data set's recipe, see --list-datasets)"
     opt = parser.add_argument_group("optimisation")
     opt.add_argument("--optimizer", choices=OPTIMIZERS, help=by_recipe)
     opt.add_argument("--lr", type=_positive_float, help=f"learning rate {by_recipe}")
@@ -145,7 +162,6 @@ def add_parser(subparsers, run) -> None:
         help="clip gradients to global norm C (default: no clipping)",
     )
     opt.add_argument("--epochs", type=_positive_int, help=f"total epochs {by_recipe}")
-    opt.add_argument("--batch-size", type=_positive_int, help=by_recipe)
     opt.add_argument(
         "--patience",
         type=_positive_int,
@@ -204,7 +220,6 @@ def add_parser(subparsers, run) -> None:
         metavar="S",
         help="seconds to wait for the coordinator and the other processes (default: 60)",
     )
-    parser.set_defaults(run=run, flags=flags_of(parser))
 
 
 def config_values(args: argparse.Namespace) -> dict:
@@ -232,4 +247,4 @@ def config_values(args: argparse.Namespace) -> dict:
         "dtype",
         "track_gradients",
     }
-    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
