@@ -33,11 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from fnn import bench, experiment
 
     if args.list_datasets:
-        from fnn.experiment import recipes
-
-        for name in recipes.RECIPES:
-            print(f"{name:<14} {recipes.describe(name)}")
-        return 0
+        return train_flags.list_datasets()
     try:
         config = experiment.TrainConfig.for_dataset(**train_flags.config_values(args))
         if config.dtype == "float64":

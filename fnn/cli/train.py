@@ -125,11 +125,7 @@ def run(args: argparse.Namespace) -> int:
     from fnn.train.parallel import check_batch_divisible, describe_mesh
 
     if args.list_datasets:
-        from fnn.experiment import recipes
-
-        for name in recipes.RECIPES:
-            print(f"{name:<14} {recipes.describe(name)}")
-        return 0
+        return train_flags.list_datasets()
     start = time.perf_counter()
     given = train_flags.config_values(args)
     try:

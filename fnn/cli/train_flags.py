@@ -222,6 +222,15 @@ def _add_training_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def list_datasets() -> int:
+    """`--list-datasets`: each data set and its recipe; the exit code 0."""
+    from fnn.experiment import recipes
+
+    for name in recipes.RECIPES:
+        print(f"{name:<14} {recipes.describe(name)}")
+    return 0
+
+
 def config_values(args: argparse.Namespace) -> dict:
     """The config fields given on the command line."""
     names = {
