@@ -4,6 +4,7 @@ with `add_parser(subparsers)` and `run(args) -> exit code`; this module only dis
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -40,7 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     use_compilation_cache()  # FNN_CACHE_DIR moves it or turns it off (fnn/cli/cache.py)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except BrokenPipeError:  # `fnn ... | head` closed the pipe: stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE
 
 
 if __name__ == "__main__":
