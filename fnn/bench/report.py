@@ -191,6 +191,8 @@ def _bar_chart(records, value, ylabel, title, path, *, log=False, lines=()):
     impls = [
         i for i in dict.fromkeys(names) if any(r["impl"] == i and value(r) is not None for r in ok)
     ]
+    if not impls:  # nothing to draw (no ratios without an autodiff reference, say)
+        return False
     fig, ax = plt.subplots(figsize=(max(6.0, 1.4 * len(cases) + 2), 4.2))
     width = 0.8 / max(len(impls), 1)
     for j, impl in enumerate(impls):
@@ -213,37 +215,45 @@ def _bar_chart(records, value, ylabel, title, path, *, log=False, lines=()):
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return True
 
 
 def write_charts(records: Sequence[dict], out: Path, suffix: str = "") -> list[Path]:
-    """Three PNGs: step time per impl, the ratio to autodiff, the fraction of peak."""
+    """Up to three PNGs: step time per impl, the ratio to autodiff, the fraction of peak
+    (each one drawn where its records have values); the paths written."""
     device = records[0]["device_kind"] if records else ""
     paths = [out / f"{stem}{suffix}.png" for stem in ("time", "ratio", "peak")]
-    _bar_chart(
-        records,
-        lambda r: r["step_ms_median"],
-        "ms per step (log)",
-        f"Step time per implementation — {device}",
-        paths[0],
-        log=True,
+    drawn = [
+        _bar_chart(
+            records,
+            lambda r: r["step_ms_median"],
+            "ms per step (log)",
+            f"Step time per implementation — {device}",
+            paths[0],
+            log=True,
+        )
+    ]
+    drawn.append(
+        _bar_chart(
+            [r for r in records if r.get("impl") not in ("autodiff", "autodiff_scan")],
+            lambda r: r.get("ratio_vs_autodiff") if r.get("kind") != "numpy" else None,
+            "time / autodiff time",
+            f"Step time relative to autodiff (manual_scan: to autodiff_scan) — {device}",
+            paths[1],
+            lines=((1.0, "-"), (1.03, ":")),
+        )
     )
-    _bar_chart(
-        [r for r in records if r.get("impl") not in ("autodiff", "autodiff_scan")],
-        lambda r: r.get("ratio_vs_autodiff") if r.get("kind") != "numpy" else None,
-        "time / autodiff time",
-        f"Step time relative to autodiff (manual_scan: to autodiff_scan) — {device}",
-        paths[1],
-        lines=((1.0, "-"), (1.03, ":")),
+    drawn.append(
+        _bar_chart(
+            [r for r in records if r.get("workload") != "tutorial"],
+            lambda r: r.get("peak_fraction"),
+            "FLOP/s ÷ the machine's matmul peak",
+            f"Fraction of the measured matmul peak — {device}",
+            paths[2],
+            lines=((1.0, "-"), (1 / 1.1, ":")),
+        )
     )
-    _bar_chart(
-        [r for r in records if r.get("workload") != "tutorial"],
-        lambda r: r.get("peak_fraction"),
-        "FLOP/s ÷ the machine's matmul peak",
-        f"Fraction of the measured matmul peak — {device}",
-        paths[2],
-        lines=((1.0, "-"), (1 / 1.1, ":")),
-    )
-    return paths
+    return [path for path, done in zip(paths, drawn, strict=True) if done]
 
 
 def write_results(
