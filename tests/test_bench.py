@@ -186,6 +186,7 @@ def test_cli_runs_a_tiny_grid(tmp_path, capsys):
     assert "tiny" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_sequence_workload_flops_and_a_tiny_run():
     """The transformer workload: FLOPs count the projections and the T×T attention
     products; manual and autodiff run on token ids and agree on the gradient."""

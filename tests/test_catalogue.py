@@ -3,7 +3,8 @@ against jax.vjp and finite differences in float64, against jax.vjp in float32, a
 shapes and dtypes. An item added to the catalogue is tested here; nothing else to edit.
 
 Whole networks (`network=True`) are checked against jax.vjp only: their layers are items
-of their own, checked against finite differences too.
+of their own, checked against finite differences too. Their float64 checks are slow
+(`pytest -m "not slow"` leaves them out, as it leaves out every float32 check).
 """
 
 import jax
@@ -20,7 +21,15 @@ LAYERS = [name for name, case in CASES.items() if isinstance(case, LayerCase)]
 PARTS = [name for name, case in CASES.items() if not case.network]
 
 
-@pytest.mark.parametrize("name", list(CASES))
+# Whole networks repeat their layers' items, checked in the fast tier: their float64
+# checks (one compile each of a whole network's forward and backward) run with the slow ones.
+FLOAT64_ITEMS = [
+    pytest.param(name, marks=pytest.mark.slow) if case.network else name
+    for name, case in CASES.items()
+]
+
+
+@pytest.mark.parametrize("name", FLOAT64_ITEMS)
 def test_float64_backward_matches_vjp_and_finite_differences(name):
     case = CASES[name]
     (result,) = run_checks([name], "float64", finite_differences=not case.network)

@@ -362,6 +362,7 @@ def test_plots_write_png_files(tmp_path):
 # ----------------------------------------------------------------------------- runs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "overrides, bound",
     [
