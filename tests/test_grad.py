@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from battery import normal, params_for
 
 import fnn
 
@@ -15,9 +16,9 @@ F64 = jnp.float64
 def problem():
     """A small classification problem in float64, shared by the tests of this module."""
     net = fnn.mlp([8, 8, 3], "tanh")
-    params = fnn.init(net, jax.random.PRNGKey(0), (5,), F64)
-    x = jax.random.normal(jax.random.PRNGKey(1), (16, 5), F64)
-    y = jax.random.randint(jax.random.PRNGKey(2), (16,), 0, 3)
+    params = params_for(net, (5,))
+    x = normal((16, 5), seed=1)
+    y = np.random.default_rng(2).integers(0, 3, (16,))
     return net, fnn.softmax_cross_entropy(), params, x, y
 
 
@@ -107,8 +108,8 @@ def test_bridge_really_runs_the_hand_written_backward():
     doubled = layer._replace(
         backward=lambda p, x, dy: jax.tree.map(lambda g: 2 * g, layer.backward(p, x, dy))
     )
-    params = fnn.init(layer, jax.random.PRNGKey(0), (3,), F64)
-    x = jnp.ones((4, 3), F64)
+    params = params_for(layer, (3,))
+    x = np.ones((4, 3))
 
     def objective(f):
         return lambda p: jnp.sum(f(p, x))
@@ -124,14 +125,14 @@ def test_bridge_really_runs_the_hand_written_backward():
 
 def test_second_order_reverse_mode_through_the_bridge():
     net = fnn.mlp([6, 1], "tanh")
-    params = fnn.init(net, jax.random.PRNGKey(3), (3,), F64)
-    x = jax.random.normal(jax.random.PRNGKey(4), (5, 3), F64)
+    params = params_for(net, (3,), seed=3)
+    x = normal((5, 3), seed=4)
     bridge = fnn.as_custom_vjp(net)
 
     def scalar(f):
         return lambda p: jnp.sum(f(p, x) ** 2)
 
-    v = jax.tree.map(jnp.ones_like, params)
+    v = jax.tree.map(np.ones_like, params)
 
     def hvp(f):  # Hessian-vector product by reverse over reverse
         return jax.grad(lambda p: optax.tree.vdot(jax.grad(scalar(f))(p), v))(params)
@@ -142,9 +143,9 @@ def test_second_order_reverse_mode_through_the_bridge():
 
 def test_forward_mode_is_refused_through_the_bridge_but_works_on_apply():
     net = fnn.mlp([4, 2], "sigmoid")
-    params = fnn.init(net, jax.random.PRNGKey(0), (3,), F64)
-    x = jnp.ones((2, 3), F64)
-    tangent = jnp.ones_like(x)
+    params = params_for(net, (3,))
+    x = np.ones((2, 3))
+    tangent = np.ones_like(x)
     with pytest.raises(TypeError, match="custom_vjp"):
         jax.jvp(lambda x: fnn.as_custom_vjp(net)(params, x), (x,), (tangent,))
     # shapes only: jax.eval_shape traces the jvp and computes nothing
@@ -156,6 +157,6 @@ def test_forward_mode_is_refused_through_the_bridge_but_works_on_apply():
 
 def test_loss_bridge_accepts_integer_labels():
     f = fnn.loss_as_custom_vjp(fnn.softmax_cross_entropy())
-    z = jnp.zeros((2, 3), F64)
-    g = jax.jit(jax.grad(f))(z, jnp.array([0, 2]))
+    z = np.zeros((2, 3))
+    g = jax.jit(jax.grad(f))(z, np.array([0, 2]))
     np.testing.assert_allclose(g, (np.full((2, 3), 1 / 3) - np.eye(3)[[0, 2]]) / 2)
