@@ -14,6 +14,7 @@ from pathlib import Path
 
 import jax
 import pytest
+from battery import normal, params_for
 
 from fnn.train import distributed, parallel
 
@@ -217,7 +218,6 @@ def test_mesh_of_more_devices_than_there_are_names_the_count():
 
 
 def test_one_device_mesh_step_equals_the_plain_step():
-    import jax.numpy as jnp
     import numpy as np
     import optax
 
@@ -225,9 +225,9 @@ def test_one_device_mesh_step_equals_the_plain_step():
 
     mesh = parallel.make_data_mesh(1)
     net, loss = fnn.mlp([8, 3]), fnn.softmax_cross_entropy()
-    params = fnn.init(net, jax.random.PRNGKey(0), (4,), jnp.float64)
-    x = jax.random.normal(jax.random.PRNGKey(1), (6, 4), jnp.float64)
-    y = jnp.array([0, 1, 2, 0, 1, 2])
+    params = params_for(net, (4,))
+    x = normal((6, 4), seed=1)
+    y = np.array([0, 1, 2, 0, 1, 2])
     opt = optax.sgd(0.1)
     start = fnn.TrainState.create(net, params, opt)
     one, _ = fnn.make_train_step(net, loss, opt)(start, (x, y))
@@ -251,16 +251,15 @@ def test_fnn_train_scale_flags_are_checked_before_anything_runs(tmp_path, capsys
 
 
 def test_fit_over_a_one_device_mesh_equals_plain_fit():
-    import jax.numpy as jnp
     import numpy as np
     import optax
 
     import fnn
 
     net, loss = fnn.mlp([8, 3], "tanh"), fnn.softmax_cross_entropy()
-    params = fnn.init(net, jax.random.PRNGKey(0), (4,), jnp.float64)
-    x = jax.random.normal(jax.random.PRNGKey(1), (40, 4), jnp.float64)
-    y = jnp.arange(40) % 3
+    params = params_for(net, (4,))
+    x = normal((40, 4), seed=1)
+    y = np.arange(40) % 3
     common = dict(key=jax.random.PRNGKey(2), epochs=2, batch_size=8, progress=False)
     opt = optax.adam(1e-2)
     plain = fnn.train.fit(net, loss, opt, params, (x, y), (x, y), **common)
