@@ -128,6 +128,7 @@ def _assert_resumed_equals_straight(capsys, straight, split, extra):
     assert ha["test_accuracy"] == hb["test_accuracy"]
 
 
+@pytest.mark.slow  # two more whole runs
 def test_resume_three_then_six_equals_six_bit_for_bit(iris_run, tmp_path, capsys):
     """The uninterrupted run is `iris_run`'s (the progress bar changes nothing)."""
     assert iris_run[0] == 0

@@ -32,6 +32,7 @@ def _init_shapes(layer, in_shape, dtype):
 PADDINGS = ["SAME", "VALID", ((1, 2), (0, 3)), ((3, 0), (2, 2))]
 
 
+@pytest.mark.slow  # 216 configurations, each traced four ways
 def test_conv2d_init_shape_matches_the_forward_and_lax_for_every_padding():
     """For every size, kernel, stride, padding and dilation: init's out_shape = the
     forward's = lax.conv_general_dilated's with the same padding, and the backward's
@@ -332,6 +333,7 @@ def test_integer_input_is_a_type_error():
 # ---------------------------------------------------------------------------- training
 
 
+@pytest.mark.slow  # a whole network's pre-training gradient check (the catalogue's cnn is slow too)
 def test_train_config_model_cnn_builds_the_cnn_on_images_and_refuses_flat_data(tmp_path):
     """`fnn train --model cnn`: digits stay (8, 8, 1), the network's gradients pass the
     pre-training check; a flat data set is a clear error (exit code 2 from the CLI)."""

@@ -351,6 +351,7 @@ def _is_png(path):
     return path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
 
 
+@pytest.mark.slow  # matplotlib renders four figures (plot_history runs in every fnn train)
 def test_plots_write_png_files(tmp_path):
     history = {
         "train_loss": [1.0, 0.5, 0.3],
