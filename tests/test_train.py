@@ -265,30 +265,26 @@ def test_divergence_names_the_learning_rate_of_injected_optimisers():
     assert current_learning_rate(optax.sgd(0.1).init({"w": jnp.zeros(2)})) is None
 
 
-def test_early_stopping_restores_the_best_params():
-    """Test labels unrelated to the inputs: the test loss rises as the net fits train."""
-    x, y = _blobs(64, seed=6)
+def test_early_stopping_restores_the_best_params(problem):
+    """Test labels unrelated to the inputs: the test loss rises as the net fits train.
+    The shared problem's net, loss, optimiser and shapes: its compiled epoch is reused."""
     rng = np.random.default_rng(7)
-    x_test = rng.normal(size=(64, 4)).astype(np.float32)
-    y_test = rng.integers(0, 3, size=64).astype(np.int32)
-    net = fnn.mlp([32, 3], "relu")
-    params = fnn.init(net, jax.random.PRNGKey(0), (4,), jnp.float32)
+    x_test = rng.normal(size=problem["test"][0].shape).astype(np.float32)
+    y_test = rng.integers(0, 3, size=problem["test"][1].shape).astype(np.int32)
     states = {}
-    args = dict(key=jax.random.PRNGKey(0), epochs=60, batch_size=8, progress=False)
-    common = (net, fnn.softmax_cross_entropy(), optax.adam(3e-2), params, (x, y))
-    result = fit(
-        *common,
-        (x_test, y_test),
+    result = _fit(
+        problem,
+        test=(x_test, y_test),
+        epochs=60,
         patience=3,
         callback=lambda s: states.setdefault(s.epoch, s),
-        **args,
     )
     assert result.stopped_early
     assert result.epoch < 60
     assert result.epoch - result.best_epoch == 3
     best = states[result.best_epoch].params
     _assert_trees_equal(result.params, best)
-    kept_last = fit(*common, (x_test, y_test), patience=3, restore_best=False, **args)
+    kept_last = _fit(problem, test=(x_test, y_test), epochs=60, patience=3, restore_best=False)
     last = states[kept_last.epoch].params
     _assert_trees_equal(kept_last.params, last)
 
