@@ -350,6 +350,7 @@ def test_train_config_model_cnn_builds_the_cnn_on_images_and_refuses_flat_data(t
     assert main(args) == 2
 
 
+@pytest.mark.slow  # prepares a whole run: compiles the 28x28 cnn's init
 def test_train_config_model_cnn_takes_mnist_files_as_28x28x1(tmp_path):
     """MNIST files in --data-dir (a Keras-style npz here, random pixels) stay 28×28×1."""
     from fnn import experiment

@@ -250,6 +250,7 @@ def test_fnn_train_scale_flags_are_checked_before_anything_runs(tmp_path, capsys
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow  # two fits; the eight-device fits (slow too) check the same, harder
 def test_fit_over_a_one_device_mesh_equals_plain_fit():
     import numpy as np
     import optax
