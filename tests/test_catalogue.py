@@ -3,8 +3,12 @@ against jax.vjp and finite differences in float64, against jax.vjp in float32, a
 shapes and dtypes. An item added to the catalogue is tested here; nothing else to edit.
 
 Whole networks (`network=True`) are checked against jax.vjp only: their layers are items
-of their own, checked against finite differences too. Their float64 checks are slow
-(`pytest -m "not slow"` leaves them out, as it leaves out every float32 check).
+of their own, checked against finite differences too.
+
+The fast tier (`pytest -m "not slow"`) checks every layer, activation and loss in
+float64 and its shapes in float32; the slow tier adds the whole networks, the variants
+(VARIANTS: the same layer as a fast item, with other settings), the float32 checks and
+the float64 and bfloat16 shapes and dtypes.
 """
 
 import jax
@@ -21,10 +25,21 @@ LAYERS = [name for name, case in CASES.items() if isinstance(case, LayerCase)]
 PARTS = [name for name, case in CASES.items() if not case.network]
 
 
-# Whole networks repeat their layers' items, checked in the fast tier: their float64
-# checks (one compile each of a whole network's forward and backward) run with the slow ones.
+# Items whose layer is also an item checked in the fast tier, with other settings (a
+# stride, a padding, no bias, another input rank or target encoding): slow.
+VARIANTS = {
+    "dense_no_bias", "dense_3d_input", "conv2d_valid_stride2_odd", "conv2d_dilation2",
+    "conv2d_explicit_padding", "conv2d_valid_no_bias", "conv1d_stride2_valid_dilation2",
+    "max_pool_3x3_stride1_same", "max_pool_1d", "avg_pool_3x3_stride2_same",
+    "layer_norm_3d_input", "layer_norm_no_scale_no_bias", "batch_norm_train_nhwc",
+    "batch_norm_no_scale_train", "embedding_2d_ids", "attention_4_heads_causal_no_bias",
+    "softmax_cross_entropy_onehot", "softmax_cross_entropy_soft",
+}  # fmt: skip
+
+
+# Whole networks repeat their layers' items; variants repeat an item's layer.
 FLOAT64_ITEMS = [
-    pytest.param(name, marks=pytest.mark.slow) if case.network else name
+    pytest.param(name, marks=pytest.mark.slow) if case.network or name in VARIANTS else name
     for name, case in CASES.items()
 ]
 
@@ -72,21 +87,33 @@ def _shapes(case: LayerCase, dtype):
     return out["shape"], *shapes
 
 
+@pytest.mark.parametrize(
+    "dtype",
+    [
+        jnp.float32,
+        pytest.param(jnp.float64, marks=pytest.mark.slow),
+        pytest.param(jnp.bfloat16, marks=pytest.mark.slow),
+    ],
+    ids=["float32", "float64", "bfloat16"],
+)
 @pytest.mark.parametrize("name", LAYERS)
-def test_shapes_agree_with_init_and_dtypes_pass_through(name):
+def test_shapes_agree_with_init_and_dtypes_pass_through(name, dtype):
     """The output has the shape init promised; dx is shaped like x and dparams like params;
     y, dx and every gradient keep the input's dtype (float32, float64, bfloat16). Shapes
     only: `jax.eval_shape` traces and computes nothing."""
-    for dtype in (jnp.float32, jnp.float64, jnp.bfloat16):
-        out_shape, y, dparams, dx, params, x = _shapes(CASES[name], dtype)
-        assert y.shape == (2, *out_shape), (name, dtype)
-        assert y.dtype == dtype, (name, dtype)
-        assert dx.shape == x.shape, (name, dtype)
-        integer_input = jnp.issubdtype(x.dtype, jnp.integer)
-        assert dx.dtype == (jax.dtypes.float0 if integer_input else dtype), (name, dtype)
-        assert jax.tree.structure(dparams) == jax.tree.structure(params), (name, dtype)
-        for g, p in zip(jax.tree.leaves(dparams), jax.tree.leaves(params), strict=True):
-            assert g.shape == p.shape and g.dtype == p.dtype == dtype, (name, dtype)
+    out_shape, y, dparams, dx, params, x = _shapes(CASES[name], dtype)
+    assert y.shape == (2, *out_shape), (name, dtype)
+    assert y.dtype == dtype, (name, dtype)
+    assert dx.shape == x.shape, (name, dtype)
+    integer_input = jnp.issubdtype(x.dtype, jnp.integer)
+    assert dx.dtype == (jax.dtypes.float0 if integer_input else dtype), (name, dtype)
+    assert jax.tree.structure(dparams) == jax.tree.structure(params), (name, dtype)
+    for g, p in zip(jax.tree.leaves(dparams), jax.tree.leaves(params), strict=True):
+        assert g.shape == p.shape and g.dtype == p.dtype == dtype, (name, dtype)
+
+
+def test_the_variants_are_catalogue_items():
+    assert VARIANTS <= set(CASES), VARIANTS - set(CASES)
 
 
 def test_every_builtin_layer_factory_has_a_catalogue_item():
