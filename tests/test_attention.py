@@ -285,6 +285,7 @@ def test_errors_inside_serial_name_the_layer():
 
 
 # ------------------------------------------------------------------------ a token model
+@pytest.mark.slow  # a whole network (the catalogue's transformer_block is slow too)
 def test_token_model_manual_gradient_equals_autodiff_under_jit():
     V, D, T, B = 6, 4, 5, 3
     net = fnn.serial(

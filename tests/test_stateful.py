@@ -291,6 +291,7 @@ def fitted():
     )
 
 
+@pytest.mark.slow  # a whole training run (the fixture)
 def test_fit_learns_carries_the_state_and_evaluates_on_it(fitted):
     assert fitted.history["test_accuracy"][-1] >= 0.9
     bn = fitted.state[1]  # mlp: dense, batch_norm, relu, dropout, dense
@@ -302,6 +303,7 @@ def test_fit_learns_carries_the_state_and_evaluates_on_it(fitted):
     assert accuracy == pytest.approx(fitted.history["test_accuracy"][-1], abs=1e-6)
 
 
+@pytest.mark.slow  # the fixture's training run
 def test_checkpoint_round_trips_the_state_and_rejects_a_mismatch(fitted, tmp_path):
     path = save_checkpoint(
         tmp_path / "c.npz",

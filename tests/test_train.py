@@ -116,6 +116,7 @@ def test_epoch_function_compiles_once():
     assert counts == [counts[0]] * 5, f"traces per epoch: {counts}"
 
 
+@pytest.mark.slow  # two whole training runs
 def test_manual_and_autodiff_give_the_same_trajectory_in_float64():
     x, y = _blobs(96, seed=2, dtype=np.float64)
     net = fnn.mlp([6, 5, 3], "tanh")
