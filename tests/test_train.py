@@ -51,12 +51,13 @@ def _assert_trees_equal(a, b):
 
 @pytest.fixture(scope="module")
 def problem():
-    """A small classification problem, with one net, loss and optimiser shared by tests."""
+    """A small classification problem, with one net, loss and optimiser shared by tests
+    (`fit` reuses their compiled epoch), and params in general position."""
     x, y = _blobs(200, seed=0)
     net = fnn.mlp([8, 3], "tanh")
     loss = fnn.softmax_cross_entropy()
     optimizer = optax.adam(1e-2)
-    params = fnn.init(net, jax.random.PRNGKey(0), (4,), jnp.float32)
+    params = params_for(net, (4,), jnp.float32)
     train, test = (x[:160], y[:160]), (x[160:], y[160:])
     return dict(net=net, loss=loss, optimizer=optimizer, params=params, train=train, test=test)
 
@@ -326,12 +327,14 @@ def test_every_optimizer_by_name_takes_a_step(name):
 
 
 def test_schedules_start_and_end_where_documented():
-    assert float(make_schedule("constant", 0.1, total_steps=100)(100)) == pytest.approx(0.1)
-    assert float(make_schedule("cosine", 0.1, total_steps=100)(0)) == pytest.approx(0.1)
-    assert float(make_schedule("cosine", 0.1, total_steps=100)(100)) == pytest.approx(0.0)
-    assert float(make_schedule("exponential", 0.1, total_steps=100)(100)) == pytest.approx(1e-3)
-    warm = make_schedule("warmup_cosine", 0.1, total_steps=100)
-    assert float(warm(0)) == pytest.approx(0.0) and float(warm(5)) == pytest.approx(0.1)
+    def at(name, *steps):  # the schedule's values at `steps`, in one compiled program
+        schedule = make_schedule(name, 0.1, total_steps=100)
+        return [float(v) for v in jax.jit(lambda: [schedule(step) for step in steps])()]
+
+    assert at("constant", 100) == pytest.approx([0.1])
+    assert at("cosine", 0, 100) == pytest.approx([0.1, 0.0])
+    assert at("exponential", 100) == pytest.approx([1e-3])
+    assert at("warmup_cosine", 0, 5) == pytest.approx([0.0, 0.1])
     assert set(SCHEDULES) == {"constant", "cosine", "exponential", "warmup_cosine"}
 
 
