@@ -320,5 +320,7 @@ def test_example_learns_the_lag_copy_task():
     )
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
-    run = example.train(epochs=8, seed=0)  # 1.0 by epoch 4 or 5 (seeds 0-3); an epoch is ~0.05 s
+    # test accuracy 1.0 from epoch 5 with seed 0 (0.999 at epoch 4); each epoch takes about
+    # a second with the suite's unoptimised XLA code, so 5 epochs rather than the CLI's 8
+    run = example.train(epochs=5, seed=0)
     assert run["test_accuracy"] > 0.95, run["history"]
