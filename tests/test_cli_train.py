@@ -290,10 +290,24 @@ def _fnn_command():
 
 @pytest.mark.slow
 def test_entry_point_help_and_a_wrong_flag():
-    helped = subprocess.run([*_fnn_command(), "train", "--help"], capture_output=True, text=True)
+    """Both commands run at once (each mostly imports jax and fnn)."""
+    procs = [
+        subprocess.Popen(
+            [*_fnn_command(), "train", flag],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for flag in ("--help", "--bogus")
+    ]
+
+    def finish(proc):
+        stdout, stderr = proc.communicate(timeout=120)
+        return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+    helped, wrong = (finish(proc) for proc in procs)
     assert helped.returncode == 0
     for flag in ("--dataset", "--hidden", "--grad", "--resume", "--checkpoint-every", "exit codes"):
         assert flag in helped.stdout
-    wrong = subprocess.run([*_fnn_command(), "train", "--bogus"], capture_output=True, text=True)
     assert wrong.returncode == 2
     assert "unrecognized arguments: --bogus" in wrong.stderr
