@@ -1,7 +1,35 @@
-"""Checks shared by the layer test modules (tests/ is on sys.path under pytest)."""
+"""Checks and inputs shared by the test modules (tests/ is on sys.path under pytest).
+
+What the suite costs is XLA compiling small programs: every jitted function and every
+distinct eager operation compiles (an eager `jax.random.normal` or a layer's `fnn.init`
+compiles threefry code for each new shape, ~0.3 s each). So tests whose inputs and params
+are only data draw them with numpy here (`normal`, `params_for`), and run their
+computation as one jitted program (`forward_backward`); tests of `init` itself, and runs
+whose outcome depends on the initial params, use `fnn.init`.
+"""
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from fnn.check import draw_params
+
+
+def normal(shape, dtype=jnp.float64, seed=0, scale=1.0, loc=0.0):
+    """`loc + scale · N(0, 1)` of `shape`, a numpy array (drawn and kept on the host: even
+    `jnp.asarray` compiles a staging program per shape)."""
+    x = loc + scale * np.random.default_rng(seed).standard_normal(shape)
+    return x.astype(np.dtype(dtype))
+
+
+def params_for(layer, in_shape, dtype=jnp.float64, seed=0):
+    """Params for `layer` on inputs `in_shape`, in general position (`fnn.check.draw_params`:
+    weights N(0, 1/fan_in), biases and scales U(0.5, 1.5)), drawn with numpy: `init` is
+    only traced for the shapes, nothing compiles. Device arrays, as `fnn.init` returns
+    (`jax.device_put` copies, compiling nothing)."""
+    key = jax.ShapeDtypeStruct((2,), jnp.uint32)
+    shapes = jax.eval_shape(lambda k: layer.init(k, tuple(in_shape), jnp.dtype(dtype))[1], key)
+    return jax.device_put(draw_params(shapes, np.random.default_rng(seed)))
 
 
 def assert_dtype_passes_through(items, dtype, seed=0):

@@ -2,6 +2,8 @@
 
 import inspect
 
+import pytest
+
 import fnn
 
 
@@ -23,6 +25,7 @@ def test_every_layer_factory_returns_a_layer_and_every_loss_a_loss():
     assert all(isinstance(factory(), fnn.Loss) for factory in LOSSES.values())
 
 
+@pytest.mark.slow  # a subprocess: a fresh interpreter imports jax and fnn
 def test_importing_fnn_starts_no_jax_backend():
     """`jax.distributed.initialize` must come before any computation: importing fnn (the
     CLI and every module included) must not run one, e.g. by building a PRNG key."""

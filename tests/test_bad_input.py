@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from battery import params_for
 
 import fnn
 
@@ -12,9 +13,9 @@ KEY = jax.random.PRNGKey(0)
 
 def test_input_width_mismatch_names_layer_index_kind_and_shapes():
     net = fnn.mlp([5, 4, 1], "sigmoid")
-    params = fnn.init(net, KEY, (100,))
+    params = params_for(net, (100,), jnp.float32)
     with pytest.raises(ValueError) as info:
-        fnn.apply(net, params, jnp.ones((8, 99), jnp.float32))
+        fnn.apply(net, params, np.ones((8, 99), np.float32))
     message = "\n".join([str(info.value), *info.value.__notes__])
     assert "in layer 0 (dense(5)) of serial(" in message
     assert "(batch, ..., 100)" in message and "(8, 99)" in message
@@ -22,32 +23,32 @@ def test_input_width_mismatch_names_layer_index_kind_and_shapes():
 
 def test_params_for_another_network_name_the_layer():
     net = fnn.mlp([5, 4, 1], "sigmoid")
-    other = fnn.init(fnn.mlp([5, 3, 1], "sigmoid"), KEY, (100,))
+    other = params_for(fnn.mlp([5, 3, 1], "sigmoid"), (100,), jnp.float32)
     with pytest.raises(
         ValueError, match=r"dense\(4\): expected W of shape .*\nin layer 2 \(dense\(4\)\)"
     ):
-        fnn.apply(net, other, jnp.ones((8, 100), jnp.float32))
+        fnn.apply(net, other, np.ones((8, 100), np.float32))
 
 
 def test_wrong_number_of_layer_params():
     net = fnn.mlp([5, 1])
-    params = fnn.init(net, KEY, (3,))
+    params = params_for(net, (3,), jnp.float32)
     with pytest.raises(ValueError, match="expected params for 3 layers, got 2"):
-        fnn.apply(net, params[:2], jnp.ones((2, 3), jnp.float32))
+        fnn.apply(net, params[:2], np.ones((2, 3), np.float32))
 
 
 def test_the_error_is_raised_under_jit_too():
     net = fnn.mlp([4, 2])
-    params = fnn.init(net, KEY, (3,))
+    params = params_for(net, (3,), jnp.float32)
     with pytest.raises(ValueError, match="layer 0"):
-        jax.jit(lambda p, x: fnn.apply(net, p, x))(params, jnp.ones((2, 5), jnp.float32))
+        jax.jit(lambda p, x: fnn.apply(net, p, x))(params, np.ones((2, 5), np.float32))
 
 
 def test_input_without_batch_axis():
     layer = fnn.dense(2)
-    params = fnn.init(layer, KEY, (3,))
+    params = params_for(layer, (3,), jnp.float32)
     with pytest.raises(ValueError, match=r"got \(3,\)"):
-        fnn.apply(layer, params, jnp.ones((3,), jnp.float32))
+        fnn.apply(layer, params, np.ones((3,), np.float32))
 
 
 @pytest.mark.parametrize(
@@ -73,9 +74,9 @@ def test_unknown_names_list_the_valid_ones(call, kind):
 
 def test_integer_input_to_dense_is_a_clear_type_error():
     layer = fnn.dense(2)
-    params = fnn.init(layer, KEY, (3,))
+    params = params_for(layer, (3,), jnp.float32)
     with pytest.raises(TypeError, match="floating-point input.*int32.*astype"):
-        fnn.apply(layer, params, jnp.ones((2, 3), jnp.int32))
+        fnn.apply(layer, params, np.ones((2, 3), np.int32))
 
 
 def test_labels_out_of_range_raise_eagerly():

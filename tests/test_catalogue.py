@@ -4,6 +4,11 @@ shapes and dtypes. An item added to the catalogue is tested here; nothing else t
 
 Whole networks (`network=True`) are checked against jax.vjp only: their layers are items
 of their own, checked against finite differences too.
+
+The fast tier (`pytest -m "not slow"`) checks every layer, activation and loss in
+float64 and its shapes in float32; the slow tier adds the whole networks, the variants
+(VARIANTS: the same layer as a fast item, with other settings), the float32 checks and
+the float64 and bfloat16 shapes and dtypes.
 """
 
 import jax
@@ -20,7 +25,26 @@ LAYERS = [name for name, case in CASES.items() if isinstance(case, LayerCase)]
 PARTS = [name for name, case in CASES.items() if not case.network]
 
 
-@pytest.mark.parametrize("name", list(CASES))
+# Items whose layer is also an item checked in the fast tier, with other settings (a
+# stride, a padding, no bias, another input rank or target encoding): slow.
+VARIANTS = {
+    "dense_no_bias", "dense_3d_input", "conv2d_valid_stride2_odd", "conv2d_dilation2",
+    "conv2d_explicit_padding", "conv2d_valid_no_bias", "conv1d_stride2_valid_dilation2",
+    "max_pool_3x3_stride1_same", "max_pool_1d", "avg_pool_3x3_stride2_same",
+    "layer_norm_3d_input", "layer_norm_no_scale_no_bias", "batch_norm_train_nhwc",
+    "batch_norm_no_scale_train", "embedding_2d_ids", "attention_4_heads_causal_no_bias",
+    "softmax_cross_entropy_onehot", "softmax_cross_entropy_soft",
+}  # fmt: skip
+
+
+# Whole networks repeat their layers' items; variants repeat an item's layer.
+FLOAT64_ITEMS = [
+    pytest.param(name, marks=pytest.mark.slow) if case.network or name in VARIANTS else name
+    for name, case in CASES.items()
+]
+
+
+@pytest.mark.parametrize("name", FLOAT64_ITEMS)
 def test_float64_backward_matches_vjp_and_finite_differences(name):
     case = CASES[name]
     (result,) = run_checks([name], "float64", finite_differences=not case.network)
@@ -43,45 +67,53 @@ def test_float32_backward_matches_vjp(name):
 
 
 def _shapes(case: LayerCase, dtype):
-    """(out_shape from init, and y, dparams, dx, params, x) as shapes: traced, not run."""
+    """(out_shape from init, and y, dparams, dx, params, x) as shapes: init, the input,
+    the forward and the backward traced together by ONE `jax.eval_shape`, nothing run."""
     layer = case.build()
-    key = jax.random.PRNGKey(0)
+    batch_shape = (2, *case.in_shape)
     out = {}
 
-    def init(key):
+    def init_forward_backward(key):
         out["shape"], params = layer.init(key, case.in_shape, dtype)
-        return params
-
-    params = jax.eval_shape(init, key)
-    batch_shape = (2, *case.in_shape)
-    if case.make_input is None:
-        x = jax.ShapeDtypeStruct(batch_shape, dtype)
-    else:
-        x = jax.eval_shape(lambda k: case.make_input(k, batch_shape, dtype), key)
-
-    def forward_backward(params, x):
+        if case.make_input is None:
+            x = jnp.zeros(batch_shape, dtype)
+        else:
+            x = case.make_input(key, batch_shape, dtype)
         ctx = case.ctx(params) if callable(case.ctx) else case.ctx
         y, residuals = forward(layer, params, x, ctx)
-        return (y, *layer.backward(params, residuals, jnp.ones_like(y)))
+        return (y, *layer.backward(params, residuals, jnp.ones_like(y)), params, x)
 
-    return out["shape"], *jax.eval_shape(forward_backward, params, x), params, x
+    shapes = jax.eval_shape(init_forward_backward, jax.random.PRNGKey(0))
+    return out["shape"], *shapes
 
 
+@pytest.mark.parametrize(
+    "dtype",
+    [
+        jnp.float32,
+        pytest.param(jnp.float64, marks=pytest.mark.slow),
+        pytest.param(jnp.bfloat16, marks=pytest.mark.slow),
+    ],
+    ids=["float32", "float64", "bfloat16"],
+)
 @pytest.mark.parametrize("name", LAYERS)
-def test_shapes_agree_with_init_and_dtypes_pass_through(name):
+def test_shapes_agree_with_init_and_dtypes_pass_through(name, dtype):
     """The output has the shape init promised; dx is shaped like x and dparams like params;
     y, dx and every gradient keep the input's dtype (float32, float64, bfloat16). Shapes
     only: `jax.eval_shape` traces and computes nothing."""
-    for dtype in (jnp.float32, jnp.float64, jnp.bfloat16):
-        out_shape, y, dparams, dx, params, x = _shapes(CASES[name], dtype)
-        assert y.shape == (2, *out_shape), (name, dtype)
-        assert y.dtype == dtype, (name, dtype)
-        assert dx.shape == x.shape, (name, dtype)
-        integer_input = jnp.issubdtype(x.dtype, jnp.integer)
-        assert dx.dtype == (jax.dtypes.float0 if integer_input else dtype), (name, dtype)
-        assert jax.tree.structure(dparams) == jax.tree.structure(params), (name, dtype)
-        for g, p in zip(jax.tree.leaves(dparams), jax.tree.leaves(params), strict=True):
-            assert g.shape == p.shape and g.dtype == p.dtype == dtype, (name, dtype)
+    out_shape, y, dparams, dx, params, x = _shapes(CASES[name], dtype)
+    assert y.shape == (2, *out_shape), (name, dtype)
+    assert y.dtype == dtype, (name, dtype)
+    assert dx.shape == x.shape, (name, dtype)
+    integer_input = jnp.issubdtype(x.dtype, jnp.integer)
+    assert dx.dtype == (jax.dtypes.float0 if integer_input else dtype), (name, dtype)
+    assert jax.tree.structure(dparams) == jax.tree.structure(params), (name, dtype)
+    for g, p in zip(jax.tree.leaves(dparams), jax.tree.leaves(params), strict=True):
+        assert g.shape == p.shape and g.dtype == p.dtype == dtype, (name, dtype)
+
+
+def test_the_variants_are_catalogue_items():
+    assert VARIANTS <= set(CASES), VARIANTS - set(CASES)
 
 
 def test_every_builtin_layer_factory_has_a_catalogue_item():

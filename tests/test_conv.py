@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from battery import normal, params_for
 from jax import lax
 
 import fnn
@@ -16,13 +17,22 @@ from fnn.layers.spatial import resolve_padding
 KEY = jax.random.PRNGKey(0)
 
 
-def _random(shape, dtype=jnp.float64, key=KEY):
-    return jax.random.normal(key, shape, dtype)
+def _init_shapes(layer, in_shape, dtype):
+    """(out_shape, params as shapes) from `layer.init`, traced by jax.eval_shape, not run."""
+    out = {}
+
+    def params_of(key):
+        out["shape"], params = layer.init(key, in_shape, dtype)
+        return params
+
+    params = jax.eval_shape(params_of, KEY)
+    return out["shape"], params
 
 
 PADDINGS = ["SAME", "VALID", ((1, 2), (0, 3)), ((3, 0), (2, 2))]
 
 
+@pytest.mark.slow  # 216 configurations, each traced four ways
 def test_conv2d_init_shape_matches_the_forward_and_lax_for_every_padding():
     """For every size, kernel, stride, padding and dilation: init's out_shape = the
     forward's = lax.conv_general_dilated's with the same padding, and the backward's
@@ -49,9 +59,9 @@ def test_conv2d_init_shape_matches_the_forward_and_lax_for_every_padding():
         )
         if min(reference.shape) < 1:
             with pytest.raises(ValueError, match="no output"):
-                layer.init(KEY, in_shape, jnp.float32)
+                _init_shapes(layer, in_shape, jnp.float32)
             continue
-        out_shape, params = layer.init(KEY, in_shape, jnp.float32)
+        out_shape, params = _init_shapes(layer, in_shape, jnp.float32)
         y, residuals = jax.eval_shape(layer.forward, params, x)
         assert y.shape == (2, *out_shape) == reference.shape, (size, kernel, stride, padding)
         dparams, dx = jax.eval_shape(layer.backward, params, residuals, y)
@@ -70,10 +80,9 @@ def test_conv2d_too_small_an_input_names_the_sizes():
 def test_conv2d_forward_is_the_textbook_sum(stride, padding, dilation):
     """y[b, i, j, co] = Σ x[b, i·s + p·d − lo, j·s + q·d − lo, ci]·W[p, q, ci, co] + b[co]."""
     layer = fnn.conv2d(3, 2, stride=stride, padding=padding, dilation=dilation)
-    _, params = layer.init(KEY, (5, 6, 2), jnp.float64)
-    params["b"] = _random((3,), key=jax.random.PRNGKey(3))
-    x = np.asarray(_random((2, 5, 6, 2)))
-    y = np.asarray(fnn.apply(layer, params, x))
+    params = {**params_for(layer, (5, 6, 2)), "b": normal((3,), seed=3)}
+    x = np.asarray(normal((2, 5, 6, 2)))
+    y = np.asarray(jax.jit(lambda params, x: fnn.apply(layer, params, x))(params, x))
     W, b = np.asarray(params["W"]), np.asarray(params["b"])
     (lo_h, _), (lo_w, _) = resolve_padding(padding, (5, 6), (2, 2), (stride,) * 2, (dilation,) * 2)
     expected = np.zeros_like(y)
@@ -88,13 +97,18 @@ def test_conv2d_forward_is_the_textbook_sum(stride, padding, dilation):
 def test_conv1d_is_conv2d_with_a_unit_height():
     c1 = fnn.conv1d(3, 3, stride=2, padding="SAME", dilation=2)
     c2 = fnn.conv2d(3, (1, 3), stride=(1, 2), padding="SAME", dilation=(1, 2))
-    _, p1 = c1.init(KEY, (9, 2), jnp.float64)
+    p1 = params_for(c1, (9, 2))
     p2 = {"W": p1["W"][None], "b": p1["b"]}
-    x = _random((2, 9, 2))
-    np.testing.assert_allclose(fnn.apply(c1, p1, x), fnn.apply(c2, p2, x[:, None])[:, 0])
-    dy = _random((2, 5, 3), key=jax.random.PRNGKey(1))
-    g1, dx1 = c1.backward(p1, c1.forward(p1, x)[1], dy)
-    g2, dx2 = c2.backward(p2, c2.forward(p2, x[:, None])[1], dy[:, None])
+    x = normal((2, 9, 2))
+    dy = normal((2, 5, 3), seed=1)
+
+    @jax.jit  # both layers' forwards and backwards in one program
+    def run(p1, p2, x, dy):
+        (y1, r1), (y2, r2) = c1.forward(p1, x), c2.forward(p2, x[:, None])
+        return y1, y2, c1.backward(p1, r1, dy), c2.backward(p2, r2, dy[:, None])
+
+    y1, y2, (g1, dx1), (g2, dx2) = jax.device_get(run(p1, p2, x, dy))
+    np.testing.assert_allclose(y1, y2[:, 0])
     np.testing.assert_allclose(dx1, dx2[:, 0], rtol=1e-12)
     np.testing.assert_allclose(g1["W"], g2["W"][0], rtol=1e-12)
 
@@ -117,27 +131,34 @@ def _reduce_window_max(x, window, stride, pads):
 def test_max_pool_matches_reduce_window_and_its_vjp_with_ties(window, stride, padding):
     """Inputs drawn from {0, 1, 2}: most windows hold tied maxima. The backward routes dy
     to the first maximum in row-major window order, as jax.vjp of reduce_window does."""
-    x = jnp.asarray(np.random.default_rng(0).integers(0, 3, (2, 7, 6, 2)), jnp.float64)
+    x = np.random.default_rng(0).integers(0, 3, (2, 7, 6, 2)).astype(np.float64)
     layer = fnn.max_pool(window, stride, padding)
-    y, residuals = jax.jit(layer.forward)((), x)
     pads = resolve_padding(padding, (7, 6), (window,) * 2, (stride,) * 2)
-    reference, vjp = jax.vjp(lambda x: _reduce_window_max(x, window, stride, pads), x)
+    y_shape = jax.eval_shape(layer.forward, (), x)[0].shape
+    dy = normal(y_shape, seed=2)
+
+    @jax.jit  # fnn's forward and backward and the reference's, in one program
+    def run(x, dy):
+        y, residuals = layer.forward((), x)
+        reference, vjp = jax.vjp(lambda x: _reduce_window_max(x, window, stride, pads), x)
+        return y, residuals, layer.backward((), residuals, dy)[1], reference, vjp(dy)[0]
+
+    y, residuals, dx, reference, reference_dx = run(x, dy)
     np.testing.assert_array_equal(y, reference)
-    dy = _random(y.shape, key=jax.random.PRNGKey(2))
-    dx = jax.jit(layer.backward)((), residuals, dy)[1]
-    np.testing.assert_allclose(dx, vjp(dy)[0], atol=1e-12)
+    np.testing.assert_allclose(dx, reference_dx, atol=1e-12)
     assert residuals.argmax.dtype == jnp.int8 and residuals.in_shape.size == 0
 
 
 def test_max_pool_propagates_nan():
-    x = jnp.zeros((1, 4, 4, 1), jnp.float32).at[0, 1, 1, 0].set(jnp.nan)
-    y = fnn.apply(fnn.max_pool(2), (), x)
+    x = np.zeros((1, 4, 4, 1), np.float32)
+    x[0, 1, 1, 0] = np.nan
+    y = np.asarray(jax.jit(lambda x: fnn.apply(fnn.max_pool(2), (), x))(x))
     assert np.isnan(y[0, 0, 0, 0]) and not np.isnan(y[0, 1, 1, 0])
 
 
 @pytest.mark.parametrize("window, stride, padding", POOLS)
 def test_avg_pool_divides_by_the_real_elements_of_each_window(window, stride, padding):
-    x = _random((2, 7, 6, 2))
+    x = normal((2, 7, 6, 2))
     pads = resolve_padding(padding, (7, 6), (window,) * 2, (stride,) * 2)
 
     def window_sum(x):
@@ -145,19 +166,29 @@ def test_avg_pool_divides_by_the_real_elements_of_each_window(window, stride, pa
             x, 0.0, lax.add, (1, window, window, 1), (1, stride, stride, 1), [(0, 0), *pads, (0, 0)]
         )
 
-    count = window_sum(jnp.ones((1, 7, 6, 1), jnp.float64))  # padding adds nothing
-    y = jax.jit(fnn.avg_pool(window, stride, padding).forward)((), x)[0]
-    np.testing.assert_allclose(y, window_sum(x) / count, rtol=1e-12)
+    @jax.jit  # the layer and the reference sums, in one program
+    def run(x):
+        count = window_sum(jnp.ones((1, 7, 6, 1), jnp.float64))  # padding adds nothing
+        return fnn.avg_pool(window, stride, padding).forward((), x)[0], window_sum(x), count
+
+    y, sums, count = run(x)
+    np.testing.assert_allclose(y, sums / count, rtol=1e-12)
     if padding == "VALID":
-        np.testing.assert_allclose(y, window_sum(x) / window**2, rtol=1e-12)
+        np.testing.assert_allclose(y, sums / window**2, rtol=1e-12)
 
 
 def test_flatten_is_row_major_and_its_backward_reshapes_back():
-    x = _random((2, 3, 4, 5))
+    x = normal((2, 3, 4, 5))
     layer = fnn.flatten()
-    y, residuals = layer.forward((), x)
+
+    @jax.jit
+    def run(x):
+        y, residuals = layer.forward((), x)
+        return y, layer.backward((), residuals, y)[1]
+
+    y, dx = run(x)
     np.testing.assert_array_equal(y, np.asarray(x).reshape(2, 60))
-    np.testing.assert_array_equal(layer.backward((), residuals, y)[1], x)
+    np.testing.assert_array_equal(dx, x)
 
 
 # ------------------------------------------------------------------------ planted bugs
@@ -255,9 +286,9 @@ def test_checker_catches_a_max_pool_that_spreads_dy_over_the_window():
 def test_wrong_rank_or_channels_name_the_layer_the_expected_and_the_received_shape(
     layer, in_shape, x_shape, expected
 ):
-    _, params = layer.init(KEY, in_shape, jnp.float32)
+    params = params_for(layer, in_shape, jnp.float32)
     with pytest.raises(ValueError) as info:
-        layer.forward(params, jnp.ones(x_shape, jnp.float32))
+        layer.forward(params, np.ones(x_shape, np.float32))
     message = str(info.value)
     assert message.startswith(layer.name) and expected in message and str(x_shape) in message
 
@@ -294,14 +325,15 @@ def test_invalid_hyperparameters(call, match):
 
 def test_integer_input_is_a_type_error():
     layer = fnn.conv2d(2, 3)
-    params = fnn.init(layer, KEY, (4, 4, 1))
+    params = params_for(layer, (4, 4, 1), jnp.float32)
     with pytest.raises(TypeError, match="floating-point"):
-        fnn.apply(layer, params, jnp.ones((1, 4, 4, 1), jnp.int32))
+        fnn.apply(layer, params, np.ones((1, 4, 4, 1), np.int32))
 
 
 # ---------------------------------------------------------------------------- training
 
 
+@pytest.mark.slow  # a whole network's pre-training gradient check (the catalogue's cnn is slow too)
 def test_train_config_model_cnn_builds_the_cnn_on_images_and_refuses_flat_data(tmp_path):
     """`fnn train --model cnn`: digits stay (8, 8, 1), the network's gradients pass the
     pre-training check; a flat data set is a clear error (exit code 2 from the CLI)."""
@@ -318,6 +350,7 @@ def test_train_config_model_cnn_builds_the_cnn_on_images_and_refuses_flat_data(t
     assert main(args) == 2
 
 
+@pytest.mark.slow  # prepares a whole run: compiles the 28x28 cnn's init
 def test_train_config_model_cnn_takes_mnist_files_as_28x28x1(tmp_path):
     """MNIST files in --data-dir (a Keras-style npz here, random pixels) stay 28×28×1."""
     from fnn import experiment

@@ -37,34 +37,49 @@ def test_loss_value_is_a_scalar_of_the_input_dtype(name, dtype):
 
 def test_loss_values_known_cases():
     """Values worked by hand, so the forward passes are right, not just consistent."""
-    f64 = jnp.float64
-    mse, _ = fnn.mean_squared_error().forward(jnp.array([[1.0, 3.0]], f64), jnp.zeros((1, 2), f64))
+
+    @jax.jit  # the four forwards in one compiled program
+    def values():
+        mse = fnn.mean_squared_error().forward(jnp.array([[1.0, 3.0]]), jnp.zeros((1, 2)))
+        hub = fnn.huber(1.0).forward(jnp.array([[0.5, 3.0]]), jnp.zeros((1, 2)))
+        sbce = fnn.sigmoid_binary_cross_entropy().forward(jnp.zeros((2, 1)), jnp.ones((2, 1)))
+        sce = fnn.softmax_cross_entropy().forward(jnp.zeros((2, 4)), jnp.array([1, 2]))
+        return [value for value, _ in (mse, hub, sbce, sce)]
+
+    mse, hub, sbce, sce = values()  # float64 (64-bit types are on in the suite)
+    assert mse.dtype == jnp.float64
     assert mse == pytest.approx(5.0)  # (1 + 9) / 2
-    hub, _ = fnn.huber(1.0).forward(jnp.array([[0.5, 3.0]], f64), jnp.zeros((1, 2), f64))
     assert hub == pytest.approx((0.125 + 2.5) / 2)  # ½·0.5², 1·(3 − ½)
-    sbce, _ = fnn.sigmoid_binary_cross_entropy().forward(
-        jnp.zeros((2, 1), f64), jnp.ones((2, 1), f64)
-    )
     assert sbce == pytest.approx(np.log(2))
-    sce, _ = fnn.softmax_cross_entropy().forward(jnp.zeros((2, 4), f64), jnp.array([1, 2]))
     assert sce == pytest.approx(np.log(4))
 
 
 def test_sigmoid_bce_on_logits_is_stable_and_its_gradient_is_a_minus_y():
     loss = fnn.sigmoid_binary_cross_entropy()
-    z = jnp.array([[-1000.0], [0.0], [1000.0]], jnp.float32)
-    t = jnp.array([[1.0], [0.5], [0.0]], jnp.float32)
-    value, residuals = loss.forward(z, t)
-    assert jnp.isfinite(value) and value == pytest.approx((1000 + np.log(2) + 1000) / 3, rel=1e-6)
-    dz = loss.backward(residuals, jnp.ones_like(value))
-    np.testing.assert_allclose(dz, (jax.nn.sigmoid(z) - t) / 3, rtol=1e-6)  # (A − Y)/m
+    z = np.array([[-1000.0], [0.0], [1000.0]], np.float32)
+    t = np.array([[1.0], [0.5], [0.0]], np.float32)
+
+    @jax.jit
+    def forward_backward(z, t):
+        value, residuals = loss.forward(z, t)
+        return value, loss.backward(residuals, jnp.ones_like(value)), jax.nn.sigmoid(z)
+
+    value, dz, sigmoid = forward_backward(z, t)
+    assert np.isfinite(value) and value == pytest.approx((1000 + np.log(2) + 1000) / 3, rel=1e-6)
+    np.testing.assert_allclose(dz, (sigmoid - t) / 3, rtol=1e-6)  # (A − Y)/m
 
 
 def test_binary_cross_entropy_clips_probabilities():
     loss = fnn.binary_cross_entropy()
-    p = jnp.array([[0.0], [1.0]], jnp.float32)
-    t = jnp.array([[1.0], [0.0]], jnp.float32)
-    value, residuals = loss.forward(p, t)
+    p = np.array([[0.0], [1.0]], np.float32)
+    t = np.array([[1.0], [0.0]], np.float32)
+
+    @jax.jit
+    def forward_backward(p, t):
+        value, residuals = loss.forward(p, t)
+        return value, loss.backward(residuals, jnp.ones_like(value))
+
+    value, dp = forward_backward(p, t)
     eps = np.finfo(np.float32).eps
     assert value == pytest.approx(-np.log(eps), rel=1e-5)  # log of the clipped p, finite
-    np.testing.assert_array_equal(loss.backward(residuals, jnp.ones_like(value)), 0.0)
+    np.testing.assert_array_equal(dp, 0.0)

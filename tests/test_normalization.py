@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from battery import normal, params_for
 
 import fnn
 
@@ -13,25 +14,26 @@ KEY = jax.random.PRNGKey(0)
 
 def test_layer_norm_rows_have_mean_zero_and_unit_variance():
     layer = fnn.layer_norm(epsilon=1e-12)
-    x = 3.0 + 5.0 * jax.random.normal(KEY, (4, 2, 6), jnp.float64)
+    x = normal((4, 2, 6), scale=5.0, loc=3.0)
     params = fnn.init(layer, KEY, (2, 6), jnp.float64)
     np.testing.assert_array_equal(params["scale"], np.ones(6))
     np.testing.assert_array_equal(params["bias"], np.zeros(6))
-    y = fnn.apply(layer, params, x)
-    np.testing.assert_allclose(jnp.mean(y, axis=-1), 0.0, atol=1e-12)
-    np.testing.assert_allclose(jnp.var(y, axis=-1), 1.0, rtol=1e-9)
     # scale and bias act per feature: y = x̂ ⊙ scale + bias
-    scale = jnp.arange(1.0, 7.0, dtype=jnp.float64)
-    bias = jnp.full((6,), -2.0, jnp.float64)
-    y2 = fnn.apply(layer, {"scale": scale, "bias": bias}, x)
+    scale = np.arange(1.0, 7.0)
+    bias = np.full((6,), -2.0)
+    apply = jax.jit(lambda params, x: fnn.apply(layer, params, x))  # compiled once, run twice
+    y = np.asarray(apply(params, x))
+    y2 = np.asarray(apply({"scale": scale, "bias": bias}, x))
+    np.testing.assert_allclose(np.mean(y, axis=-1), 0.0, atol=1e-12)
+    np.testing.assert_allclose(np.var(y, axis=-1), 1.0, rtol=1e-9)
     np.testing.assert_allclose(y2, y * scale.reshape(1, 1, 6) + bias.reshape(1, 1, 6))
 
 
 def test_layer_norm_known_row():
     """x = (1, 2, 3): μ = 2, var = 2/3, x̂ = (−1, 0, 1)·sqrt(3/2)."""
     layer = fnn.layer_norm(epsilon=1e-300)
-    params = fnn.init(layer, KEY, (3,), jnp.float64)
-    y = fnn.apply(layer, params, jnp.array([[1.0, 2.0, 3.0]], jnp.float64))
+    params = fnn.init(layer, KEY, (3,), jnp.float64)  # scale 1, bias 0
+    y = jax.jit(lambda params, x: fnn.apply(layer, params, x))(params, np.array([[1.0, 2.0, 3.0]]))
     np.testing.assert_allclose(y, np.sqrt(1.5) * np.array([[-1.0, 0.0, 1.0]]), rtol=1e-14)
 
 
@@ -39,9 +41,11 @@ def test_residual_adds_the_input_and_keeps_the_inner_params():
     inner = fnn.dense(3)
     layer = fnn.residual(inner)
     assert layer.name == "residual(dense(3))" and layer.sublayers == ()
-    params = fnn.init(layer, KEY, (3,), jnp.float64)
-    x = jax.random.normal(KEY, (2, 3), jnp.float64)
-    np.testing.assert_allclose(fnn.apply(layer, params, x), x + fnn.apply(inner, params, x))
+    params = params_for(layer, (3,))
+    x = normal((2, 3))
+    both = jax.jit(lambda params, x: (fnn.apply(layer, params, x), fnn.apply(inner, params, x)))
+    y, inner_y = both(params, x)
+    np.testing.assert_allclose(y, np.asarray(x) + np.asarray(inner_y))
 
 
 # ------------------------------------------------------------------------ planted bugs
@@ -80,9 +84,9 @@ def test_checker_catches_residual_without_the_skip_gradient():
 
 def test_layer_norm_features_mismatch_names_the_layer_the_expected_and_the_received_shape():
     layer = fnn.layer_norm()
-    params = fnn.init(layer, KEY, (5,), jnp.float32)
+    params = params_for(layer, (5,), jnp.float32)
     with pytest.raises(ValueError) as info:
-        layer.forward(params, jnp.ones((2, 4), jnp.float32))
+        layer.forward(params, np.ones((2, 4), np.float32))
     message = str(info.value)
     assert message.startswith("layer_norm") and "(batch, ..., 5)" in message
     assert "(2, 4)" in message
@@ -90,21 +94,21 @@ def test_layer_norm_features_mismatch_names_the_layer_the_expected_and_the_recei
 
 def test_layer_norm_in_a_network_names_the_layer_index():
     net = fnn.serial(fnn.dense(4), fnn.layer_norm())
-    params = fnn.init(net, KEY, (3,), jnp.float32)
-    params = (params[0], {k: v[:3] for k, v in params[1].items()})
+    params = params_for(net, (3,), jnp.float32)
+    params = (params[0], {k: np.asarray(v)[:3] for k, v in params[1].items()})
     with pytest.raises(
         ValueError, match=r"\(batch, \.\.\., 3\).*\(2, 4\)\nin layer 1 \(layer_norm\)"
     ):
-        fnn.apply(net, params, jnp.ones((2, 3), jnp.float32))
+        fnn.apply(net, params, np.ones((2, 3), np.float32))
 
 
 def test_layer_norm_rejects_a_flat_input_and_integers_and_a_bad_epsilon():
     layer = fnn.layer_norm()
-    params = fnn.init(layer, KEY, (5,), jnp.float32)
+    params = params_for(layer, (5,), jnp.float32)
     with pytest.raises(ValueError, match=r"layer_norm.*got \(5,\)"):
-        layer.forward(params, jnp.ones((5,), jnp.float32))
+        layer.forward(params, np.ones((5,), np.float32))
     with pytest.raises(TypeError, match="floating-point"):
-        layer.forward(params, jnp.ones((2, 5), jnp.int32))
+        layer.forward(params, np.ones((2, 5), np.int32))
     with pytest.raises(ValueError, match="epsilon"):
         fnn.layer_norm(epsilon=0.0)
 

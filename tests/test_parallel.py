@@ -13,7 +13,9 @@ import sys
 from pathlib import Path
 
 import jax
+import numpy as np
 import pytest
+from battery import normal, params_for
 
 from fnn.train import distributed, parallel
 
@@ -154,12 +156,27 @@ def test_two_processes_reach_the_one_process_params(tmp_path):
         assert r["fit_train_loss"] <= 1e-12
 
 
+def write_blobs_csv(path: Path) -> Path:
+    """150 examples of 4 features in 3 separated classes, as a CSV with a header (a data
+    set that needs no scikit-learn: each process would spend seconds importing it)."""
+    rng = np.random.default_rng(0)
+    labels = np.arange(150) % 3
+    x = 3.0 * np.eye(3, 4)[labels] + rng.standard_normal((150, 4))
+    rows = [
+        ",".join(f"{v:.4f}" for v in row) + f",{label}"
+        for row, label in zip(x, labels, strict=True)
+    ]
+    path.write_text("\n".join(["x0,x1,x2,x3,label", *rows]) + "\n")
+    return path
+
+
 @pytest.mark.slow
 def test_fnn_train_on_two_processes_writes_from_process_zero_only(tmp_path):
     port = free_port()
     outs = [tmp_path / "p0", tmp_path / "p1"]
+    data = ["--dataset", "csv", "--csv", str(write_blobs_csv(tmp_path / "blobs.csv"))]
     commands = [
-        [*FNN, "train", "--hidden", "16", "--epochs", "2"]
+        [*FNN, "train", *data, "--hidden", "8", "--lr", "0.05", "--epochs", "2"]
         + ["--no-progress", "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2"]
         + ["--process-id", str(i), "--out", str(outs[i])]
         for i in range(2)
@@ -177,22 +194,34 @@ def test_fnn_train_on_two_processes_writes_from_process_zero_only(tmp_path):
     assert not outs[1].exists()
 
 
+@pytest.fixture(scope="module")
+def lone_processes():
+    """Two `fnn train` processes of two, each alone, started together (each mostly waits
+    out its 3 s timeout): process 1 with nobody at its coordinator's address, and
+    process 0 (the coordinator) whose process 1 never comes. {case: (port, result)}."""
+    unreachable = free_port()  # nobody listens there
+    alone = free_port()
+    while alone == unreachable:
+        alone = free_port()
+    common = ["--num-processes", "2", "--coordinator-timeout", "3"]
+    commands = [
+        [*FNN, "train", "--coordinator", f"127.0.0.1:{unreachable}", "--process-id", "1", *common],
+        [*FNN, "train", "--coordinator", f"127.0.0.1:{alone}", "--process-id", "0", *common],
+    ]
+    done = _run_processes(commands, timeout=60)
+    return {"unreachable": (unreachable, done[0]), "alone": (alone, done[1])}
+
+
 @pytest.mark.slow
-def test_unreachable_coordinator_is_a_clear_error_within_the_timeout():
-    port = free_port()  # nobody listens there
-    command = [*FNN, "train", "--coordinator", f"127.0.0.1:{port}"]
-    command += ["--num-processes", "2", "--process-id", "1", "--coordinator-timeout", "3"]
-    done = subprocess.run(command, env=env(), cwd=ROOT, capture_output=True, text=True, timeout=60)
+def test_unreachable_coordinator_is_a_clear_error_within_the_timeout(lone_processes):
+    port, done = lone_processes["unreachable"]
     assert done.returncode == 2
     assert f"could not reach the coordinator at 127.0.0.1:{port} within 3 s" in done.stderr
 
 
 @pytest.mark.slow
-def test_process_zero_alone_ends_within_the_timeout_saying_what_it_waited_for():
-    port = free_port()
-    command = [*FNN, "train", "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2"]
-    command += ["--process-id", "0", "--coordinator-timeout", "3"]
-    done = subprocess.run(command, env=env(), cwd=ROOT, capture_output=True, text=True, timeout=60)
+def test_process_zero_alone_ends_within_the_timeout_saying_what_it_waited_for(lone_processes):
+    port, done = lone_processes["alone"]
     assert done.returncode != 0  # JAX's runtime aborts (SIGABRT: -6 here, 134 in a shell)
     assert "process 0 of 2: joining 127.0.0.1" in done.stderr
     assert "waiting up to 3 s for all 2 processes" in done.stderr
@@ -217,17 +246,15 @@ def test_mesh_of_more_devices_than_there_are_names_the_count():
 
 
 def test_one_device_mesh_step_equals_the_plain_step():
-    import jax.numpy as jnp
-    import numpy as np
     import optax
 
     import fnn
 
     mesh = parallel.make_data_mesh(1)
     net, loss = fnn.mlp([8, 3]), fnn.softmax_cross_entropy()
-    params = fnn.init(net, jax.random.PRNGKey(0), (4,), jnp.float64)
-    x = jax.random.normal(jax.random.PRNGKey(1), (6, 4), jnp.float64)
-    y = jnp.array([0, 1, 2, 0, 1, 2])
+    params = params_for(net, (4,))
+    x = normal((6, 4), seed=1)
+    y = np.array([0, 1, 2, 0, 1, 2])
     opt = optax.sgd(0.1)
     start = fnn.TrainState.create(net, params, opt)
     one, _ = fnn.make_train_step(net, loss, opt)(start, (x, y))
@@ -250,17 +277,16 @@ def test_fnn_train_scale_flags_are_checked_before_anything_runs(tmp_path, capsys
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow  # two fits; the eight-device fits (slow too) check the same, harder
 def test_fit_over_a_one_device_mesh_equals_plain_fit():
-    import jax.numpy as jnp
-    import numpy as np
     import optax
 
     import fnn
 
     net, loss = fnn.mlp([8, 3], "tanh"), fnn.softmax_cross_entropy()
-    params = fnn.init(net, jax.random.PRNGKey(0), (4,), jnp.float64)
-    x = jax.random.normal(jax.random.PRNGKey(1), (40, 4), jnp.float64)
-    y = jnp.arange(40) % 3
+    params = params_for(net, (4,))
+    x = normal((40, 4), seed=1)
+    y = np.arange(40) % 3
     common = dict(key=jax.random.PRNGKey(2), epochs=2, batch_size=8, progress=False)
     opt = optax.adam(1e-2)
     plain = fnn.train.fit(net, loss, opt, params, (x, y), (x, y), **common)

@@ -1,4 +1,7 @@
-"""The tutorial, reproduced: fnn's trajectory equals the tutorial's numpy code in float64."""
+"""The tutorial, reproduced: fnn's trajectory equals the tutorial's numpy code in float64.
+
+The examples that train (the 10 000-step trajectory, the seed example's run, the
+learning-rate sweep and divergence demo) are slow; the learning-rate tables are not."""
 
 import importlib.util
 import sys
@@ -81,6 +84,7 @@ def tutorial_numpy(X, Y, W1, W2, W3, b1, b2, b3, alpha, number):
 # ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_fnn_reproduces_the_tutorial_trajectory_in_float64():
     steps = 10_000
     x, y = seed_example.tutorial_data(seed=0)  # batch-first: x (200, 100), y (200, 1)
@@ -128,6 +132,7 @@ def test_x_squared_converges_for_smaller_learning_rates(lr, expected):
     assert [value for _, value, _, _ in rows] == expected
 
 
+@pytest.mark.slow
 def test_seed_example_runs_and_writes_its_plot(tmp_path, capsys):
     seed_example.main(["--steps", "2000", "--every", "200", "--out", str(tmp_path)])
     out = capsys.readouterr().out
@@ -165,6 +170,7 @@ def test_seed_example_deltas_are_the_traces(tmp_path):
     assert rms["dZ1"][0] < 1e-5 * rms["dZ3"][0]  # the vanishing delta the README quotes
 
 
+@pytest.mark.slow
 def test_learning_rate_sweep_shows_the_four_regimes(tmp_path):
     curves = lr_example.sweep(steps=600)
     start = curves["good"][0]
@@ -176,6 +182,7 @@ def test_learning_rate_sweep_shows_the_four_regimes(tmp_path):
     assert (tmp_path / "sweep.png").stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_learning_rate_example_shows_a_divergence_stop():
     outcomes = lr_example.divergence_demo(epochs=2)
     assert outcomes[0.3].startswith("trained")
