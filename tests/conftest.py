@@ -9,9 +9,15 @@ machine): the suite's cost is compiling hundreds of small programs, whose run ti
 negligible. The operations are the same; elementwise functions may round differently in
 the last bit, and every comparison in a test runs under the same flags. (XLA aborts on
 an unknown flag: should a jaxlib drop one of these, drop it here.)
+
+The commands' compilation cache (FNN_CACHE_DIR) lives in a temporary directory for the
+whole session, shared by the subprocesses the tests start, never in the user's home.
 """
 
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ["XLA_FLAGS"] = " ".join(
     [
@@ -21,6 +27,9 @@ os.environ["XLA_FLAGS"] = " ".join(
         "--xla_cpu_parallel_codegen_split_count=1",
     ]
 ).strip()
+
+os.environ["FNN_CACHE_DIR"] = tempfile.mkdtemp(prefix="fnn-test-cache-")
+atexit.register(shutil.rmtree, os.environ["FNN_CACHE_DIR"], True)
 
 import jax  # noqa: E402  (after XLA_FLAGS: the backend reads them when it starts)
 

@@ -184,3 +184,14 @@ def test_each_installed_peer_trains_the_same_network(peer, module):
     record = _by_impl(records)[peer]
     assert record["status"] == "ok", record
     assert record["rel_grad_err"] < 1e-5 and record["kind"] == "peer"
+
+
+def test_report_without_an_autodiff_reference_draws_what_it_can(tmp_path):
+    """`fnn bench --impls manual,torch`: no ratio to draw, the other charts still come."""
+    records = [r for r in json.loads(_fixture_records(tmp_path).read_text())
+               if r["impl"] == "manual"]  # fmt: skip
+    for r in records:
+        r["ratio_vs_autodiff"] = None
+    paths = bench.report(records, tmp_path / "out")
+    assert "ratio.png" not in {p.name for p in paths}
+    assert "time.png" in {p.name for p in paths} and all(p.exists() for p in paths)

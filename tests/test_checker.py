@@ -4,6 +4,7 @@ import json
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 import fnn
@@ -140,7 +141,7 @@ def test_cli_check_exits_one_on_failure(monkeypatch, capsys):
 
 def test_cli_check_unknown_name_exits_two(capsys):
     assert main(["check", "no_such_layer"]) == 2
-    assert "known items" in capsys.readouterr().out
+    assert "unknown item(s)" in capsys.readouterr().err
 
 
 def test_cli_check_float32(capsys):
@@ -160,3 +161,68 @@ def test_custom_layer_example_passes_and_its_bug_is_caught():
         assert fnn.check_layer(example.prelu(), (6,)).passed
         bad = fnn.check_layer(example.prelu_with_a_bug(), (6,))
     assert not bad.passed and bad.leaves["params['a']"]["rel"] > 0.1
+
+
+# --------------------------------------------------------------- the point in general position
+
+
+def _layer_norm_dividing_by_scale() -> fnn.Layer:
+    """layer_norm whose backward divides the cotangent by `scale` where it should multiply:
+    right at the initial scale of ones, wrong anywhere else."""
+    from fnn.layers.normalization import _normalized_backward
+
+    good = fnn.layer_norm()
+
+    def backward(params, residuals, dy):
+        x_hat, inv_sigma = residuals
+        grads = {"scale": jnp.sum(dy * x_hat, axis=0), "bias": jnp.sum(dy, axis=0)}
+        g = dy / params["scale"][None, :]  # wrong: g = dy ⊙ scale
+        return grads, _normalized_backward(g, x_hat, inv_sigma, -1)
+
+    return good._replace(backward=backward, name="layer_norm[divides by scale]")
+
+
+def _soft_targets_without_their_sum() -> fnn.Loss:
+    """softmax_cross_entropy whose soft-target gradient drops the Σt factor: right when
+    every row of targets sums to 1, wrong otherwise."""
+    good = fnn.softmax_cross_entropy()
+
+    def backward(residuals, dvalue=1.0):
+        logp, target = residuals
+        return dvalue / logp.shape[0] * (jnp.exp(logp) - target)  # wrong: softmax·Σt − t
+
+    return good._replace(backward=backward, name="softmax_cross_entropy[no Σt]")
+
+
+def test_the_general_point_catches_a_bug_the_initial_params_hide():
+    bug = _layer_norm_dividing_by_scale()
+    assert fnn.check_layer(bug, (5,), at_init=True).passed  # scale = 1: the bug is invisible
+    result = fnn.check_layer(bug, (5,))  # scales drawn from U(0.5, 1.5)
+    assert not result.passed and result.leaves["x"]["rel"] > 1e-3, str(result)
+
+
+def test_unnormalised_soft_targets_catch_a_dropped_sum():
+    bug = _soft_targets_without_their_sum()
+    rng = np.random.default_rng(0)
+    logits, t = rng.normal(size=(6, 5)), rng.random((6, 5))
+    assert fnn.check_loss(bug, logits, t / t.sum(-1, keepdims=True)).passed  # rows sum to 1
+    assert not fnn.check_loss(bug, logits, 2 * t).passed  # what the catalogue draws
+    (case,) = [fnn.check.CASES["softmax_cross_entropy_soft"]]
+    _, target = case.inputs(np.random.default_rng(0))
+    assert not np.allclose(target.sum(-1), 1)
+
+
+def test_the_catalogues_labels_cover_every_class():
+    _, labels = fnn.check.CASES["softmax_cross_entropy_labels"].inputs(np.random.default_rng(0))
+    assert set(labels.tolist()) == set(range(5))
+
+
+def test_drawn_params_are_away_from_their_initial_values():
+    from fnn.check import draw_params
+
+    shapes = jax.eval_shape(lambda k: fnn.layer_norm().init(k, (7,))[1], jax.random.PRNGKey(0))
+    params = draw_params(shapes, np.random.default_rng(0))
+    assert np.all(params["scale"] != 1) and np.all(params["bias"] != 0)
+    assert np.all((params["scale"] >= 0.5) & (params["scale"] <= 1.5))
+    W = draw_params(jax.ShapeDtypeStruct((400, 3), jnp.float64), np.random.default_rng(0))
+    assert abs(float(np.std(W)) - 1 / np.sqrt(400)) < 0.01  # N(0, 1/fan_in)

@@ -286,3 +286,19 @@ def test_bad_epoch_and_unserialisable_config(tmp_path):
     with pytest.raises(CheckpointError, match="JSON"):
         _save(tmp_path / "a.npz", params, opt_state, config={"f": object()})
     assert not any(tmp_path.iterdir())
+
+
+def test_a_checkpoint_holding_a_pickled_object_array_is_refused(tmp_path):
+    """Checkpoints load without pickle: an object array (which only pickle can read) is
+    a clear CheckpointError, never code run at load time."""
+    params = {"W": np.ones((2, 2), np.float32)}
+    path = save_checkpoint(
+        tmp_path / "c.npz", params=params, opt_state=(), epoch=1, key=np.zeros(2, np.uint32),
+        config={}, history={},
+    )  # fmt: skip
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["params/['W']"] = np.array([object(), 1], dtype=object)
+    np.savez(tmp_path / "evil.npz", **arrays)  # numpy pickles an object array
+    with pytest.raises(CheckpointError, match="not a readable fnn checkpoint.*[Oo]bject arrays"):
+        load_checkpoint(tmp_path / "evil.npz", params_like=params, opt_state_like=())

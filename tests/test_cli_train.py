@@ -45,8 +45,11 @@ def iris_run(tmp_path_factory):
     return code, stdout, stderr, out
 
 
-def _gradient_check_error(first_line):
-    """The max relative error the first line of a run reports."""
+def _gradient_check_error(out):
+    """The max relative error a run reports on its second line (the first names the
+    data set's recipe and the flags that override it)."""
+    recipe, first_line = out.splitlines()[:2]
+    assert recipe.startswith("recipe: ")
     assert first_line.startswith(
         "gradient check: the network's hand-written gradients match jax.grad"
     )
@@ -57,7 +60,9 @@ def _gradient_check_error(first_line):
 def test_run_checks_gradients_first_then_trains(iris_run):
     code, out, err, _ = iris_run
     assert code == 0, err
-    assert _gradient_check_error(out.splitlines()[0]) < 1e-10
+    assert _gradient_check_error(out) < 1e-10
+    assert out.startswith("recipe: iris's (16 relu, adam lr 0.01, batch 16, 100 epochs)")
+    assert "overridden by --epochs, --hidden" in out.splitlines()[0]
     assert "iris: test accuracy" in out
     assert "manual gradients" in out
     assert "epoch" in err  # the progress bar, on stderr
@@ -78,6 +83,9 @@ def test_run_writes_metrics_curves_and_checkpoint(iris_run):
     assert metrics["wall_s"] > 0
     assert metrics["device"]["platform"] == "cpu" and metrics["device"]["kind"]
     assert metrics["config"]["hidden"] == [8]
+    assert metrics["recipe"]["dataset"] == "iris"
+    assert metrics["recipe"]["overridden"] == ["epochs", "hidden"]
+    assert metrics["recipe"]["fields"]["lr"] == 0.01  # iris's recipe, not digits'
     assert metrics["gradient_check"]["passed"] is True
     png = (out / "curves.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
@@ -92,7 +100,7 @@ def test_default_run_on_digits_reaches_095_in_8_epochs(tmp_path):
         ["train", "--epochs", "8", "--no-progress", "--out", str(tmp_path)]
     )
     assert code == 0, err
-    assert _gradient_check_error(out.splitlines()[0]) < 1e-10
+    assert _gradient_check_error(out) < 1e-10
     assert "digits: test accuracy" in out
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["dataset"] == "digits" and metrics["config"]["hidden"] == [256, 128]
@@ -311,3 +319,28 @@ def test_entry_point_help_and_a_wrong_flag():
         assert flag in helped.stdout
     assert wrong.returncode == 2
     assert "unrecognized arguments: --bogus" in wrong.stderr
+
+
+def test_a_write_that_fails_mid_run_names_the_path_keeps_the_checkpoint_and_exits_1(
+    tmp_path, monkeypatch
+):
+    """The disk fills up while the curves are drawn (after the last checkpoint): the error
+    names the path and the reason, the checkpoint stays readable, the exit code is 1."""
+    import errno
+
+    from fnn.experiment import outputs
+    from fnn.train.checkpoint import read_metadata
+
+    def disk_full(history, path, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(outputs, "plot_history", disk_full)
+    out = tmp_path / "run"
+    code, _, err = _main_captured(
+        ["train", *IRIS, "--epochs", "2", "--no-progress", "--out", str(out)]
+    )
+    assert code == 1
+    assert f"could not write {out / 'curves.png'}: No space left on device" in err
+    assert f"the last good checkpoint is {out / 'checkpoint.npz'}" in err
+    assert read_metadata(out / "checkpoint.npz")["epoch"] == 2
+    assert "Traceback" not in err

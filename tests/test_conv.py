@@ -113,7 +113,7 @@ def test_conv1d_is_conv2d_with_a_unit_height():
     np.testing.assert_allclose(g1["W"], g2["W"][0], rtol=1e-12)
 
 
-POOLS = [(2, 2, "VALID"), (3, 1, "SAME"), (3, 2, "SAME"), (2, 1, ((1, 1), (0, 2)))]
+POOLS = [(2, 2, "VALID"), (3, 1, "SAME"), (3, 2, "SAME"), (2, 1, ((1, 1), (0, 1)))]
 
 
 def _reduce_window_max(x, window, stride, pads):
@@ -368,3 +368,23 @@ def test_train_config_model_cnn_takes_mnist_files_as_28x28x1(tmp_path):
     assert run.data.x_train.shape == (64, 28, 28, 1)
     sizes = [np.size(leaf) for leaf in jax.tree.leaves(run.params)]
     assert sum(sizes) == 160 + 4640 + 14 * 14 * 32 * 64 + 64 + 650  # conv, conv, dense, dense
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: fnn.max_pool(2, 1, ((2, 0), (0, 0))), r"max_pool\(2x2.*padding \[\(2, 0\)"),
+        (lambda: fnn.avg_pool(2, 1, ((0, 0), (0, 2))), r"avg_pool\(2x2.*smaller than the window"),
+        (lambda: fnn.max_pool((3,), 1, ((0, 3),)), r"max_pool\(3.*window \(3,\)"),
+    ],
+)
+def test_pooling_padding_that_reaches_the_window_is_refused(make, message):
+    """A window lying wholly in padding holds no input (max −∞, average 0/0)."""
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+def test_pooling_padding_below_the_window_and_same_valid_still_build():
+    for layer in (fnn.max_pool(3, 1, ((2, 2), (1, 1))), fnn.avg_pool(2, 2, "SAME"),
+                  fnn.max_pool(2, 2, "VALID")):  # fmt: skip
+        assert isinstance(layer, fnn.Layer)

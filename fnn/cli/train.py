@@ -36,6 +36,7 @@ def _start(args: argparse.Namespace, given: dict):
 
     from fnn import experiment
     from fnn.train.checkpoint import read_metadata
+    from fnn.train.distributed import is_main_process
 
     if args.resume:
         if args.out is None:
@@ -55,7 +56,8 @@ def _start(args: argparse.Namespace, given: dict):
             )
         if saved.dtype == "float64":
             jax.config.update("jax_enable_x64", True)
-        check_writable_dir(args.out, "out")
+        if is_main_process():  # process 0 alone writes
+            check_writable_dir(args.out, "out")
         return experiment.resume(args.out, epochs=given.get("epochs")), args.out
     config = experiment.TrainConfig.for_dataset(**given)  # the data set's recipe, then flags
     out = args.out or Path("runs") / f"{config.dataset}-{datetime.now():%Y%m%d-%H%M%S}"
@@ -67,7 +69,8 @@ def _start(args: argparse.Namespace, given: dict):
     if config.dtype == "float64":
         jax.config.update("jax_enable_x64", True)
     prepared = experiment.prepare(config)  # the config, the data: before any directory
-    check_writable_dir(out, "out")
+    if is_main_process():  # process 0 alone writes
+        check_writable_dir(out, "out")
     return prepared, out
 
 
