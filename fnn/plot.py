@@ -8,6 +8,7 @@ matplotlib is imported when the first figure is drawn, not with fnn.
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -52,7 +53,11 @@ def plot_history(
     """
     metric = _metric_of(history)
     panels = 2 if metric else 1
-    fig = _figure(figsize=(5.2 * panels, 3.8), layout="constrained")
+    # fixed margins, not a layout engine: `fnn train` draws this figure at the end of
+    # every run, and constrained layout measures every label first (about half the time)
+    fig = _figure(figsize=(5.2 * panels, 3.8))
+    fig.subplots_adjust(left=0.11 / panels + 0.03, right=0.98, bottom=0.13, top=0.9,
+                        wspace=0.25)  # fmt: skip
     axes = fig.subplots(1, panels, squeeze=False)[0]
     ax = axes[0]
     _curve(ax, history.get("train_loss", []), "train (mean over the epoch's steps)")
@@ -84,7 +89,9 @@ def plot_history(
         ax.grid(alpha=0.3)
         ax.legend()
     if title:
-        fig.suptitle(title)
+        lines = textwrap.wrap(title, 110 if panels == 2 else 60)  # fits the figure's width
+        fig.suptitle("\n".join(lines), fontsize=10)
+        fig.subplots_adjust(top=0.9 - 0.05 * len(lines))
     return _save(fig, path)
 
 

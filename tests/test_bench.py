@@ -104,6 +104,7 @@ def test_a_peer_gets_one_record_whether_it_runs_is_missing_or_fails():
     assert len(torch) == 1 and torch[0]["status"] in ("ok", "skipped", "error")
 
 
+@pytest.mark.slow  # draws the four charts
 def test_writes_json_csv_report_and_charts(records, tmp_path):
     paths = bench.write_results(records, tmp_path, suffix="-test")
     names = {p.name for p in paths}

@@ -136,6 +136,7 @@ def test_bad_input_is_a_clear_error():
         bench.compare_layer(fnn.relu(), (4,), batch=2, impls=["jax"])
 
 
+@pytest.mark.slow  # two timed runs from files
 def test_cli_model_and_layer_from_a_file_and_its_errors(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "mine.py").write_text(
@@ -171,6 +172,7 @@ def test_cli_model_and_layer_from_a_file_and_its_errors(tmp_path, capsys, monkey
         assert expected in err and "Traceback" not in err, (argv, err)
 
 
+@pytest.mark.slow  # each peer imports its library (seconds)
 @pytest.mark.parametrize("peer, module", [("equinox", "equinox"), ("flax_nnx", "flax"),
                                           ("torch", "torch")])  # fmt: skip
 def test_each_installed_peer_trains_the_same_network(peer, module):
@@ -186,6 +188,7 @@ def test_each_installed_peer_trains_the_same_network(peer, module):
     assert record["rel_grad_err"] < 1e-5 and record["kind"] == "peer"
 
 
+@pytest.mark.slow  # draws its charts
 def test_report_without_an_autodiff_reference_draws_what_it_can(tmp_path):
     """`fnn bench --impls manual,torch`: no ratio to draw, the other charts still come."""
     records = [r for r in json.loads(_fixture_records(tmp_path).read_text())

@@ -406,3 +406,29 @@ def test_bad_target_column_names_it_and_a_bad_file_names_nothing(tmp_path):
     with pytest.raises(DataError) as info:
         load_dataset("mnist", data_dir=tmp_path / "idx")
     assert info.value.settings == ()
+
+
+@pytest.mark.slow  # a fresh interpreter, then scikit-learn's import (seconds)
+def test_bundled_sets_are_read_without_scikit_learn_and_equal_its_loaders():
+    """fnn reads scikit-learn's bundled files itself (no import of scikit-learn and scipy
+    at start-up); the arrays equal what scikit-learn's loaders return, bit for bit."""
+    import subprocess
+    import sys
+
+    code = """
+import sys
+import numpy as np
+from fnn.data.bundled import _read_bundled
+names = ["load_digits", "load_breast_cancer", "load_iris", "load_wine", "load_diabetes"]
+mine = {name: _read_bundled(name) for name in names}
+assert "sklearn" not in sys.modules and "scipy" not in sys.modules, "imported"
+from sklearn import datasets
+for name in names:
+    x, y = getattr(datasets, name)(return_X_y=True)
+    assert np.array_equal(mine[name][0], x) and np.array_equal(mine[name][1], y), name
+    assert mine[name][0].dtype == x.dtype, name
+print("equal")
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert done.returncode == 0 and done.stdout.strip() == "equal", done.stderr[-2000:]

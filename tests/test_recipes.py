@@ -90,3 +90,32 @@ def test_off_leaves_the_cache_off(monkeypatch, tmp_path):
 
     monkeypatch.setenv("FNN_CACHE_DIR", "off")
     assert use_compilation_cache() is None
+
+
+# ------------------------------------------------------------------ trust boundaries, said
+
+
+@pytest.mark.parametrize(
+    "host, private",
+    [("127.0.0.1", True), ("localhost", True), ("10.1.2.3", True), ("192.168.0.7", True),
+     ("::1", True), ("8.8.8.8", False), ("no-such-host.invalid", False)],
+)  # fmt: skip
+def test_the_coordinator_may_listen_on_loopback_or_a_private_network_only(host, private):
+    from fnn.train.distributed import is_private
+
+    assert is_private(host) is private
+
+
+def test_a_public_coordinator_is_warned_about_before_joining(monkeypatch, capsys):
+    """The warning comes before the join (here refused at once, instead of waiting)."""
+    from fnn.train import distributed
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("coordinator unreachable (test)")
+
+    monkeypatch.setattr(distributed, "initialize_distributed", refuse)
+    argv = ["train", "--coordinator", "8.8.8.8:1234", "--num-processes", "2", "--process-id", "1"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "neither loopback nor a private network" in err and "no authentication" in err
+    assert err.index("no authentication") < err.index("coordinator unreachable (test)")
