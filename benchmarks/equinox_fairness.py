@@ -44,7 +44,8 @@ def _mlp(layers, x):
 
 def builds(key):
     keys = jax.random.split(key, len(SIZES))
-    model = [eqx.nn.Linear(i, o, key=k) for i, o, k in zip(SIZES[:-1], SIZES[1:], keys)]
+    layers = zip(SIZES[:-1], SIZES[1:], keys[1:], strict=True)
+    model = [eqx.nn.Linear(i, o, key=k) for i, o, k in layers]
     optimizer = optax.sgd(1e-2)
 
     def vmapped(model, x, y):

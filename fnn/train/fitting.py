@@ -285,6 +285,7 @@ def fit(
         one_device = local_copy  # evaluation runs on one device
     eval_fn = _cached(_cached_eval_fn, net, loss, task)
     probe = _cached(_cached_probe, net, loss, optimizer) if track_gradients else None
+    probe_batch = (x_train[:batch_size], y_train[:batch_size]) if track_gradients else None
 
     fresh = new_history(task, eval_train=eval_train, test=test is not None)
     history = {k: list(v) for k, v in (history or fresh).items()}
@@ -316,9 +317,7 @@ def fit(
                 record["test_loss"], record[f"test_{metric}"] = scores["loss"], scores[metric]
             record["epoch_s"] = seconds
             if probe is not None:
-                probe_key = jax.random.fold_in(jax.random.fold_in(key, epoch), 2)
-                probe_batch = (x_train[:batch_size], y_train[:batch_size])
-                record.update(probe(params_1, opt_1, state_1, probe_key, *probe_batch))
+                record.update(probe(params_1, opt_1, state_1, key, epoch, *probe_batch))
             for name, value in record.items():
                 history.setdefault(name, []).append(value)
             current = FitResult(*train_state[:2], history, epoch + 1, state=train_state.state)

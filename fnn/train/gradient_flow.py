@@ -35,14 +35,16 @@ def _size(tree) -> int:
 def make_gradient_probe(
     net: Layer, loss: Loss, optimizer: optax.GradientTransformation
 ) -> Callable[..., dict[str, float]]:
-    """Returns `probe(params, opt_state, state, key, x, y) -> {history key: value}` (see
-    the module's docstring), one compiled call; the network runs in training mode with
-    `key` and `state`, as a training step does. The gradients are the hand-written
-    backward's, whatever the run's grad mode."""
-    run, layout = traced_function(net, loss)
+    """Returns `probe(params, opt_state, state, key, epoch, x, y) -> {history key: value}`
+    (see the module's docstring): one compiled call and one transfer to the host. The
+    network runs in training mode with the key `fold_in(fold_in(key, epoch), 2)` and
+    `state`, as a training step does. The gradients are the hand-written backward's,
+    whatever the run's grad mode."""
+    run, layout = traced_function(net, loss)  # `layout` fills when `values` is traced
 
     @jax.jit
-    def values(params, opt_state, state, key, x, y):
+    def values(params, opt_state, state, key, epoch, x, y):
+        key = jax.random.fold_in(jax.random.fold_in(key, epoch), 2)
         _, _, records = run(params, x, y, Ctx(True, key, state))
         grads = records[-1][2]  # the last record is the network itself
         updates, _ = optimizer.update(grads, opt_state, params)
@@ -51,22 +53,22 @@ def make_gradient_probe(
             layout, records, strict=True
         ):
             if layer.trace_backward is not None:
-                continue  # a combinator: its layers have their own rows
-            row = [_norm(dy) / jnp.sqrt(dy.size)]
+                continue
+            out.append(_norm(dy) / jnp.sqrt(dy.size))
             if _size(layer_params):
-                row.append(_norm(layer_grads) / jnp.sqrt(_size(layer_grads)))
-                row.append(_norm(select(updates)) / _norm(layer_params))
-            out.append(jnp.stack(row))
-        return out
+                out.append(_norm(layer_grads) / jnp.sqrt(_size(layer_grads)))
+                out.append(_norm(select(updates)) / _norm(layer_params))
+        return jnp.stack(out)  # one array: one transfer
 
-    def probe(params, opt_state, state, key, x, y) -> dict[str, float]:
-        rows = jax.device_get(values(params, opt_state, state, key, x, y))
-        leaves = [(path, layer) for path, layer, _ in layout if layer.trace_backward is None]
+    def probe(params, opt_state, state, key, epoch, x, y) -> dict[str, float]:
+        flat = iter(jax.device_get(values(params, opt_state, state, key, epoch, x, y)).tolist())
         named = {}
-        for (path, layer), row in zip(leaves, rows, strict=True):
+        for path, layer, select in layout:
+            if layer.trace_backward is not None:
+                continue  # a combinator: its layers have their own rows
             label = "net" + "".join(f"[{i}]" for i in path) + f" {layer.name}"
-            for kind, value in zip(KINDS, row, strict=False):
-                named[f"{kind}/{label}"] = float(value)
+            for kind in KINDS if _size(select(params)) else KINDS[:1]:
+                named[f"{kind}/{label}"] = next(flat)
         return named
 
     return probe
