@@ -189,7 +189,8 @@ def plot_gradients(
         ("grad_rms", "RMS of the layer's parameter gradients"),
         ("update_ratio", "update-to-weight ratio ‖Δθ‖/‖θ‖"),
     ]
-    fig = _figure(figsize=(15.6, 4.0), layout="constrained")
+    fig = _figure(figsize=(15.6, 4.0))  # fixed margins: drawn at the end of a run too
+    fig.subplots_adjust(left=0.05, right=0.99, bottom=0.12, top=0.84, wspace=0.2)
     axes = fig.subplots(1, len(kinds))
     for ax, (kind, label) in zip(axes, kinds, strict=True):
         rows = sorted(

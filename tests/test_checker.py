@@ -226,3 +226,14 @@ def test_drawn_params_are_away_from_their_initial_values():
     assert np.all((params["scale"] >= 0.5) & (params["scale"] <= 1.5))
     W = draw_params(jax.ShapeDtypeStruct((400, 3), jnp.float64), np.random.default_rng(0))
     assert abs(float(np.std(W)) - 1 / np.sqrt(400)) < 0.01  # N(0, 1/fan_in)
+
+
+def test_a_check_compiles_for_one_run_and_survives_a_jaxlib_without_those_options(monkeypatch):
+    """The checker's programs get XLA:CPU's quick-compile options; an option a jaxlib
+    lacks makes it compile as usual, with the same verdict."""
+    from fnn.check import checker
+
+    assert fnn.check_layer(fnn.tanh(), (3,)).passed
+    monkeypatch.setattr(checker, "ONE_SHOT_CPU_OPTIONS", {"xla_no_such_option_in_any_jaxlib": 1})
+    assert fnn.check_layer(fnn.tanh(), (3,)).passed
+    assert not fnn.check_layer(_layer_norm_dividing_by_scale(), (5,)).passed

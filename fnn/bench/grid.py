@@ -82,15 +82,22 @@ def _calls_for(flops: float, target_flops: float) -> int:
 
 
 def peak_probes(
-    gemm: tuple[int, int, int] | None, unit_flops: float | None, dtype, square: int
+    gemm: tuple[int, int, int] | None,
+    unit_flops: float | None,
+    dtype,
+    square: int,
+    *,
+    import_torch: bool = True,
 ) -> dict[str, tuple[Callable, float]]:
-    """The matmul probes timed in the rotation, in every library present: the case's
-    largest GEMM (when known) and a square one, each sized to about a unit's FLOPs."""
+    """The matmul probes timed in the rotation, in every library present (PyTorch, with
+    `import_torch=False`, only if already imported): the case's largest GEMM (when known)
+    and a square one, each sized to about a unit's FLOPs."""
     target = max(unit_flops or 0.0, 2.0 * square**3)
     probes = {}
     for shape in {gemm, (square, square, square)} - {None}:
         calls = _calls_for(2.0 * math.prod(shape), target)
-        for library, probe in matmul_units(*shape, dtype, calls).items():
+        units = matmul_units(*shape, dtype, calls, import_torch=import_torch)
+        for library, probe in units.items():
             probes["peak:{}:{}x{}x{}".format(library, *shape)] = probe
     return probes
 
@@ -161,8 +168,11 @@ def run_problem(
     square: int,
     machine: dict[str, Any],
     progress: Callable[[str], None] = print,
+    import_torch: bool = True,
 ) -> list[dict[str, Any]]:
-    """Builds, checks, times and measures every impl on one problem."""
+    """Builds, checks, times and measures every impl on one problem (the peak probes
+    import PyTorch where installed, or with `import_torch=False` use it only if a torch
+    impl or the caller has imported it)."""
     base = {
         **machine,
         "workload": problem.name,
@@ -197,7 +207,9 @@ def run_problem(
         reference,
         steps=problem.steps,
         flops_per_step=problem.flops_per_step,
-        probes=peak_probes(problem.gemm, unit_flops, problem.dtype, square),
+        probes=peak_probes(
+            problem.gemm, unit_flops, problem.dtype, square, import_torch=import_torch
+        ),
         repeats=repeats,
         progress=progress,
     )

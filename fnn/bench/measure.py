@@ -10,6 +10,7 @@ import math
 import os
 import platform
 import re
+import sys
 import time
 from collections.abc import Callable, Sequence
 from contextlib import redirect_stdout
@@ -47,11 +48,14 @@ def matmul_unit(m: int, k: int, n: int, dtype, calls: int) -> tuple[Callable, fl
     return repeat_calls(f, (a, b), calls), 2.0 * m * k * n * calls
 
 
-def matmul_units(m: int, k: int, n: int, dtype, calls: int) -> dict[str, tuple[Callable, float]]:
+def matmul_units(
+    m: int, k: int, n: int, dtype, calls: int, *, import_torch: bool = True
+) -> dict[str, tuple[Callable, float]]:
     """The same (m, k)·(k, n) matmul unit in every library present that can run it on this
     device, by library: "jax" always; "numpy" (its BLAS) on a CPU run in float32 and
-    float64; "torch" where PyTorch is installed (on CUDA when JAX runs on a GPU). The
-    machine's matmul peak is the best of them, whoever reaches it."""
+    float64; "torch" where PyTorch is installed (on CUDA when JAX runs on a GPU) — with
+    `import_torch=False`, only where this process has already imported it (the import
+    takes seconds). The machine's matmul peak is the best of them, whoever reaches it."""
     units = {"jax": matmul_unit(m, k, n, dtype, calls)}
     name = jnp.dtype(dtype).name
     flops = 2.0 * m * k * n * calls
@@ -61,7 +65,7 @@ def matmul_units(m: int, k: int, n: int, dtype, calls: int) -> dict[str, tuple[C
         a = rng.standard_normal((m, k)).astype(name)
         b = rng.standard_normal((k, n)).astype(name)
         units["numpy"] = (repeat_calls(np.matmul, (a, b), calls), flops)
-    torch = _torch()
+    torch = _torch() if import_torch else sys.modules.get("torch")
     if torch is not None and hasattr(torch, name):
         device = "cpu" if on_cpu else ("cuda" if torch.cuda.is_available() else None)
         if device is not None:

@@ -111,7 +111,10 @@ def compare(
       `flops_per_s` and `peak_fraction` (from XLA's cost analysis of the autodiff
       gradient; None, and said in `flops_source`, where it gives none), `temp_bytes`,
       `residual_arrays`, `residual_bytes`, HLO counts, `rel_grad_err` against autodiff at
-      the initial params, `status` ("ok", "mismatch", "skipped" or "error").
+      the initial params, `status` ("ok", "mismatch", "skipped" or "error"). The peak
+      is the best matmul rate in the same rounds of JAX, numpy and PyTorch (PyTorch only
+      if this process has imported it: a torch impl of yours, or you; `fnn bench`'s grid
+      imports it where installed).
 
     Raises:
       SettingError: an unknown impl name, or a network, loss and batch that do not fit.
@@ -127,6 +130,7 @@ def compare(
             square=square_peak_size(jax.devices()[0].platform, quick),
             machine=machine_info(),
             progress=progress or (lambda line: None),
+            import_torch=False,  # seconds to import: only if a torch impl or you did
         )
     )
 
@@ -208,7 +212,7 @@ def compare_layer(
             reference,
             steps=calls,
             flops_per_step=problem.flops,
-            probes=peak_probes(None, unit_flops, problem.dtype, square),
+            probes=peak_probes(None, unit_flops, problem.dtype, square, import_torch=False),
             repeats=repeats,
             progress=progress or (lambda line: None),
         )
