@@ -138,6 +138,7 @@ def test_every_builtin_layer_factory_has_a_catalogue_item():
         assert activation in CASES
 
 
+@pytest.mark.slow  # five random shapes, five compiles
 @settings(max_examples=5, deadline=None)
 @given(
     batch=st.integers(1, 5),

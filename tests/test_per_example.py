@@ -181,6 +181,7 @@ def test_inputs_with_extra_axes_sum_each_example_over_its_positions():
     _assert_trees_close(grads, reference)
 
 
+@pytest.mark.slow  # one compile per activation
 def test_every_builtin_activation_is_supported():
     from fnn.layers import ACTIVATIONS
 

@@ -93,6 +93,7 @@ def test_update_ratio_is_the_sgd_step_over_the_weights(problem, trace):
     assert rows["net[1]"]["update_ratio"] is None  # tanh has no params
 
 
+@pytest.mark.slow  # a fit with the probe
 def test_fit_tracks_each_layers_gradient_flow(problem):
     params, x, y = problem
     lr = 0.05

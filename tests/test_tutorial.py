@@ -151,6 +151,7 @@ def test_tutorial_floors_and_a_learnable_target():
     assert targets.shape == (200, 1) and targets.sum() == 100  # half above the median
 
 
+@pytest.mark.slow  # traces the tutorial network
 def test_seed_example_deltas_are_the_traces(tmp_path):
     """The deltas the example draws are backward_trace's, snapshot by snapshot."""
     x, y = (jnp.asarray(a, jnp.float64) for a in seed_example.tutorial_data(seed=0))
