@@ -160,6 +160,38 @@ def _peak_fields(record, peak, shape, library) -> dict[str, Any]:
     }
 
 
+def build_all(
+    impls: Sequence[str | tuple[str, Callable]],
+    problem: Any,
+    base: dict[str, Any],
+    build: Callable,
+    progress: Callable[[str], None] = print,
+    *,
+    tolerate_errors: bool = True,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Builds every impl with `build(impl, problem)`: `(built, records)`, the built impls
+    by name and a record for each one skipped (its library missing) or, with
+    `tolerate_errors`, failed to build (a peer's API drift must not stop a grid). A
+    SettingError (a user's impl that cannot be what it claims) always propagates."""
+    built, records = {}, []
+    for impl in impls:
+        name = impl if isinstance(impl, str) else impl[0]
+        try:
+            built[name] = build(impl, problem)
+        except Skip as why:
+            records.append({**base, "impl": name, "status": "skipped", "note": str(why)})
+            progress(f"  {base['workload']:<18} {base['dtype']:<9} {name:<14} skipped: {why}")
+        except SettingError:
+            raise
+        except Exception as error:
+            if not tolerate_errors:
+                raise
+            note = f"failed to build: {type(error).__name__}: {error}"
+            records.append({**base, "impl": name, "status": "error", "note": note[:300]})
+            progress(f"  {base['workload']:<18} {base['dtype']:<9} {name:<14} {note[:120]}")
+    return built, records
+
+
 def run_problem(
     problem: Problem,
     impls: Sequence[str | tuple[str, Callable]],
@@ -185,20 +217,7 @@ def run_problem(
         "repeats": repeats,
         "flops_source": problem.flops_source,
     }
-    built, records = {}, []
-    for impl in impls:
-        name = impl if isinstance(impl, str) else impl[0]
-        try:
-            built[name] = build_impl(impl, problem)
-        except Skip as why:
-            records.append({**base, "impl": name, "status": "skipped", "note": str(why)})
-            progress(f"  {problem.name:<18} {base['dtype']:<9} {name:<14} skipped: {why}")
-        except SettingError:  # a user's impl that cannot be what it claims: say so
-            raise
-        except Exception as error:  # a peer's API drift must not stop the grid
-            note = f"failed to build: {type(error).__name__}: {error}"
-            records.append({**base, "impl": name, "status": "error", "note": note[:300]})
-            progress(f"  {problem.name:<18} {base['dtype']:<9} {name:<14} {note[:120]}")
+    built, records = build_all(impls, problem, base, build_impl, progress)
     reference = gradients(problem, "autodiff")
     unit_flops = None if problem.flops_per_step is None else problem.flops_per_step * problem.steps
     return records + measure_impls(

@@ -24,8 +24,8 @@ import jax
 import numpy as np
 import optax
 
-from fnn.bench.grid import measure_impls, peak_probes, run_problem
-from fnn.bench.impls import JAX_IMPLS, Skip
+from fnn.bench.grid import build_all, measure_impls, peak_probes, run_problem
+from fnn.bench.impls import JAX_IMPLS
 from fnn.bench.measure import machine_info, square_peak_size
 from fnn.bench.problems import user_problem
 from fnn.bench.report import write_results
@@ -190,13 +190,8 @@ def compare_layer(
         "repeats": repeats,
         "flops_source": problem.flops_source,
     }
-    built, records = {}, []
-    for impl in impls:
-        name = impl if isinstance(impl, str) else impl[0]
-        try:
-            built[name] = build_vjp_impl(impl, problem)
-        except Skip as why:
-            records.append({**base, "impl": name, "status": "skipped", "note": str(why)})
+    say = progress or (lambda line: None)
+    built, records = build_all(impls, problem, base, build_vjp_impl, say, tolerate_errors=False)
     reference = (
         build_vjp_impl("autodiff", problem).grads()
         if "autodiff" not in built
