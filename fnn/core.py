@@ -248,3 +248,29 @@ def choose(kind: str, name: str, table: dict[str, Any], *, setting: str | None =
             f"unknown {kind} {name!r}; valid {kind}s: {valid}",
             settings=() if setting is None else (setting,),
         ) from None
+
+
+# A program that runs once (a check, an init) costs its compile. On the CPU it is compiled
+# without XLA's backend optimisations and with the loop emitters instead of the fusion
+# emitters: the same operations, in a fraction of the compile time (on a 2-core CPU, the
+# digits gradient check of `fnn train` 0.59 s instead of 1.28 s; its init 0.37 s instead
+# of 2.86 s, the same bits).
+ONE_SHOT_CPU_OPTIONS = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
+
+
+def one_shot_jit(fun: Callable, **jit_kwargs: Any) -> Callable:
+    """`jax.jit(fun, **jit_kwargs)` for a program run once: with `ONE_SHOT_CPU_OPTIONS` on
+    the CPU (a jaxlib that refuses them compiles it as usual, and a real error comes back
+    from that plain compile)."""
+    plain = jax.jit(fun, **jit_kwargs)
+    if jax.default_backend() != "cpu":
+        return plain
+    fast = jax.jit(fun, compiler_options=ONE_SHOT_CPU_OPTIONS, **jit_kwargs)
+
+    def run(*args, **kwargs):
+        try:
+            return fast(*args, **kwargs)
+        except Exception:  # noqa: BLE001  (an option this jaxlib lacks; else plain re-raises)
+            return plain(*args, **kwargs)
+
+    return run

@@ -231,9 +231,25 @@ def test_drawn_params_are_away_from_their_initial_values():
 def test_a_check_compiles_for_one_run_and_survives_a_jaxlib_without_those_options(monkeypatch):
     """The checker's programs get XLA:CPU's quick-compile options; an option a jaxlib
     lacks makes it compile as usual, with the same verdict."""
-    from fnn.check import checker
+    from fnn import core
 
     assert fnn.check_layer(fnn.tanh(), (3,)).passed
-    monkeypatch.setattr(checker, "ONE_SHOT_CPU_OPTIONS", {"xla_no_such_option_in_any_jaxlib": 1})
+    monkeypatch.setattr(core, "ONE_SHOT_CPU_OPTIONS", {"xla_no_such_option_in_any_jaxlib": 1})
     assert fnn.check_layer(fnn.tanh(), (3,)).passed
     assert not fnn.check_layer(_layer_norm_dividing_by_scale(), (5,)).passed
+
+
+@pytest.mark.parametrize(
+    "net",
+    [fnn.mlp([32, 16, 4], "relu"), fnn.serial(fnn.embedding(11, 8), fnn.layer_norm())],
+    ids=["mlp_glorot", "embedding_normal"],
+)
+def test_an_init_compiled_for_one_run_draws_the_same_bits(net):
+    """`fnn train` compiles its init for one run: the params must be the usual ones."""
+    from fnn.core import one_shot_jit
+
+    key, shape = jax.random.PRNGKey(3), (8,)
+    usual = jax.jit(net.init, static_argnums=(1, 2))(key, shape, jnp.float32)[1]
+    quick = one_shot_jit(net.init, static_argnums=(1, 2))(key, shape, jnp.float32)[1]
+    for a, b in zip(jax.tree.leaves(usual), jax.tree.leaves(quick), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

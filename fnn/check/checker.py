@@ -53,36 +53,11 @@ from fnn.check.report import (
     result,
     structure,
 )
-from fnn.core import Ctx, Layer, Loss, choose, forward
+from fnn.core import Ctx, Layer, Loss, choose, forward, one_shot_jit
 from fnn.grad import value_and_grad
 
 DTYPES = tuple(DEFAULT_RTOL)
 FD_EPS = 1e-4  # the finite-difference step (jax.test_util.check_grads's)
-
-
-# A check's program runs once, so its compile is what it costs. On the CPU it is compiled
-# without XLA's backend optimisations and with the loop emitters instead of the fusion
-# emitters: the same operations (the comparison holds as it is), in about 40% of the
-# compile time (the digits gradient check of `fnn train`: 0.52 s instead of 1.28 s on a
-# 2-core CPU).
-ONE_SHOT_CPU_OPTIONS = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
-
-
-def _one_shot(fun: Callable) -> Callable:
-    """`jax.jit(fun)` for a program run once: with `ONE_SHOT_CPU_OPTIONS` on the CPU (a
-    jaxlib that refuses them compiles it as usual; a real error comes back from that)."""
-    plain = jax.jit(fun)
-    if jax.default_backend() != "cpu":
-        return plain
-    fast = jax.jit(fun, compiler_options=ONE_SHOT_CPU_OPTIONS)
-
-    def run(*args):
-        try:
-            return fast(*args)
-        except Exception:  # noqa: BLE001  (an option this jaxlib lacks; else plain re-raises)
-            return plain(*args)
-
-    return run
 
 
 def _x64(dtype: str):
@@ -178,7 +153,7 @@ def check_layer(
         fd = finite_differences and dtype == "float64" and not problem
         v = draw_like((params, x), rng)
 
-        @_one_shot  # ONE compiled program per check: compiles are what a check costs
+        @one_shot_jit  # ONE compiled program per check: compiles are what a check costs
         def program(params, x, dy, ctx, v):
             manual, reference = both(params, x, dy, ctx)
             if not fd:
@@ -231,7 +206,7 @@ def check_loss(
         fd = finite_differences and dtype == "float64"
         v = draw_like(pred, rng)
 
-        @_one_shot
+        @one_shot_jit
         def program(pred, target, v):
             value, residuals = loss.forward(pred, target)
             manual = loss.backward(residuals, jnp.ones_like(value))
@@ -290,7 +265,7 @@ def check_model(
         manual_fn = value_and_grad(net, loss, "manual")
         autodiff_fn = value_and_grad(net, loss, "autodiff")
 
-        @_one_shot
+        @one_shot_jit
         def program(params, x, y, ctx):
             return manual_fn(params, x, y, ctx)[1], autodiff_fn(params, x, y, ctx)[1]
 

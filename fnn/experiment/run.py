@@ -13,7 +13,7 @@ import numpy as np
 import optax
 
 from fnn.check import CheckResult, check_model
-from fnn.core import Ctx, Layer, Loss, SettingError, init_state
+from fnn.core import Ctx, Layer, Loss, SettingError, init_state, one_shot_jit
 from fnn.data import Dataset, load_dataset
 from fnn.experiment.config import TrainConfig, build_network, loss_name
 from fnn.losses import get_loss
@@ -93,8 +93,8 @@ def prepare(config: TrainConfig, *, data: Dataset | None = None) -> Run:
         clip_norm=config.clip_norm,
     )
     init_key, data_key = jax.random.split(jax.random.PRNGKey(config.seed))
-    # One compiled init rather than one compile per eager op: a faster start.
-    init = jax.jit(net.init, static_argnums=(1, 2))
+    # One compiled init (not one compile per eager op), compiled for one run: a faster start
+    init = one_shot_jit(net.init, static_argnums=(1, 2))
     _, params = init(init_key, tuple(data.feature_shape), jnp.dtype(config.dtype))
     train_state = TrainState.create(net, params, optimizer)
     return Run(config, data, net, get_loss(loss), optimizer, train_state, data_key)
