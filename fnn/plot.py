@@ -12,7 +12,7 @@ import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-METRIC_LABELS = {"accuracy": "accuracy", "r2": "R²"}
+METRIC_LABELS = {"accuracy": "accuracy", "r2": "R²", "bits_per_byte": "bits per byte"}
 
 
 def _figure(**kwargs):
@@ -23,7 +23,7 @@ def _figure(**kwargs):
 
 
 def _metric_of(history: Mapping[str, Sequence[float]]) -> str | None:
-    """ "accuracy" or "r2", whichever the history holds (None if neither)."""
+    """ "accuracy", "r2" or "bits_per_byte", whichever the history holds (None if none)."""
     for metric in METRIC_LABELS:
         if f"test_{metric}" in history or f"train_{metric}" in history:
             return metric

@@ -4,6 +4,8 @@
 - "binary": floats `(n, 1)` in [0, 1], hard or soft; sigmoid_binary_cross_entropy (or
   binary_cross_entropy on probabilities); accuracy.
 - "regression": floats `(n, k)`; mean_squared_error; R² (scikit-learn's `r2_score`).
+- "language_model": int next-token ids `(n, T)`; lm_cross_entropy (the fused head) or
+  softmax_cross_entropy; bits per byte (the loss in nats over ln 2: one token, one byte).
 
 Each line: targets; default loss; metric. One definition for the data sets (`fnn.data`),
 training (`fnn.train`) and runs (`fnn.experiment`).
@@ -17,16 +19,25 @@ import numpy as np
 
 from fnn.core import Loss, choose
 
-TASKS = ("classification", "binary", "regression")
+TASKS = ("classification", "binary", "regression", "language_model")
 DEFAULT_LOSS = {
     "classification": "softmax_cross_entropy",
     "binary": "sigmoid_binary_cross_entropy",
     "regression": "mean_squared_error",
+    "language_model": "lm_cross_entropy",
 }
 LOSSES_FOR_TASK = {
     "classification": ("softmax_cross_entropy",),
     "binary": ("sigmoid_binary_cross_entropy", "binary_cross_entropy", "mean_squared_error"),
     "regression": ("mean_squared_error", "mse", "huber"),
+    "language_model": ("lm_cross_entropy", "softmax_cross_entropy"),
+}
+METRIC_LABELS = {"accuracy": "accuracy", "r2": "R²", "bits_per_byte": "bits per byte"}
+METRICS = {
+    "classification": "accuracy",
+    "binary": "accuracy",
+    "regression": "r2",
+    "language_model": "bits_per_byte",
 }
 
 
@@ -47,5 +58,6 @@ def infer_task(y: Any, loss: Loss | str) -> str:
 
 
 def metric_name(task: str) -> str:
-    """The per-task quality metric: "accuracy" (classification, binary) or "r2"."""
-    return "r2" if check_task(task) == "regression" else "accuracy"
+    """The per-task quality metric: "accuracy" (classification, binary), "r2" or
+    "bits_per_byte" (language_model; lower is better)."""
+    return METRICS[check_task(task)]

@@ -1,5 +1,6 @@
-"""The `fnn` command: `fnn check | train | bench | summary`. Each subcommand lives in its own module
-with `add_parser(subparsers)` and `run(args) -> exit code`; this module only dispatches."""
+"""The `fnn` command: `fnn check | train | sample | bench | summary`. Each subcommand lives
+in its own module with `add_parser(subparsers)` and `run(args) -> exit code`; this module
+only dispatches."""
 
 from __future__ import annotations
 
@@ -8,10 +9,10 @@ import os
 import sys
 from collections.abc import Sequence
 
-from fnn.cli import bench, check, summary, train
+from fnn.cli import bench, check, sample, summary, train
 from fnn.cli.cache import use_compilation_cache
 
-COMMANDS = [check, train, bench, summary]
+COMMANDS = [check, train, sample, bench, summary]
 
 
 class Parser(argparse.ArgumentParser):

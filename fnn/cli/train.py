@@ -121,7 +121,7 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from fnn import experiment
     from fnn.data import DataError
-    from fnn.tasks import metric_name
+    from fnn.tasks import METRIC_LABELS, metric_name
     from fnn.train import NonFiniteLossError
     from fnn.train.checkpoint import CheckpointError
     from fnn.train.distributed import is_main_process
@@ -144,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
         args.no_progress = True
 
     config, data = prepared.config, prepared.data
-    overridden = sorted(set(given) & set(experiment.RECIPE_FIELDS))
+    overridden = sorted(set(given) & set(experiment.recipe_fields(config.dataset)))
     flags = ", ".join(f"--{name.replace('_', '-')}" for name in overridden)
     print(
         f"recipe: {config.dataset}'s ({experiment.recipes.describe(config.dataset)})"
@@ -153,10 +153,14 @@ def run(args: argparse.Namespace) -> int:
     )
     check = experiment.verify_gradients(prepared)
     verdict = "match" if check.passed else "DO NOT match"
+    checked = experiment.check_sample(prepared)[0].shape
+    on = f"{checked[0]} {config.dataset} examples"
+    if data.task == "language_model":
+        on = f"{checked[0]} {config.dataset} windows of {checked[1]} tokens"
     print(
         f"gradient check: the network's hand-written gradients {verdict} jax.grad on "
-        f"{min(experiment.CHECK_EXAMPLES, data.x_train.shape[0])} {config.dataset} examples "
-        f"(float64): max relative error {check.max_rel_err:.1e} (tolerance {check.rtol:.0e})"
+        f"{on} (float64): max relative error {check.max_rel_err:.1e} (tolerance "
+        f"{check.rtol:.0e})"
     )
     if not check.passed:
         print(check, file=sys.stderr)
@@ -217,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
         if kept.exists():
             print(f"the last good checkpoint is {kept} (epoch {error.last_good.epoch})")
         return 1
-    label = "accuracy" if metric == "accuracy" else "R²"
+    label = METRIC_LABELS[metric]
     early = f", stopped early (best epoch {result.best_epoch})" if result.stopped_early else ""
     print(
         f"{config.dataset}: test {label} {record[f'test_{metric}']:.4f}, test loss "

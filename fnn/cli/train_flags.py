@@ -9,7 +9,7 @@ from pathlib import Path
 from fnn.cli.messages import flags_of
 from fnn.grad import GRAD_MODES
 from fnn.layers import ACTIVATIONS
-from fnn.losses import LOSSES
+from fnn.lm import RECOMPUTE
 from fnn.train.optim import OPTIMIZERS, SCHEDULES
 
 
@@ -41,8 +41,8 @@ def _number(convert, ok, expected: str):
     return parse
 
 
-_positive_int = _number(int, lambda v: v >= 1, "a positive int")
-_count = _number(int, lambda v: v >= 0, "an int >= 0")
+positive_int = _number(int, lambda v: v >= 1, "a positive int")
+non_negative_int = _number(int, lambda v: v >= 0, "an int >= 0")
 _positive_float = _number(float, lambda v: v > 0, "a positive number")
 _dropout_rate = _number(float, lambda v: 0 <= v < 1, "a dropout rate in [0, 1)")
 
@@ -80,6 +80,7 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
     """The data and model flags (`fnn train`'s, shared with `fnn summary`)."""
     from fnn.data import DATASETS
     from fnn.experiment import TrainConfig
+    from fnn.experiment.config import RUN_LOSSES
 
     d = TrainConfig()
     by_recipe = "(default: the data set's recipe, see --list-datasets)"
@@ -99,6 +100,11 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
     )
     data.add_argument("--csv", metavar="PATH", help="a CSV file, for --dataset csv")
     data.add_argument(
+        "--text",
+        metavar="FILE",
+        help="a local text file, for --dataset text: its bytes are the tokens (vocab 256)",
+    )
+    data.add_argument(
         "--target-column",
         metavar="COL",
         help="the CSV's target column: a header name or an index (default: -1, the last)",
@@ -106,10 +112,10 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
     model = parser.add_argument_group("model")
     model.add_argument(
         "--model",
-        choices=("mlp", "cnn"),
+        choices=("mlp", "cnn", "gpt"),
         help="mlp: dense layers of --hidden widths; cnn: conv2d(16, 3), conv2d(32, 3, "
         "stride 2), flatten, dense(64), for image data sets (digits as 8x8x1, MNIST "
-        f"28x28x1) {by_recipe}",
+        f"28x28x1); gpt: a GPT-2-shaped language model, for --dataset text {by_recipe}",
     )
     model.add_argument(
         "--hidden",
@@ -130,12 +136,29 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
         metavar="RATE",
         help=f"dropout after each hidden dense layer's activation (default: {d.dropout:g})",
     )
+    lm = parser.add_argument_group("gpt (--dataset text)")
+    lm.add_argument("--context", type=positive_int, metavar="T",
+                    help=f"tokens (bytes) per window {by_recipe}")  # fmt: skip
+    lm.add_argument("--width", type=positive_int, metavar="D", help=by_recipe)
+    lm.add_argument("--heads", type=positive_int, help=f"attention heads {by_recipe}")
+    lm.add_argument("--blocks", type=positive_int, help=f"transformer blocks {by_recipe}")
+    lm.add_argument(
+        "--attention-block",
+        type=positive_int,
+        metavar="N",
+        help="attention in blocks of N positions, O(T) memory (default: the plain layer)",
+    )
+    lm.add_argument(
+        "--recompute",
+        choices=RECOMPUTE,
+        help=f"what each block's backward recomputes instead of keeping (default: {d.recompute})",
+    )
     model.add_argument(
         "--loss",
-        choices=sorted(LOSSES),
+        choices=sorted(RUN_LOSSES),
         help="(default: the recipe's, else the task's: softmax_cross_entropy for "
         "classification, sigmoid_binary_cross_entropy for binary, mean_squared_error for "
-        "regression)",
+        "regression, lm_cross_entropy for text)",
     )
     model.add_argument(
         "--grad",
@@ -143,7 +166,7 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
         help=f"hand-written backward or jax.grad (default: {d.grad})",
     )
     model.add_argument("--dtype", choices=("float32", "float64"), help=f"(default: {d.dtype})")
-    model.add_argument("--batch-size", type=_positive_int, help=by_recipe)
+    model.add_argument("--batch-size", type=positive_int, help=by_recipe)
 
 
 def _add_training_flags(parser: argparse.ArgumentParser) -> None:
@@ -161,10 +184,10 @@ def _add_training_flags(parser: argparse.ArgumentParser) -> None:
         metavar="C",
         help="clip gradients to global norm C (default: no clipping)",
     )
-    opt.add_argument("--epochs", type=_positive_int, help=f"total epochs {by_recipe}")
+    opt.add_argument("--epochs", type=positive_int, help=f"total epochs {by_recipe}")
     opt.add_argument(
         "--patience",
-        type=_positive_int,
+        type=positive_int,
         help="stop after this many epochs without a lower test loss, keeping the best "
         "params (default: no early stopping)",
     )
@@ -183,7 +206,7 @@ def _add_training_flags(parser: argparse.ArgumentParser) -> None:
     )
     run_group.add_argument(
         "--checkpoint-every",
-        type=_count,
+        type=non_negative_int,
         default=10,
         metavar="N",
         help="checkpoint every N epochs, and always at the end (0: at the end only)",
@@ -200,7 +223,7 @@ def _add_training_flags(parser: argparse.ArgumentParser) -> None:
     scale = parser.add_argument_group("scaling out (docs/scaling.md)")
     scale.add_argument(
         "--devices",
-        type=_positive_int,
+        type=positive_int,
         metavar="N",
         help="data-parallel over N local devices per process, the batch split over them "
         "(default: all local devices; --batch-size must be a multiple of the total)",
@@ -211,7 +234,7 @@ def _add_training_flags(parser: argparse.ArgumentParser) -> None:
         help="several processes: process 0's address, reachable by every process; bind "
         "it to loopback or a private network (its gRPC service has no authentication)",
     )
-    scale.add_argument("--num-processes", type=_positive_int, metavar="N", help="(default: 1)")
+    scale.add_argument("--num-processes", type=positive_int, metavar="N", help="(default: 1)")
     scale.add_argument("--process-id", type=int, metavar="I", help="this process, 0 to N-1")
     scale.add_argument(
         "--coordinator-timeout",
@@ -255,5 +278,12 @@ def config_values(args: argparse.Namespace) -> dict:
         "seed",
         "dtype",
         "track_gradients",
+        "text",
+        "context",
+        "width",
+        "heads",
+        "blocks",
+        "attention_block",
+        "recompute",
     }
     return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}

@@ -15,12 +15,14 @@ name                    task            source
 ``mnist``               classification  local IDX files or ``mnist.npz`` in ``data_dir``
 ``fashion_mnist``       classification  local IDX files or ``fashion_mnist.npz``
 ``csv``                 inferred        a user's CSV file: numeric features + a target column
+``text``                language_model  a local text file's bytes (``text_path``, ``context``)
 ======================  ==============  =====================================================
 
 Targets, by task (``n`` examples):
 
 - ``"classification"``: int32 labels of shape ``(n,)`` in ``0..num_classes-1``.
 - ``"binary"``: float targets of shape ``(n, 1)`` in ``[0, 1]`` (hard 0/1, or soft).
+- ``"language_model"``: int32 next-token ids ``(n, T)``, the inputs shifted by one byte.
 - ``"regression"``: float targets of shape ``(n, k)``, standardised with the train
   split's mean and standard deviation (`Dataset.target_scale` keeps them). R² is
   unchanged by that affine map, and MSE is in units of the target's standard deviation.
@@ -34,8 +36,9 @@ cell) raises `DataError`, a `ValueError` (`fnn.core.SettingError`), with a messa
 what to fix and, in `settings`, the configuration fields that would fix it.
 
 Modules: `registry` (`Dataset`, `DATASETS`, `load_dataset`), `bundled` (scikit-learn's sets,
-the tutorial data), `mnist` (IDX and .npz files), `tabular` (CSV files), `split` (split and
-standardisation), `raw` (`DataError`, `RawData`, shared checks).
+the tutorial data), `mnist` (IDX and .npz files), `tabular` (CSV files), `text` (a text
+file's bytes in windows), `split` (split and standardisation), `raw` (`DataError`,
+`RawData`, shared checks).
 """
 
 from fnn.data.bundled import TUTORIAL_EXAMPLES, TUTORIAL_FEATURES, tutorial_data

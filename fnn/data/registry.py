@@ -15,6 +15,7 @@ from fnn.data.mnist import load_mnist_arrays
 from fnn.data.raw import DataError, RawData, check_test_fraction, float_dtype, setting_errors
 from fnn.data.split import standardize, train_test_split
 from fnn.data.tabular import read_csv
+from fnn.data.text import VOCAB, text_windows
 
 
 class Dataset(NamedTuple):
@@ -128,7 +129,8 @@ _SOURCES: dict[str, _Source] = {
     "fashion_mnist": _mnist("fashion_mnist"),
     "csv": _Source(None, _csv),
 }
-DATASETS: tuple[str, ...] = tuple(_SOURCES)
+TEXT = "text"  # a local text file's bytes, for language models (`fnn.data.text`)
+DATASETS: tuple[str, ...] = (*_SOURCES, TEXT)
 IMAGE_DATASETS: tuple[str, ...] = tuple(n for n, s in _SOURCES.items() if s.image_shape)
 
 
@@ -144,6 +146,8 @@ def load_dataset(
     dtype: Any = "float32",
     flatten: bool = True,
     standardize_features: bool = True,
+    text_path: str | Path | None = None,
+    context: int = 128,
 ) -> Dataset:
     """Loads the data set `name`, split into train and test and standardised.
 
@@ -170,6 +174,8 @@ def load_dataset(
         are flat either way.
       standardize_features: False keeps the features as loaded (MNIST pixels are still
         scaled to [0, 1]); the tutorial's seed reproduction uses the raw uniform data.
+      text_path, context: for "text" only: the text file and the window length `T`
+        (`fnn.data.text`: byte ids, split by position, `test_fraction` at the end).
 
     Returns:
       A `Dataset`. Features are standardised per feature with the train split's mean and
@@ -183,8 +189,16 @@ def load_dataset(
         `settings` names the configuration fields that fix a bad or missing setting
         (e.g. `("dataset",)`, `("data_dir",)`, `("csv",)`), and is empty for a corrupt file.
     """
+    if name == TEXT:
+        if text_path is None:
+            raise DataError("the text data set needs a file: set text= to a local text file",
+                            settings=("text",))  # fmt: skip
+        splits = text_windows(text_path, context=context, test_fraction=test_fraction,
+                              seed=seed)  # fmt: skip
+        return Dataset(TEXT, "language_model", *splits, num_classes=VOCAB,
+                       feature_shape=(context,))  # fmt: skip
     with setting_errors("dataset"):
-        source = choose("data set", name, _SOURCES)
+        source = choose("data set", name, dict.fromkeys(DATASETS) | _SOURCES)
     dtype = float_dtype(dtype)
     check_test_fraction(test_fraction)
     if task is not None and source.task is not None:

@@ -6,16 +6,21 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from fnn.core import Layer, SettingError, choose
+from fnn.core import Layer, Loss, SettingError, choose
 from fnn.data import DATASETS, DTYPES, IMAGE_DATASETS
+from fnn.data.text import VOCAB
 from fnn.experiment.recipes import recipe
 from fnn.grad import GRAD_MODES
 from fnn.layers import ACTIVATIONS, cnn, mlp
+from fnn.lm import RECOMPUTE, gpt
+from fnn.lm_head import lm_cross_entropy
 from fnn.losses import LOSSES
 from fnn.tasks import DEFAULT_LOSS, LOSSES_FOR_TASK
 from fnn.train.optim import OPTIMIZERS, SCHEDULES
 
-MODELS = ("mlp", "cnn")
+MODELS = ("mlp", "cnn", "gpt")
+# The losses a run can name: fnn.losses' and the language models' fused head.
+RUN_LOSSES = {**LOSSES, "lm_cross_entropy": lm_cross_entropy}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,6 +35,7 @@ class TrainConfig:
     dataset: str = "digits"
     data_dir: str | None = None
     csv: str | None = None
+    text: str | None = None
     target_column: str = "-1"
     test_fraction: float = 0.2
     model: str = "mlp"
@@ -49,6 +55,14 @@ class TrainConfig:
     seed: int = 0
     dtype: str = "float32"
     track_gradients: bool = False
+    # the gpt model (text data set): context T, width D, heads, blocks L, attention in
+    # blocks of this many positions (None: the plain layer), what the backward recomputes
+    context: int = 128
+    width: int = 128
+    heads: int = 4
+    blocks: int = 4
+    attention_block: int | None = None
+    recompute: str = "gelu"
 
     @classmethod
     def for_dataset(cls, dataset: str = "digits", **overrides: Any) -> TrainConfig:
@@ -82,7 +96,8 @@ class TrainConfig:
             ("activation", self.activation, ACTIVATIONS),
             ("model", self.model, MODELS),
             ("dtype", self.dtype, DTYPES),
-            *([("loss", self.loss, LOSSES)] if self.loss is not None else []),
+            ("recompute", self.recompute, RECOMPUTE),
+            *([("loss", self.loss, RUN_LOSSES)] if self.loss is not None else []),
         ):
             setting = {"data set": "dataset", "grad mode": "grad"}.get(kind, kind)
             choose(kind, value, dict.fromkeys(table), setting=setting)
@@ -92,6 +107,14 @@ class TrainConfig:
             (self.epochs >= 1, "epochs", "epochs must be >= 1"),
             (self.batch_size >= 1, "batch_size", "batch size must be >= 1"),
             (self.lr > 0, "lr", "learning rate must be > 0"),
+            *(
+                (getattr(self, f) >= 1, f, f"{f} must be a positive int")
+                for f in ("context", "width", "heads", "blocks")
+            ),
+            (self.attention_block is None or self.attention_block >= 1, "attention_block",
+             "attention_block must be a positive int"),
+            (self.width % self.heads == 0, "heads", f"width {self.width} must be divisible "
+             "by heads"),
         ):
             if not ok:
                 value = getattr(self, setting)
@@ -99,6 +122,12 @@ class TrainConfig:
                     f"{message}, got {list(value) if setting == 'hidden' else value}",
                     settings=(setting,),
                 )
+        if (self.model == "gpt") != (self.dataset == "text"):
+            raise SettingError(
+                "the gpt model trains on the text data set, and the text data set needs "
+                f"the gpt model; got model {self.model!r} with data set {self.dataset!r}",
+                settings=("model", "dataset"),
+            )
 
 
 def loss_name(config: TrainConfig, task: str) -> str:
@@ -120,11 +149,21 @@ def build_network(
     layer of width `outputs`; a sigmoid output only for `binary_cross_entropy` (it takes
     probabilities; the other losses take raw outputs, i.e. logits).
 
-    "mlp": `hidden` widths with `activation`. "cnn" (image data sets, `(h, w, 1)` inputs):
+    "gpt" (the text data set): `fnn.gpt` with the config's context, width, heads,
+    blocks, attention_block and recompute, over byte ids, its head fused with the loss
+    under lm_cross_entropy. "mlp": `hidden` widths with `activation`. "cnn" (image data
+    sets, `(h, w, 1)` inputs):
     `fnn.cnn`, conv2d(16, 3) and conv2d(32, 3, stride 2) with `activation`, flatten,
     dense(64); `hidden` is not used. `batch_norm` and `dropout` as `mlp` and `cnn` take
     them.
     """
+    if config.model == "gpt":
+        return gpt(
+            VOCAB, config.context, config.width, config.heads, config.blocks,
+            dropout_rate=config.dropout, block_size=config.attention_block,
+            recompute=config.recompute,
+            head="fused" if loss == "lm_cross_entropy" else "logits",
+        )  # fmt: skip
     extras = dict(batch_norm=config.batch_norm, dropout=config.dropout)
     output = "sigmoid" if loss == "binary_cross_entropy" else None
     if config.model == "cnn":
@@ -136,3 +175,8 @@ def build_network(
             )
         return cnn(outputs, activation=config.activation, output_activation=output, **extras)
     return mlp([*config.hidden, outputs], config.activation, output_activation=output, **extras)
+
+
+def build_loss(name: str) -> Loss:
+    """The loss named `name` (one of `RUN_LOSSES`), with its default settings."""
+    return choose("loss", name, RUN_LOSSES, setting="loss")()

@@ -14,8 +14,8 @@ import numpy as np
 import optax
 
 from fnn.check import CheckResult
-from fnn.experiment.recipes import RECIPE_FIELDS
-from fnn.experiment.run import CHECK_EXAMPLES, Run
+from fnn.experiment.recipes import recipe_fields
+from fnn.experiment.run import Run, check_sample
 from fnn.plot import plot_gradients, plot_history
 from fnn.tasks import metric_name
 from fnn.train import FitResult
@@ -76,16 +76,17 @@ def metrics_record(
         "config": run.config.to_dict(),
         "history": history,
     }
+    fields = recipe_fields(run.config.dataset)
     record["recipe"] = {
         "dataset": run.config.dataset,
-        "fields": {k: run.config.to_dict()[k] for k in RECIPE_FIELDS},
-        "overridden": sorted(set(overridden) & set(RECIPE_FIELDS)),
+        "fields": {k: run.config.to_dict()[k] for k in fields},
+        "overridden": sorted(set(overridden) & set(fields)),
     }
     if check is not None:
         record["gradient_check"] = {
             "max_rel_err": check.max_rel_err,
             "passed": check.passed,
-            "examples": CHECK_EXAMPLES,
+            "examples": list(check_sample(run)[0].shape),
             "dtype": check.dtype,
         }
     if error is not None:

@@ -12,6 +12,15 @@ from typing import Any
 RECIPE_FIELDS = ("model", "hidden", "activation", "loss", "optimizer", "lr", "schedule",
                  "epochs", "batch_size")  # fmt: skip
 
+GPT_FIELDS = ("context", "width", "heads", "blocks")  # the gpt recipe's fields besides those
+
+
+def recipe_fields(dataset: str) -> tuple[str, ...]:
+    """The fields the recipe of `dataset` sets: `RECIPE_FIELDS`, and `GPT_FIELDS` for a
+    gpt recipe."""
+    return RECIPE_FIELDS + (GPT_FIELDS if recipe(dataset)["model"] == "gpt" else ())
+
+
 _BASE = dict(model="mlp", activation="relu", loss=None, optimizer="adam", schedule="constant")
 
 RECIPES: dict[str, dict[str, Any]] = {
@@ -35,6 +44,11 @@ RECIPES: dict[str, dict[str, Any]] = {
         **_BASE, "hidden": (256, 128), "lr": 1e-3, "epochs": 15, "batch_size": 128,
     },
     "csv": {**_BASE, "hidden": (64,), "lr": 1e-3, "epochs": 50, "batch_size": 32},
+    "text": {  # a byte-level GPT; hidden and activation are not used by the gpt model
+        **_BASE, "model": "gpt", "hidden": (256, 128), "optimizer": "adamw", "lr": 2e-3,
+        "schedule": "warmup_cosine", "epochs": 5, "batch_size": 32, "context": 128, "width": 128,
+        "heads": 4, "blocks": 4,
+    },
 }  # fmt: skip
 
 
@@ -47,6 +61,11 @@ def recipe(dataset: str) -> dict[str, Any]:
 def describe(dataset: str) -> str:
     """One line: the recipe's network and training."""
     r = recipe(dataset)
+    if r["model"] == "gpt":
+        net = (f"gpt context {r['context']} width {r['width']} heads {r['heads']} "
+               f"blocks {r['blocks']}")  # fmt: skip
+        return (f"{net}, {r['optimizer']} lr {r['lr']:g} ({r['schedule']}), batch "
+                f"{r['batch_size']}, {r['epochs']} epochs")  # fmt: skip
     net = "cnn" if r["model"] == "cnn" else "-".join(map(str, r["hidden"])) + f" {r['activation']}"
     loss = f", {r['loss']}" if r["loss"] else ""
     return (

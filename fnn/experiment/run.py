@@ -15,8 +15,7 @@ import optax
 from fnn.check import CheckResult, check_model
 from fnn.core import Ctx, Layer, Loss, SettingError, init_state, one_shot_jit
 from fnn.data import Dataset, load_dataset
-from fnn.experiment.config import TrainConfig, build_network, loss_name
-from fnn.losses import get_loss
+from fnn.experiment.config import TrainConfig, build_loss, build_network, loss_name
 from fnn.train import FitResult, NonFiniteLossError, TrainState, check_batch_size, fit
 from fnn.train.checkpoint import load_checkpoint, read_metadata, save_checkpoint
 from fnn.train.distributed import is_main_process
@@ -25,6 +24,7 @@ from fnn.train.parallel import local_copy
 
 CHECKPOINT = "checkpoint.npz"
 CHECK_EXAMPLES = 32  # examples in the pre-training gradient check
+CHECK_WINDOWS = (4, 32)  # a language model's check: 4 windows of (up to) 32 tokens
 
 
 class Run(NamedTuple):
@@ -63,6 +63,8 @@ def load_data(config: TrainConfig) -> Dataset:
         seed=config.seed,
         dtype=config.dtype,
         flatten=config.model != "cnn",  # images stay (height, width, 1) for the cnn
+        text_path=config.text,
+        context=config.context,
     )
 
 
@@ -97,7 +99,7 @@ def prepare(config: TrainConfig, *, data: Dataset | None = None) -> Run:
     init = one_shot_jit(net.init, static_argnums=(1, 2))
     _, params = init(init_key, tuple(data.feature_shape), jnp.dtype(config.dtype))
     train_state = TrainState.create(net, params, optimizer)
-    return Run(config, data, net, get_loss(loss), optimizer, train_state, data_key)
+    return Run(config, data, net, build_loss(loss), optimizer, train_state, data_key)
 
 
 def resume(out_dir: str | Path, *, epochs: int | None = None) -> Run:
@@ -141,13 +143,22 @@ def verify_gradients(run: Run, *, examples: int = CHECK_EXAMPLES) -> CheckResult
     first `examples` training examples, at params in general position drawn from the
     run's seed (`fnn.check_model`); a network with dropout or batch_norm is checked in
     training mode (one fixed dropout mask, batch statistics)."""
-    x = np.asarray(run.data.x_train[:examples])
-    y = np.asarray(run.data.y_train[:examples])
+    x, y = check_sample(run, examples)
     ctx = None
     if run.net.takes_ctx:
         dropout_key = jax.random.PRNGKey(run.config.seed + 1)
         ctx = lambda params: Ctx(True, dropout_key, init_state(run.net, params))  # noqa: E731
     return check_model(run.net, run.loss, x, y, key=run.config.seed, dtype="float64", ctx=ctx)
+
+
+def check_sample(run: Run, examples: int = CHECK_EXAMPLES) -> tuple[np.ndarray, np.ndarray]:
+    """The training examples the gradient check runs on: the first `examples`; for a
+    language model, the first `CHECK_WINDOWS` windows and tokens (a causal model's
+    gradient on a prefix is as much a test of its backward, at a fraction of the cost)."""
+    if run.data.task == "language_model":
+        windows, tokens = CHECK_WINDOWS
+        return run.data.x_train[:windows, :tokens], run.data.y_train[:windows, :tokens]
+    return np.asarray(run.data.x_train[:examples]), np.asarray(run.data.y_train[:examples])
 
 
 def fit_run(run: Run, **overrides: Any) -> FitResult:
@@ -168,6 +179,9 @@ def fit_run(run: Run, **overrides: Any) -> FitResult:
         patience=run.config.patience,
         state=ts.state,
         track_gradients=run.config.track_gradients,
+        # a language model's train loss is the epoch's step losses; a second pass over
+        # every train window to score them again would cost as much as the epoch itself
+        eval_train=data.task != "language_model",
     )
     kwargs.update(overrides)
     train, test = (data.x_train, data.y_train), (data.x_test, data.y_test)
@@ -224,3 +238,40 @@ def train(
         raise
     save(run, result, out_dir)
     return result
+
+
+class Model(NamedTuple):
+    """A trained network read back from a run's checkpoint, without its data."""
+
+    config: TrainConfig
+    net: Layer
+    params: Any
+    epoch: int
+
+
+def load_model(out_dir: str | Path) -> Model:
+    """The config, network and trained params saved in `out_dir/checkpoint.npz`, without
+    loading the data set (what sampling from a language model needs).
+
+    Raises:
+      fnn.train.checkpoint.CheckpointError: a missing, corrupt or mismatching checkpoint.
+    """
+    path = Path(out_dir) / CHECKPOINT
+    config = TrainConfig.from_dict(read_metadata(path)["config"])
+    if config.model != "gpt":
+        raise SettingError(
+            f"the checkpoint in {out_dir} holds a {config.model} trained on "
+            f"{config.dataset}, not a language model (fnn train --dataset text --model gpt)",
+            settings=("checkpoint",),
+        )
+    task = "language_model"
+    net = build_network(config, (config.context,), 256, loss_name(config, task))
+    dtype = jnp.dtype(config.dtype)
+    params_like = jax.eval_shape(lambda k: net.init(k, (config.context,), dtype)[1],
+                                 jax.random.PRNGKey(0))  # fmt: skip
+    optimizer = make_optimizer(config.optimizer, config.lr, schedule=config.schedule,
+                               total_steps=1000, clip_norm=config.clip_norm)  # fmt: skip
+    saved = load_checkpoint(
+        path, params_like=params_like, opt_state_like=jax.eval_shape(optimizer.init, params_like)
+    )
+    return Model(config, net, saved.params, saved.epoch)

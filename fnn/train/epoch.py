@@ -57,7 +57,9 @@ def make_eval_fn(net: Layer, loss: Loss, task: str) -> Callable:
     - binary (targets `(n, k)` in [0, 1]): accuracy = mean((pred > t) == (y > 0.5)) with
       t = 0.5 for `binary_cross_entropy` (pred holds probabilities), else 0 (logits);
     - regression (`(n, k)`): R² = 1 − Σ(y − pred)²/Σ(y − ȳ)² per output, averaged over
-      outputs (scikit-learn's `r2_score`).
+      outputs (scikit-learn's `r2_score`);
+    - language_model (next-token ids `(n, T)`, one token a byte): bits per byte = the
+      loss in nats / ln 2.
     """
     metric = metric_name(task)
     threshold = 0.5 if loss.name == "binary_cross_entropy" else 0.0
@@ -65,7 +67,9 @@ def make_eval_fn(net: Layer, loss: Loss, task: str) -> Callable:
     def evaluate(params, x, y, state=()):
         pred = forward(net, params, x, Ctx(False, None, state))[0]
         value = loss.forward(pred, y)[0]
-        if task == "classification":
+        if task == "language_model":
+            score = value / jnp.log(jnp.asarray(2.0, value.dtype))  # nats → bits
+        elif task == "classification":
             score = jnp.mean((jnp.argmax(pred, axis=-1) == y).astype(pred.dtype))
         elif task == "binary":
             score = jnp.mean(((pred > threshold) == (y > 0.5)).astype(pred.dtype))
