@@ -77,7 +77,7 @@ def _block_step(p, x, k_cache, v_cache, t, heads):
 
 def _cached_step(params, caches, token, t, heads):
     """Logits `(batch, V)` at position `t` for `token: (batch,)`, and the new caches."""
-    x = params["wte"][token] + params["wpe"][t]  # z₀ = E[x] + P[t]
+    x = params["wte"][token] + params["wpe"][t][None]  # z₀ = E[x] + P[t]
 
     def run(x, inputs):
         p, k_cache, v_cache = inputs
