@@ -141,7 +141,7 @@ def _path(indices: tuple[int, ...]) -> str:
 
 def walk_backward(net: Layer, params: Params, residuals: Any, dy: Array) -> list[tuple]:
     """The hand-written backward of `net` from `dy`, each layer's share recorded: a list of
-    `(path indices, layer, select, dy, dx, grads, params)`, inner layers before the
+    `(path indices, layer, select, dy, dx, grads, params, residuals)`, inner layers before the
     combinator holding them, the network itself last. `select(tree)` picks the layer's
     share of a tree shaped like the network's params."""
     records: list[tuple] = []
@@ -154,7 +154,7 @@ def walk_backward(net: Layer, params: Params, residuals: Any, dy: Array) -> list
                 grads, dx = layer.trace_backward(params, residuals, dy, visit_at(here, chosen))
             else:
                 grads, dx = layer.backward(params, residuals, dy)
-            records.append((here, layer, chosen, dy, dx, grads, params))
+            records.append((here, layer, chosen, dy, dx, grads, params, residuals))
             return grads, dx
 
         return visit
@@ -178,7 +178,7 @@ def traced_function(net: Layer, loss: Loss) -> tuple[Callable, list[tuple]]:
         layout[:] = [record[:3] for record in walked]
         train = ctx is not None and ctx.train
         state = update_state(net, ctx.state, residuals) if train else ()
-        return value, state, [record[3:] for record in walked]
+        return value, state, [record[3:7] for record in walked]  # not the residuals
 
     return run, layout
 

@@ -144,16 +144,30 @@ def test_summary_rows_params_and_flops(table):
     assert "dense(8)" in text and "tanh" in text and "jax.grad" in text
 
 
-def test_summary_counts_the_residuals_each_backward_keeps(table):
-    tanh = table.rows[1]
+def test_summary_counts_each_kept_array_once_where_it_is_first_kept(table):
+    first, tanh, last = table.rows
+    assert (first.kept_arrays, first.kept_bytes) == (1, 5 * 8)  # dense(8) keeps its input x
     assert (tanh.kept_arrays, tanh.kept_bytes) == (1, 8 * 8)  # y, float64, per example
+    assert (last.kept_arrays, last.kept_bytes) == (0, 0)  # its x is tanh's y, counted there
     assert tanh.autodiff_arrays >= tanh.kept_arrays
+    assert table.kept_bytes == sum(row.kept_bytes for row in table.rows) == (5 + 8) * 8
     net = fnn.serial(fnn.dense(8), fnn.tanh(), fnn.dense(3))
     params = fnn.init(net, jax.random.PRNGKey(0), (5,), jnp.float64)
     x = jnp.zeros((4, 5))
     arrays, nbytes = count_kept(lambda p, x: fnn.forward(net, p, x)[1], params, x)
-    assert table.kept_bytes == nbytes / 4 and arrays >= 1
+    assert table.kept_bytes == (nbytes + x.nbytes) / 4  # the network's residuals and its input
     assert table.temp_bytes_manual is not None and table.temp_bytes_autodiff is not None
+
+
+def test_summary_shows_what_each_gpt_recompute_mode_keeps():
+    ids = np.random.default_rng(0).integers(0, 7, (2, 5))
+    kept = {mode: fnn.bench.summary(fnn.gpt(7, 6, 4, 2, 2, recompute=mode), x=ids,
+                                    dtype="float64").kept_bytes
+            for mode in ("none", "gelu", "all")}  # fmt: skip
+    # per token and block: "gelu" drops g (4·D floats), "all" x̂₁, a, x̂₂, b (4·D) for x, x₂
+    # and two σs (2·D + 2): float64, 2 blocks, 5 tokens per example
+    assert kept["none"] - kept["gelu"] == 8 * 2 * 5 * 4 * 4
+    assert kept["gelu"] - kept["all"] == 8 * 2 * 5 * (4 * 4 - 2 * 4 + 2)
 
 
 def test_cli_bench_summary_of_your_layer(tmp_path, capsys):

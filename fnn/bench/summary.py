@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fnn.bench.measure import count_kept, count_vjp_residuals, memory_figures
+from fnn.bench.measure import count_vjp_residuals, memory_figures
 from fnn.bench.vjp import autodiff_vjp, manual_vjp
 from fnn.check.point import draw_params
 from fnn.core import Ctx, Layer, SettingError, forward, init_state
@@ -52,7 +52,8 @@ class Summary:
     dtype: str
     rows: list[LayerRow]
     total_params: int
-    kept_bytes: float  # per example, the whole network's hand-written residuals, once each
+    kept_bytes: float  # per example, the whole network's hand-written residuals, once each:
+    #                    the sum of the rows' (a kept input counted where it is first kept)
     autodiff_bytes: float  # per example, what jax.grad of the whole network keeps
     temp_bytes_manual: int | None  # compiled temp memory of a forward and backward
     temp_bytes_autodiff: int | None
@@ -153,15 +154,16 @@ def summary(
     if ctx is None and net.takes_ctx:
         ctx = Ctx(state=init_state(net, params))
     layout = _leaves(net, params, x, ctx)
+    kept_by_row = _kept_by_layer(net, params, x, ctx)
     rows = []
     for indices, layer, select, x_shape in layout:
         state = () if ctx is None else _state_of(select, ctx.state)
         sub_ctx = None if ctx is None else Ctx(ctx.train, ctx.key, state)
         x_in = jnp.zeros(x_shape.shape, x_shape.dtype)
-        rows.append(_row(indices, layer, select(params), x_in, sub_ctx, batch))
+        kept = kept_by_row.get(indices, {})
+        rows.append(_row(indices, layer, select(params), x_in, sub_ctx, batch, kept))
     y = jax.eval_shape(lambda p, x: forward(net, p, x, ctx)[0], params, x)
     dy = jnp.zeros(y.shape, y.dtype)
-    kept = count_kept(lambda p, x: forward(net, p, x, ctx)[1], params, x)
     auto = count_vjp_residuals(lambda p, x: forward(net, p, x, ctx)[0], dy, params, x)
     temp = {}
     for mode, make in (("manual", manual_vjp), ("autodiff", autodiff_vjp)):
@@ -173,11 +175,48 @@ def summary(
         dtype=dt.name,
         rows=rows,
         total_params=int(sum(math.prod(np.shape(leaf)) for leaf in jax.tree.leaves(params))),
-        kept_bytes=kept[1] / batch,
+        kept_bytes=sum(_nbytes(arrays) for arrays in kept_by_row.values()) / batch,
         autodiff_bytes=auto[1] / batch,
         temp_bytes_manual=temp["manual"],
         temp_bytes_autodiff=temp["autodiff"],
     )
+
+
+def _nbytes(arrays: dict) -> int:
+    return sum(math.prod(a.shape) * jnp.dtype(a.dtype).itemsize for a in arrays.values())
+
+
+def _kept_by_layer(net: Layer, params, x, ctx) -> dict[tuple, dict]:
+    """What the hand-written backward keeps, by leaf layer: `{path indices: {id: array
+    shape}}` from ONE trace of the whole network, each array counted once, at the first
+    layer (in forward order) that keeps it, its params excluded (they exist anyway). A
+    layer's kept input counts (a dense layer keeps x), unless the layer before already
+    kept it as its output (a sigmoid's y that the next dense keeps as its x): the rows
+    then add up to what the network keeps."""
+    by_path: dict[tuple, list] = {}
+
+    def trace(params, x):
+        _, residuals = forward(net, params, x, ctx)
+        y = jax.eval_shape(lambda p, x: forward(net, p, x, ctx)[0], params, x)
+        records = walk_backward(net, params, residuals, jnp.zeros(y.shape, y.dtype))
+        skip = {id(leaf) for leaf in jax.tree.leaves(params)}
+        for path, layer, *_, res in records:
+            if layer.trace_backward is None:
+                by_path[path] = [(id(leaf), jax.ShapeDtypeStruct(jnp.shape(leaf), leaf.dtype))
+                                 for leaf in jax.tree.leaves(res)
+                                 if id(leaf) not in skip and math.prod(jnp.shape(leaf))]  # fmt: skip
+        return ()
+
+    jax.eval_shape(trace, params, x)
+    seen: set[int] = set()
+    kept: dict[tuple, dict] = {}
+    for path in sorted(by_path):
+        kept[path] = {}
+        for ident, shape in by_path[path]:
+            if ident not in seen:
+                seen.add(ident)
+                kept[path][ident] = shape
+    return kept
 
 
 def _state_of(select, state):
@@ -189,15 +228,15 @@ def _state_of(select, state):
         return ()
 
 
-def _row(indices, layer: Layer, p, x, ctx, batch: int) -> LayerRow:
-    """One layer's row: shapes, params, FLOPs and residuals per example."""
+def _row(indices, layer: Layer, p, x, ctx, batch: int, kept: dict) -> LayerRow:
+    """One layer's row: shapes, params, FLOPs and residuals per example (`kept`: what the
+    hand-written backward keeps here, from `_kept_by_layer`)."""
 
     def run(p, x):
         return forward(layer, p, x, ctx)
 
     y = jax.eval_shape(lambda p, x: run(p, x)[0], p, x)
     dy = jnp.zeros(y.shape, y.dtype)
-    kept = count_kept(lambda p, x: run(p, x)[1], p, x)
     auto = count_vjp_residuals(lambda p, x: run(p, x)[0], dy, p, x)
     forward_flops = _cost_flops(lambda p, x: run(p, x)[0], p, x)
     residuals = jax.eval_shape(lambda p, x: run(p, x)[1], p, x)
@@ -210,8 +249,8 @@ def _row(indices, layer: Layer, p, x, ctx, batch: int) -> LayerRow:
         params=int(sum(np.size(leaf) for leaf in jax.tree.leaves(p))),
         forward_flops=None if forward_flops is None else forward_flops / batch,
         backward_flops=None if backward_flops is None else backward_flops / batch,
-        kept_arrays=kept[0],
-        kept_bytes=kept[1] / batch,
+        kept_arrays=len(kept),
+        kept_bytes=_nbytes(kept) / batch,
         autodiff_arrays=auto[0],
         autodiff_bytes=auto[1] / batch,
     )
@@ -227,7 +266,7 @@ def _leaves(net: Layer, params, x, ctx) -> list[tuple]:
         _, residuals = forward(net, params, x, ctx)
         y = jax.eval_shape(lambda p, x: forward(net, p, x, ctx)[0], params, x)
         records = walk_backward(net, params, residuals, jnp.zeros(y.shape, y.dtype))
-        found[:] = [(path, layer, select, dx) for path, layer, select, _, dx, _, _ in records
+        found[:] = [(path, layer, select, dx) for path, layer, select, _, dx, *_ in records
                     if layer.trace_backward is None]  # fmt: skip
         return ()
 
