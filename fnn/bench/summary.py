@@ -202,9 +202,10 @@ def _kept_by_layer(net: Layer, params, x, ctx) -> dict[tuple, dict]:
         skip = {id(leaf) for leaf in jax.tree.leaves(params)}
         for path, layer, *_, res in records:
             if layer.trace_backward is None:
+                leaves = [leaf for leaf in jax.tree.leaves(res)
+                          if id(leaf) not in skip and math.prod(jnp.shape(leaf))]  # fmt: skip
                 by_path[path] = [(id(leaf), jax.ShapeDtypeStruct(jnp.shape(leaf), leaf.dtype))
-                                 for leaf in jax.tree.leaves(res)
-                                 if id(leaf) not in skip and math.prod(jnp.shape(leaf))]  # fmt: skip
+                                 for leaf in leaves]  # fmt: skip
         return ()
 
     jax.eval_shape(trace, params, x)
