@@ -41,7 +41,7 @@ def test_recompute_modes_give_the_same_gradients_and_keep_less(model):
     for mode in fnn.lm.RECOMPUTE:
         net = fnn.gpt(V, C, D, H, L, recompute=mode)
         y, residuals = net.forward(params, ids)
-        kept[mode] = _nbytes(jax.eval_shape(lambda p: net.forward(p, ids)[1], params))
+        kept[mode] = _nbytes(jax.eval_shape(lambda p, net=net: net.forward(p, ids)[1], params))
         grads[mode] = net.backward(params, residuals, dy)[0]
     for mode in ("gelu", "all"):
         for a, b in zip(jax.tree.leaves(grads[mode]), jax.tree.leaves(grads["none"]), strict=True):
