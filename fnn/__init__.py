@@ -48,6 +48,8 @@ from fnn.layers import (
     tanh,
     transformer,
 )
+from fnn.lm import generate, gpt, gpt_block
+from fnn.lm_head import HeadInput, lm_cross_entropy
 from fnn.losses import (
     binary_cross_entropy,
     get_loss,
@@ -64,6 +66,7 @@ from fnn.version import __version__ as __version__
 __all__ = [
     "CheckResult",
     "Ctx",
+    "HeadInput",
     "Layer",
     "Loss",
     "Trace",
@@ -87,8 +90,11 @@ __all__ = [
     "flatten",
     "forward",
     "gelu",
+    "generate",
     "get_activation",
     "get_loss",
+    "gpt",
+    "gpt_block",
     "huber",
     "identity",
     "init",
@@ -96,6 +102,7 @@ __all__ = [
     "initializers",
     "layer_norm",
     "leaky_relu",
+    "lm_cross_entropy",
     "log_softmax",
     "loss_as_custom_vjp",
     "make_train_step",

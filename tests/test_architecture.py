@@ -23,20 +23,22 @@ ALLOWED: dict[str, set[str]] = {
     "initializers": {"core"},
     "layers": {"core", "initializers"},
     "losses": {"core"},
+    "lm_head": {"core"},
+    "lm": {"core", "initializers", "layers", "lm_head"},
     "tasks": {"core"},
     "grad": {"core"},
     "per_example": {"core"},
     "trace": {"core"},
-    "check": {"core", "initializers", "layers", "losses", "grad"},
+    "check": {"core", "initializers", "layers", "losses", "lm_head", "lm", "grad"},
     "train": {"core", "grad", "tasks", "trace"},
     "data": {"core", "tasks"},
     "plot": set(),
     "bench": {"core", "initializers", "layers", "losses", "grad", "per_example", "trace"}
-    | {"check", "train"},
+    | {"lm_head", "lm", "check", "train"},
     "experiment": {"version", "core", "layers", "losses", "tasks", "grad", "check", "train"}
-    | {"data", "plot"},
+    | {"lm_head", "lm", "data", "plot"},
     "cli": {"core", "layers", "losses", "tasks", "grad", "check", "train", "data", "bench"}
-    | {"experiment"},
+    | {"lm_head", "lm", "experiment"},
 }
 MAX_LINES = 400
 

@@ -193,13 +193,17 @@ def check_loss(
     """Checks `loss.backward` against `jax.grad` of `loss.forward` (in `pred`) and, in
     float64, against finite differences along a random direction.
 
-    `pred` and floating `target` are cast to `dtype`; integer targets (labels) stay.
+    `pred` is an array or a pytree of arrays (e.g. a `fnn.lm_head.HeadInput`): an array
+    (or nested lists of numbers) is cast to `dtype` whole, a tree's floating leaves are
+    cast to `dtype` and its other leaves stay; the gradient is compared leaf by leaf and
+    the direction of the finite differences runs through the whole tree. Floating
+    `target` is cast to `dtype`; integer targets (labels) stay.
     """
     dtype = _check_dtype(dtype)
     name = name or loss.name
     with _x64(dtype):
         rng = np.random.default_rng(key)
-        pred = jnp.asarray(pred, jnp.dtype(dtype))
+        pred = _cast_pred(pred, jnp.dtype(dtype))
         target = jnp.asarray(target)
         if jnp.issubdtype(target.dtype, jnp.floating):
             target = target.astype(jnp.dtype(dtype))
@@ -214,16 +218,31 @@ def check_loss(
             if not fd:
                 return manual, reference, None
             f = lambda p: loss.forward(p, target)[0]  # noqa: E731
-            return manual, reference, (f(pred + FD_EPS * v) - f(pred - FD_EPS * v)) / (2 * FD_EPS)
+            jv = (f(step(pred, v, FD_EPS)) - f(step(pred, v, -FD_EPS))) / (2 * FD_EPS)
+            return manual, reference, jv  # J·v by central differences
 
         try:
             manual, reference, jv = jax.device_get(program(pred, target, v))
         except (TypeError, ValueError) as error:
             return raised(name, dtype, rtol, error)
         verdict = _verdict(finite_differences, dtype, "")
-        if jv is not None and np.shape(manual) == np.shape(pred):
+        if jv is not None and not structure(manual, reference):
             verdict = finite_difference_verdict(inner(v, manual), float(jv))
         return result(name, dtype, rtol, {"pred": manual}, {"pred": reference}, verdict)
+
+
+def _cast_pred(pred: Any, dtype: Any) -> Any:
+    """An array (or nested lists of numbers) cast to `dtype` whole; a pytree of arrays with
+    its floating leaves cast to `dtype` and its other leaves as they are."""
+    leaves, treedef = jax.tree.flatten(pred)
+    if jax.tree_util.treedef_is_leaf(treedef) or all(np.isscalar(leaf) for leaf in leaves):
+        return jnp.asarray(pred, dtype)
+
+    def one(leaf):
+        leaf = jnp.asarray(leaf)
+        return leaf.astype(dtype) if jnp.issubdtype(leaf.dtype, jnp.floating) else leaf
+
+    return jax.tree.map(one, pred)
 
 
 def check_model(
@@ -250,7 +269,9 @@ def check_model(
     dtype = _check_dtype(dtype)
     with _x64(dtype):
         rng, jax_key = rngs(key)
-        x = jnp.asarray(x, jnp.dtype(dtype))
+        x = jnp.asarray(x)
+        if not jnp.issubdtype(x.dtype, jnp.integer):  # token ids stay integers
+            x = x.astype(jnp.dtype(dtype))
         y = jnp.asarray(y)
         if jnp.issubdtype(y.dtype, jnp.floating):
             y = y.astype(jnp.dtype(dtype))
