@@ -18,6 +18,8 @@ from fnn.bench.workloads import Workload
 from fnn.core import Layer, Loss, SettingError, forward
 from fnn.grad import as_custom_vjp, loss_as_custom_vjp, value_and_grad
 from fnn.layers import cnn, mlp, transformer
+from fnn.lm import gpt
+from fnn.lm_head import lm_cross_entropy
 from fnn.losses import sigmoid_binary_cross_entropy, softmax_cross_entropy
 
 
@@ -78,6 +80,9 @@ def make_problem(workload: Workload, dtype: str, seed: int = 0) -> Problem:
         T, D, heads, F = workload.sequence
         V = workload.features[-1]
         net, in_shape, loss = transformer(V, D, heads, F), (T,), softmax_cross_entropy()
+        if workload.blocks:
+            net = gpt(V, T, D, heads, workload.blocks, mlp_ratio=F // D, head="fused")
+            loss = lm_cross_entropy()
         x = jnp.asarray(rng.integers(0, V, (workload.batch, T)), jnp.int32)
         y = jnp.asarray(rng.integers(0, V, (workload.batch, T)), jnp.int32)
     else:

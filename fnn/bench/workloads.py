@@ -20,7 +20,7 @@ class Workload:
       features: the dense layers' widths after the input; activations between them.
       activation: the hidden activation ("sigmoid", "tanh" or "relu").
       loss: "sigmoid_bce" (soft targets in [0, 1], shape (batch, 1)) or "softmax_ce"
-        (integer labels, shape (batch,)). Both take logits.
+        (integer labels, shape (batch,)). Both take logits. A GPT's is "lm_cross_entropy".
       batch: examples per step.
       steps: steps per timed unit (the scan length of the fused implementations).
       learning_rate: the SGD step size.
@@ -37,6 +37,9 @@ class Workload:
         residual multi_head_attention(heads, causal) and a residual feed-forward block
         D→ffn→D (gelu), layer_norm and dense(vocab), vocab = `features[-1]`; inputs and
         targets are `(batch, T)` ids. Only `JAX_IMPLS` run on it.
+      blocks: with `sequence`, a GPT of this many blocks instead (`fnn.gpt`, context T,
+        mlp_ratio ffn/D, its head tied to the token embedding and fused with the loss,
+        `fnn.lm_cross_entropy`); 0: the one-block transformer above.
     """
 
     name: str
@@ -53,6 +56,7 @@ class Workload:
     image: tuple[int, int, int] | None = None
     conv: tuple[tuple[int, int], ...] = ()
     sequence: tuple[int, int, int, int] | None = None
+    blocks: int = 0
 
     def gemms(self) -> list[tuple[int, int, int]]:
         """(m, k, n) per layer and example, each layer as a GEMM: a dense layer is
@@ -62,7 +66,8 @@ class Workload:
         if self.sequence is not None:
             T, D, _, F = self.sequence
             V = self.features[-1]
-            return [(T, D, 3 * D), (T, D, T), (T, D, T), (T, D, D), (T, D, F), (T, F, D), (T, D, V)]
+            block = [(T, D, 3 * D), (T, D, T), (T, D, T), (T, D, D), (T, D, F), (T, F, D)]
+            return block * max(self.blocks, 1) + [(T, D, V)]
         shapes, widths = [], [self.in_features]
         if self.image is not None:
             h, w, c = self.image
@@ -78,11 +83,11 @@ class Workload:
     @property
     def weights(self) -> int:
         """The number of dense and conv weights (biases excluded); for a sequence model,
-        the projections' and the embedding tables'."""
+        the projections' and the embedding tables' (a GPT's head is its token table)."""
         if self.sequence is not None:
             T, D, _, F = self.sequence
-            V = self.features[-1]
-            return 3 * D * D + D * D + 2 * D * F + D * V + V * D + T * D
+            tables = (1 if self.blocks else 2) * self.features[-1] * D + T * D
+            return max(self.blocks, 1) * (3 * D * D + D * D + 2 * D * F) + tables
         return sum(k * n for _, k, n in self.gemms())
 
     @property
@@ -90,7 +95,10 @@ class Workload:
         """The number of parameters, weights and biases (and layer_norm scales)."""
         if self.sequence is not None:
             _, D, _, F = self.sequence
-            return self.weights + 3 * D + D + F + D + self.features[-1] + 3 * 2 * D
+            biases = 3 * D + D + F + D  # b_qkv, b_o, the MLP's two
+            if self.blocks:  # two layer norms a block, a final one; no head bias
+                return self.weights + self.blocks * (biases + 2 * 2 * D) + 2 * D
+            return self.weights + biases + self.features[-1] + 3 * 2 * D
         return self.weights + sum(self.features) + sum(c for c, _ in self.conv)
 
     @property
@@ -259,6 +267,19 @@ WORKLOADS: dict[str, Workload] = {
             description="one causal transformer block on 512 tokens: D 512, 8 heads, ffn 2048, "
             "vocab 1024, batch 32",
             sequence=(512, 512, 8, 2048),
+        ),
+        Workload(
+            "gpt_small",
+            64,
+            (256,),
+            "gelu",
+            "lm_cross_entropy",
+            8,
+            10,
+            description="a byte-level GPT: 2 blocks, D 64, 2 heads, context 64, fused head, "
+            "batch 8",
+            sequence=(64, 64, 2, 256),
+            blocks=2,
         ),
     ]
 }
