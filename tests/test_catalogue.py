@@ -33,7 +33,8 @@ VARIANTS = {
     "max_pool_3x3_stride1_same", "max_pool_1d", "avg_pool_3x3_stride2_same",
     "layer_norm_3d_input", "layer_norm_no_scale_no_bias", "batch_norm_train_nhwc",
     "batch_norm_no_scale_train", "embedding_2d_ids", "attention_4_heads_causal_no_bias",
-    "softmax_cross_entropy_onehot", "softmax_cross_entropy_soft",
+    "flash_attention", "gpt_block_recompute_all",
+    "softmax_cross_entropy_onehot", "softmax_cross_entropy_soft", "lm_cross_entropy_one_chunk",
 }  # fmt: skip
 
 

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fnn import initializers, losses
+from fnn import initializers, lm_head, losses
 from fnn.check.checker import CheckResult, check_layer, check_loss, check_model
 from fnn.core import Ctx, Layer, Loss, choose, init_state
 from fnn.layers import (
@@ -43,6 +43,7 @@ from fnn.layers import (
     softmax,
     tanh,
 )
+from fnn.lm import gpt, gpt_block
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,10 +73,11 @@ class LayerCase:
 
 @dataclasses.dataclass(frozen=True)
 class LossCase:
-    """A loss checked by `check_loss` on `(pred, target)` from `inputs(rng)`."""
+    """A loss checked by `check_loss` on `(pred, target)` from `inputs(rng)`; `pred` an
+    array or a pytree of arrays (a `HeadInput`)."""
 
     build: Callable[[], Loss]
-    inputs: Callable[[np.random.Generator], tuple[np.ndarray, np.ndarray]]
+    inputs: Callable[[np.random.Generator], tuple[Any, np.ndarray]]
     network: bool = False
 
     def run(self, dtype: str, finite_differences: bool = True) -> CheckResult:
@@ -132,6 +134,13 @@ def _onehot(rng, shape=(6, 5)):
 def _soft(rng, shape=(6, 5)):
     """Soft targets whose rows do not sum to 1 (the gradient's Σt factor then shows)."""
     return 2 * rng.normal(size=shape), 2 * rng.random(shape)
+
+
+def _head_inputs(rng, batch=2, T=5, D=4, vocab=7):
+    """A language model head's input (hidden states, weight) and next-token ids in which
+    every id occurs."""
+    ids = rng.permutation(np.arange(batch * T) % vocab).reshape(batch, T)
+    return lm_head.HeadInput(rng.normal(size=(batch, T, D)), rng.normal(size=(vocab, D))), ids
 
 
 def _token_ids(vocab: int):
@@ -203,6 +212,20 @@ def _transformer_block() -> Layer:
     )
 
 
+def _gpt_block_dropout() -> Layer:
+    return gpt_block(4, 2, dropout_rate=0.3)
+
+
+def _next_tokens(vocab: int, shape: tuple[int, int]):
+    """Token ids and next-token targets for a language model's `ModelCase`."""
+
+    def data(rng):
+        ids = rng.integers(0, vocab, (shape[0], shape[1] + 1))
+        return ids[:, :-1], ids[:, 1:]
+
+    return data
+
+
 # ----------------------------------------------------------------------------- the cases
 
 CASES: dict[str, Case] = {
@@ -219,6 +242,9 @@ CASES: dict[str, Case] = {
     "softmax_cross_entropy_labels": LossCase(losses.softmax_cross_entropy, _labels),
     "softmax_cross_entropy_onehot": LossCase(losses.softmax_cross_entropy, _onehot),
     "softmax_cross_entropy_soft": LossCase(losses.softmax_cross_entropy, _soft),
+    # 10 rows in chunks of 3: the last chunk padded
+    "lm_cross_entropy": LossCase(lambda: lm_head.lm_cross_entropy(3), _head_inputs),
+    "lm_cross_entropy_one_chunk": LossCase(lambda: lm_head.lm_cross_entropy(None), _head_inputs),
     # networks of dense layers
     "tutorial_net": LayerCase(_tutorial_net, (100,), batch=8, input_scale=1.0, network=True),
     **{
@@ -288,8 +314,30 @@ CASES: dict[str, Case] = {
     "attention_4_heads_causal_no_bias": LayerCase(
         lambda: multi_head_attention(4, causal=True, use_bias=False), (3, 8)
     ),
+    # blockwise attention in blocks of 2, the last block padded; T = 9: 5 diagonal and
+    # 10 lower block pairs, looped (sweeps of up to 4 pairs are unrolled)
+    "flash_attention_causal": LayerCase(
+        lambda: multi_head_attention(2, causal=True, block_size=2), (9, 4)
+    ),
+    "flash_attention": LayerCase(lambda: multi_head_attention(2, block_size=2), (5, 4)),
     "transformer_block": LayerCase(
         _transformer_block, (5,), make_input=_token_ids(6), network=True
+    ),
+    # the GPT: one block (each recompute mode), the whole model with its tied head
+    "gpt_block": LayerCase(lambda: gpt_block(4, 2, recompute="none"), (5, 4), batch=2),
+    "gpt_block_recompute_all": LayerCase(
+        lambda: gpt_block(4, 2, recompute="all"), (5, 4), batch=2
+    ),
+    "gpt_block_dropout_train": LayerCase(
+        _gpt_block_dropout, (5, 4), batch=2, ctx=_training(_gpt_block_dropout)
+    ),
+    "gpt": LayerCase(
+        lambda: gpt(7, 6, 4, 2, 2), (5,), batch=2, make_input=_token_ids(7), network=True
+    ),
+    "gpt_fused_head": ModelCase(
+        lambda: gpt(7, 6, 4, 2, 2, head="fused", recompute="all"),
+        lambda: lm_head.lm_cross_entropy(4),
+        _next_tokens(7, (3, 5)),
     ),
     # the tutorial's whole objective, manual against autodiff
     "tutorial_model": ModelCase(

@@ -34,6 +34,9 @@ no `−∞ − (−∞)` can make a NaN. The backward needs no mask of its own: 
 0 wherever `P` is, which is also the derivative of the masking `where` (a masked score
 does not depend on `S`). The row maximum subtracted before the exponential (for a
 stable softmax) is a constant for the derivative: softmax does not change under a shift.
+
+With `block_size`, the same function is computed blockwise in O(T) memory, from the same
+projections: fnn/layers/flash_attention.py.
 """
 
 from __future__ import annotations
@@ -46,6 +49,8 @@ import jax.numpy as jnp
 
 from fnn.core import Array, Layer, check_floating, expect
 from fnn.initializers import Initializer, get_initializer
+from fnn.layers import flash_attention
+from fnn.layers.flash_attention import FlashAttentionResiduals
 
 
 class AttentionResiduals(NamedTuple):
@@ -65,6 +70,7 @@ def multi_head_attention(
     causal: bool = False,
     w_init: str | Initializer = "glorot_uniform",
     use_bias: bool = True,
+    block_size: int | None = None,
 ) -> Layer:
     """Multi-head scaled dot-product self-attention over a sequence.
 
@@ -76,6 +82,11 @@ def multi_head_attention(
       w_init: the initialiser of `W_qkv` and `W_o` (a name from `fnn.initializers` or a
         callable `(key, shape, dtype) -> array`). The biases start at zero.
       use_bias: whether to add `b_qkv` and `b_o`.
+      block_size: None for the layer above; a positive int `b` for the same function
+        computed blockwise (fnn/layers/flash_attention.py): `b` queries against `b` keys
+        at a time with an online softmax, in O(T) memory, never a `(T, T)` array; with
+        `causal`, the blocks above the diagonal are skipped. Any `T` (the last block is
+        padded). The params are the same.
 
     Shapes: `x: (batch, T, D)`, `in_shape=(T, D)`; params `{"W_qkv": (D, 3D), "b_qkv":
     (3D,), "W_o": (D, D), "b_o": (D,)}` (no biases without `use_bias`); `y: (batch, T, D)`.
@@ -88,15 +99,22 @@ def multi_head_attention(
     weights `P` and the heads' outputs `O = P·v` (before `W_o`). The formulas of the
     backward are in fnn/layers/attention.py.
 
+    Residuals with `block_size` (`FlashAttentionResiduals`): `x`, `O` and each row's
+    log-sum-exp `L: (batch, H, T)`; the backward recomputes `q, k, v` from `x` and `P`
+    block by block from `L`.
+
     Inputs must be floating point: integer inputs raise a TypeError.
     """
     if not isinstance(num_heads, int) or num_heads < 1:
         raise ValueError(
             f"multi_head_attention: num_heads must be a positive int, got {num_heads!r}"
         )
+    if block_size is not None:
+        flash_attention.check_block_size("multi_head_attention", block_size)
     w_init = get_initializer(w_init)
     H = num_heads
-    name = f"multi_head_attention({H}{', causal' if causal else ''})"
+    blocks = "" if block_size is None else f", block_size={block_size}"
+    name = f"multi_head_attention({H}{', causal' if causal else ''}{blocks})"
 
     def init(key, in_shape, dtype=jnp.float32):
         in_shape = tuple(in_shape)
@@ -132,7 +150,8 @@ def multi_head_attention(
         expect(D % H == 0, name, f"the width D = {D} must be divisible by num_heads = {H}")
         return D
 
-    def forward(params, x):
+    def project(params, x):
+        """`(q, k, v)`, each (batch, H, T, dh), after checking x and the params."""
         check_floating(name, x)
         D = _width(params)
         expect(
@@ -141,13 +160,47 @@ def multi_head_attention(
             f"expected input of shape (batch, T, {D}), got {x.shape}",
         )
         dh = D // H
-        T = x.shape[1]
-        c = jnp.asarray(1 / math.sqrt(dh), x.dtype)  # c = 1/√dh
         # [q | k | v] = x·W_qkv + b_qkv, heads split off: W_qkv viewed as (D, 3, H, dh)
         qkv = jnp.einsum("btd,dchk->cbhtk", x, params["W_qkv"].reshape(D, 3, H, dh))
         if use_bias:
             qkv = qkv + params["b_qkv"].reshape(3, 1, H, 1, dh)
-        q, k, v = qkv[0], qkv[1], qkv[2]  # each (batch, H, T, dh)
+        return qkv[0], qkv[1], qkv[2]  # each (batch, H, T, dh)
+
+    def merge(params, O):
+        """y = O·W_o + b_o, heads merged: W_o viewed as (H, dh, D)."""
+        D = params["W_o"].shape[-1]
+        y = jnp.einsum("bhtk,hke->bte", O, params["W_o"].reshape(H, D // H, D))
+        if use_bias:
+            y = y + params["b_o"].reshape(1, 1, D)
+        return y
+
+    def merge_backward(params, O, dy):
+        """`(grads of W_o and b_o, dO)`."""
+        D = dy.shape[-1]
+        grads = {}
+        W_o = params["W_o"].reshape(H, D // H, D)
+        grads["W_o"] = jnp.einsum("bhtk,bte->hke", O, dy).reshape(D, D)  # dW_o = Oᵀ·dy
+        if use_bias:
+            grads["b_o"] = jnp.sum(dy, axis=(0, 1))  # db_o = Σ_batch,t dy
+        dO = jnp.einsum("bte,hke->bhtk", dy, W_o)  # dO = dy·W_oᵀ
+        return grads, dO
+
+    def project_backward(params, x, dq, dk, dv):
+        """`(grads of W_qkv and b_qkv, dx)`."""
+        D = x.shape[-1]
+        grads = {}
+        dqkv = jnp.stack([dq, dk, dv])  # d[q | k | v]: (3, batch, H, T, dh)
+        grads["W_qkv"] = jnp.einsum("btd,cbhtk->dchk", x, dqkv).reshape(D, 3 * D)  # xᵀ·dqkv
+        if use_bias:
+            grads["b_qkv"] = jnp.sum(dqkv, axis=(1, 3)).reshape(3 * D)  # db_qkv = Σ dqkv
+        W_qkv = params["W_qkv"].reshape(D, 3, H, D // H)
+        dx = jnp.einsum("cbhtk,dchk->btd", dqkv, W_qkv)  # dx = dqkv·W_qkvᵀ
+        return grads, dx
+
+    def forward(params, x):
+        q, k, v = project(params, x)
+        T, dh = q.shape[2], q.shape[3]
+        c = jnp.asarray(1 / math.sqrt(dh), x.dtype)  # c = 1/√dh
         S = c * jnp.einsum("bhik,bhjk->bhij", q, k)  # S = c·q·kᵀ
         if causal:
             allowed = jnp.tril(jnp.ones((T, T), dtype=bool)).reshape(1, 1, T, T)  # j ≤ i
@@ -156,34 +209,35 @@ def multi_head_attention(
         E = jnp.exp(shifted)
         P = E / jnp.sum(E, axis=-1, keepdims=True)  # P = softmax(S) over keys j
         O = jnp.einsum("bhij,bhjk->bhik", P, v)  # O = P·v
-        # y = O·W_o + b_o, heads merged: W_o viewed as (H, dh, D)
-        y = jnp.einsum("bhtk,hke->bte", O, params["W_o"].reshape(H, dh, D))
-        if use_bias:
-            y = y + params["b_o"].reshape(1, 1, D)
-        return y, AttentionResiduals(x, q, k, v, P, O)
+        return merge(params, O), AttentionResiduals(x, q, k, v, P, O)
 
     def backward(params, residuals, dy):
         x, q, k, v, P, O = residuals
-        D = x.shape[-1]
-        dh = D // H
-        c = jnp.asarray(1 / math.sqrt(dh), x.dtype)
-        grads = {}
-        W_o = params["W_o"].reshape(H, dh, D)
-        grads["W_o"] = jnp.einsum("bhtk,bte->hke", O, dy).reshape(D, D)  # dW_o = Oᵀ·dy
-        if use_bias:
-            grads["b_o"] = jnp.sum(dy, axis=(0, 1))  # db_o = Σ_batch,t dy
-        dO = jnp.einsum("bte,hke->bhtk", dy, W_o)  # dO = dy·W_oᵀ
+        c = jnp.asarray(1 / math.sqrt(q.shape[-1]), x.dtype)
+        grads, dO = merge_backward(params, O, dy)
         dv = jnp.einsum("bhij,bhik->bhjk", P, dO)  # dv = Pᵀ·dO
         dP = jnp.einsum("bhik,bhjk->bhij", dO, v)  # dP = dO·vᵀ
         dS = P * (dP - jnp.sum(dP * P, axis=-1, keepdims=True))  # dS = P ⊙ (dP − Σ_j dP⊙P)
         dq = c * jnp.einsum("bhij,bhjk->bhik", dS, k)  # dq = c·dS·k
         dk = c * jnp.einsum("bhij,bhik->bhjk", dS, q)  # dk = c·dSᵀ·q
-        dqkv = jnp.stack([dq, dk, dv])  # d[q | k | v]: (3, batch, H, T, dh)
-        grads["W_qkv"] = jnp.einsum("btd,cbhtk->dchk", x, dqkv).reshape(D, 3 * D)  # xᵀ·dqkv
-        if use_bias:
-            grads["b_qkv"] = jnp.sum(dqkv, axis=(1, 3)).reshape(3 * D)  # db_qkv = Σ dqkv
-        W_qkv = params["W_qkv"].reshape(D, 3, H, dh)
-        dx = jnp.einsum("cbhtk,dchk->btd", dqkv, W_qkv)  # dx = dqkv·W_qkvᵀ
-        return grads, dx
+        grads_qkv, dx = project_backward(params, x, dq, dk, dv)
+        return {**grads, **grads_qkv}, dx
 
+    def blockwise_forward(params, x):
+        q, k, v = project(params, x)
+        O, L = flash_attention.blockwise_forward(q, k, v, causal=causal, block_size=block_size)
+        return merge(params, O), FlashAttentionResiduals(x, O, L)
+
+    def blockwise_backward(params, residuals, dy):
+        x, O, L = residuals
+        q, k, v = project(params, x)  # recomputed: [q | k | v] = x·W_qkv + b_qkv
+        grads, dO = merge_backward(params, O, dy)
+        dq, dk, dv = flash_attention.blockwise_backward(
+            q, k, v, O, L, dO, causal=causal, block_size=block_size
+        )
+        grads_qkv, dx = project_backward(params, x, dq, dk, dv)
+        return {**grads, **grads_qkv}, dx
+
+    if block_size is not None:
+        return Layer(init, blockwise_forward, blockwise_backward, name)
     return Layer(init, forward, backward, name)
