@@ -4,7 +4,7 @@ Value and gradient (w.r.t. `h` and `table`) of the mean next-token cross-entropy
 logits `h·tableᵀ`, float32, `rows = batch·T` positions of width `D`, vocabulary `V`:
 
 - `fused_<c>`: `fnn.lm_cross_entropy(c)`, which keeps the per-row log-sum-exp and
-  recomputes the logits chunk by chunk in its backward (fnn/lm_head.py);
+  recomputes the logits chunk by chunk in its backward (fnn/lm/head.py);
   `fused_<c>_again` is the same program compiled a second time (the A/A row: the spread
   between two identical entries);
 - `unfused_manual`: `tied_logits`, `softmax_cross_entropy`'s hand-written backward, then
@@ -42,7 +42,7 @@ import numpy as np
 import fnn
 from fnn import bench
 from fnn.bench.measure import count_kept
-from fnn.lm_head import HeadInput, tied_logits
+from fnn.lm.head import HeadInput, tied_logits
 
 OUT = Path(__file__).parent / "results" / "lm_head_memory_cpu.json"
 REFERENCE = "unfused_autodiff"

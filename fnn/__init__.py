@@ -49,7 +49,7 @@ from fnn.layers import (
     transformer,
 )
 from fnn.lm import generate, gpt, gpt_block
-from fnn.lm_head import HeadInput, lm_cross_entropy
+from fnn.lm.head import HeadInput, lm_cross_entropy
 from fnn.losses import (
     binary_cross_entropy,
     get_loss,

@@ -23,22 +23,21 @@ ALLOWED: dict[str, set[str]] = {
     "initializers": {"core"},
     "layers": {"core", "initializers"},
     "losses": {"core"},
-    "lm_head": {"core"},
-    "lm": {"core", "initializers", "layers", "lm_head"},
+    "lm": {"core", "initializers", "layers"},
     "tasks": {"core"},
     "grad": {"core"},
     "per_example": {"core"},
     "trace": {"core"},
-    "check": {"core", "initializers", "layers", "losses", "lm_head", "lm", "grad"},
+    "check": {"core", "initializers", "layers", "losses", "lm", "grad"},
     "train": {"core", "grad", "tasks", "trace"},
     "data": {"core", "tasks"},
     "plot": set(),
     "bench": {"core", "initializers", "layers", "losses", "grad", "per_example", "trace"}
-    | {"lm_head", "lm", "check", "train"},
+    | {"lm", "check", "train"},
     "experiment": {"version", "core", "layers", "losses", "tasks", "grad", "check", "train"}
-    | {"lm_head", "lm", "data", "plot"},
+    | {"lm", "data", "plot"},
     "cli": {"core", "layers", "losses", "tasks", "grad", "check", "train", "data", "bench"}
-    | {"lm_head", "lm", "experiment"},
+    | {"lm", "experiment"},
 }
 MAX_LINES = 400
 

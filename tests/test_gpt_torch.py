@@ -28,7 +28,7 @@ F = torch.nn.functional
 optax = pytest.importorskip("optax")
 
 import fnn  # noqa: E402
-from fnn.lm_head import tied_logits  # noqa: E402
+from fnn.lm.head import tied_logits  # noqa: E402
 
 V, CONTEXT, D, H, L = 13, 8, 8, 2, 2  # vocab, context, width, heads, blocks
 B, T = 3, 7  # batch·T = 21 rows

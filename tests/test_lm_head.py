@@ -1,4 +1,4 @@
-"""The fused language-model head (fnn.lm_head): its value and gradients equal those of the
+"""The fused language-model head (fnn.lm.head): its value and gradients equal those of the
 unfused head (`tied_logits`, then `softmax_cross_entropy`) for every chunking, the checker
 catches its likeliest backward mistakes, it keeps no `(batch·T, V)` array, bad inputs
 raise clear errors, and half-precision inputs give float32 logits. Its check against
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import fnn
-from fnn.lm_head import HeadInput, tied_logits
+from fnn.lm.head import HeadInput, tied_logits
 
 BATCH, T, D, V = 2, 5, 4, 7  # 10 rows: every size below but 10 leaves a padded chunk
 CHUNKS = [1, 3, 10, 11, None]  # one row, padded chunks, the rows, more than the rows, one

@@ -19,7 +19,7 @@ from fnn.core import Layer, Loss, SettingError, forward
 from fnn.grad import as_custom_vjp, loss_as_custom_vjp, value_and_grad
 from fnn.layers import cnn, mlp, transformer
 from fnn.lm import gpt
-from fnn.lm_head import lm_cross_entropy
+from fnn.lm.head import lm_cross_entropy
 from fnn.losses import sigmoid_binary_cross_entropy, softmax_cross_entropy
 
 

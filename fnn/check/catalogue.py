@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fnn import initializers, lm_head, losses
+from fnn import initializers, losses
 from fnn.check.checker import CheckResult, check_layer, check_loss, check_model
 from fnn.core import Ctx, Layer, Loss, choose, init_state
 from fnn.layers import (
@@ -44,6 +44,7 @@ from fnn.layers import (
     tanh,
 )
 from fnn.lm import gpt, gpt_block
+from fnn.lm.head import HeadInput, lm_cross_entropy
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,7 +141,7 @@ def _head_inputs(rng, batch=2, T=5, D=4, vocab=7):
     """A language model head's input (hidden states, weight) and next-token ids in which
     every id occurs."""
     ids = rng.permutation(np.arange(batch * T) % vocab).reshape(batch, T)
-    return lm_head.HeadInput(rng.normal(size=(batch, T, D)), rng.normal(size=(vocab, D))), ids
+    return HeadInput(rng.normal(size=(batch, T, D)), rng.normal(size=(vocab, D))), ids
 
 
 def _token_ids(vocab: int):
@@ -243,8 +244,8 @@ CASES: dict[str, Case] = {
     "softmax_cross_entropy_onehot": LossCase(losses.softmax_cross_entropy, _onehot),
     "softmax_cross_entropy_soft": LossCase(losses.softmax_cross_entropy, _soft),
     # 10 rows in chunks of 3: the last chunk padded
-    "lm_cross_entropy": LossCase(lambda: lm_head.lm_cross_entropy(3), _head_inputs),
-    "lm_cross_entropy_one_chunk": LossCase(lambda: lm_head.lm_cross_entropy(None), _head_inputs),
+    "lm_cross_entropy": LossCase(lambda: lm_cross_entropy(3), _head_inputs),
+    "lm_cross_entropy_one_chunk": LossCase(lambda: lm_cross_entropy(None), _head_inputs),
     # networks of dense layers
     "tutorial_net": LayerCase(_tutorial_net, (100,), batch=8, input_scale=1.0, network=True),
     **{
@@ -336,7 +337,7 @@ CASES: dict[str, Case] = {
     ),
     "gpt_fused_head": ModelCase(
         lambda: gpt(7, 6, 4, 2, 2, head="fused", recompute="all"),
-        lambda: lm_head.lm_cross_entropy(4),
+        lambda: lm_cross_entropy(4),
         _next_tokens(7, (3, 5)),
     ),
     # the tutorial's whole objective, manual against autodiff

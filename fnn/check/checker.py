@@ -193,7 +193,7 @@ def check_loss(
     """Checks `loss.backward` against `jax.grad` of `loss.forward` (in `pred`) and, in
     float64, against finite differences along a random direction.
 
-    `pred` is an array or a pytree of arrays (e.g. a `fnn.lm_head.HeadInput`): an array
+    `pred` is an array or a pytree of arrays (e.g. a `fnn.HeadInput`): an array
     (or nested lists of numbers) is cast to `dtype` whole, a tree's floating leaves are
     cast to `dtype` and its other leaves stay; the gradient is compared leaf by leaf and
     the direction of the finite differences runs through the whole tree. Floating

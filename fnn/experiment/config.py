@@ -13,7 +13,7 @@ from fnn.experiment.recipes import recipe
 from fnn.grad import GRAD_MODES
 from fnn.layers import ACTIVATIONS, cnn, mlp
 from fnn.lm import RECOMPUTE, gpt
-from fnn.lm_head import lm_cross_entropy
+from fnn.lm.head import lm_cross_entropy
 from fnn.losses import LOSSES
 from fnn.tasks import DEFAULT_LOSS, LOSSES_FOR_TASK
 from fnn.train.optim import OPTIMIZERS, SCHEDULES

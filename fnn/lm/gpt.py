@@ -49,7 +49,7 @@ import jax.numpy as jnp
 from fnn.core import EVALUATION, Array, Ctx, Layer, expect, forward
 from fnn.layers import dropout, embedding, layer_norm, positional_embedding
 from fnn.lm.block import INIT_STD, RECOMPUTE, gpt_block
-from fnn.lm_head import HeadInput
+from fnn.lm.head import HeadInput
 
 HEADS = ("logits", "fused")
 
