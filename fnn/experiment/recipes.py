@@ -45,9 +45,9 @@ RECIPES: dict[str, dict[str, Any]] = {
     },
     "csv": {**_BASE, "hidden": (64,), "lr": 1e-3, "epochs": 50, "batch_size": 32},
     "text": {  # a byte-level GPT; hidden and activation are not used by the gpt model
-        **_BASE, "model": "gpt", "hidden": (256, 128), "optimizer": "adamw", "lr": 2e-3,
-        "schedule": "warmup_cosine", "epochs": 5, "batch_size": 32, "context": 128, "width": 128,
-        "heads": 4, "blocks": 4,
+        **_BASE, "model": "gpt", "hidden": (256, 128), "optimizer": "adamw", "lr": 3e-3,
+        "schedule": "warmup_cosine", "epochs": 2, "batch_size": 32, "context": 128,
+        "width": 128, "heads": 4, "blocks": 4, "test_fraction": 0.1,
     },
 }  # fmt: skip
 
