@@ -195,10 +195,12 @@ def gpt_block(
         grads = {"ln1": dln1, "attn": dattn, "ln2": dln2, "fc": dfc, "proj": dproj}
         return grads, dx
 
-    if drop is None:
+    return layer_with_optional_ctx(init, block_forward, backward, name, drop is not None)
 
-        def plain_forward(params, x):
-            return block_forward(params, x)
 
-        return Layer(init, plain_forward, backward, name)
-    return Layer(init, block_forward, backward, name, takes_ctx=True)
+def layer_with_optional_ctx(init, forward, backward, name: str, takes_ctx: bool) -> Layer:
+    """A Layer from `forward(params, x, ctx=EVALUATION)`: taking the `Ctx` only when it is
+    random (`takes_ctx`, dropout on); otherwise with the contract's two-argument forward."""
+    if takes_ctx:
+        return Layer(init, forward, backward, name, takes_ctx=True)
+    return Layer(init, lambda params, x: forward(params, x), backward, name)

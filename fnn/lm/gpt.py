@@ -48,7 +48,7 @@ import jax.numpy as jnp
 
 from fnn.core import EVALUATION, Array, Ctx, Layer, expect, forward
 from fnn.layers import dropout, embedding, layer_norm, positional_embedding
-from fnn.lm.block import INIT_STD, RECOMPUTE, gpt_block
+from fnn.lm.block import INIT_STD, RECOMPUTE, gpt_block, layer_with_optional_ctx
 from fnn.lm.head import HeadInput
 
 HEADS = ("logits", "fused")
@@ -214,13 +214,7 @@ def gpt(
         }
         return grads, dx
 
-    if drop is None:
-
-        def plain_forward(params, x):
-            return model_forward(params, x)
-
-        return Layer(init, plain_forward, backward, name)
-    return Layer(init, model_forward, backward, name, takes_ctx=True)
+    return layer_with_optional_ctx(init, model_forward, backward, name, drop is not None)
 
 
 def _sub_ctx(ctx: Ctx, i: Any) -> Ctx:

@@ -93,7 +93,7 @@ def lm_cross_entropy(chunk_size: int | None = 1024) -> Loss:
     floating; `target: (batch, T)` integer ids in `[0, V)`. Value: mean over the `batch·T`
     rows of `logsumexp(z) − z[target]`, `z = h·tableᵀ`; `backward(residuals, dvalue=1.0)`
     returns `HeadInput(dh, dtable)` in the input dtypes. The formulas are in
-    fnn/lm_head.py's docstring.
+    fnn/lm/head.py's docstring.
 
     Arguments:
       chunk_size: rows per chunk (the most logits alive at once are `chunk_size·V`);
