@@ -59,7 +59,7 @@ def test_bundled_sets_shapes_and_tasks(name):
 
 
 def test_all_names_are_listed():
-    assert set(BUNDLED) | {"mnist", "fashion_mnist", "csv"} == set(DATASETS)
+    assert set(BUNDLED) | {"mnist", "fashion_mnist", "csv", "text"} == set(DATASETS)
 
 
 def test_float64_and_unknown_dtype():

@@ -33,6 +33,7 @@ def _nbytes(tree):
     return sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(tree))
 
 
+@pytest.mark.slow
 def test_recompute_modes_give_the_same_gradients_and_keep_less(model):
     _, params, ids = model
     rng = np.random.default_rng(2)
@@ -79,6 +80,7 @@ def test_check_layer_catches_a_head_that_forgets_its_share_of_the_table():
     assert not result.passed and result.max_rel_err > 1e-3
 
 
+@pytest.mark.slow
 def test_positions_past_t_get_no_gradient_and_t_up_to_context_works(model):
     net, params, _ = model
     ids = jnp.asarray(np.random.default_rng(4).integers(0, V, (2, 3)))
@@ -98,6 +100,7 @@ def test_the_fused_head_returns_the_hidden_states_and_the_tied_table(model):
     np.testing.assert_allclose(jnp.einsum("btd,vd->btv", out.h, out.table), logits, rtol=1e-12)
 
 
+@pytest.mark.slow
 def test_gpt2_init_scales_the_residual_projections():
     net = fnn.gpt(64, 16, 64, 4, 8)
     params = fnn.init(net, jax.random.PRNGKey(0), (16,))
@@ -159,6 +162,7 @@ def test_generate_is_the_same_with_and_without_the_cache_past_the_context(model)
     np.testing.assert_array_equal(cached, again)
 
 
+@pytest.mark.slow
 def test_temperature_zero_and_top_1_are_greedy(model):
     net, params, ids = model
     prompt = ids[0, :2]

@@ -8,13 +8,14 @@ import pytest
 from fnn.cli import main
 from fnn.cli.cache import cache_dir
 from fnn.data import DATASETS
-from fnn.experiment import RECIPE_FIELDS, RECIPES, TrainConfig
+from fnn.experiment import RECIPE_FIELDS, RECIPES, TrainConfig, recipe_fields
 
 
 def test_every_data_set_has_a_recipe_that_sets_every_recipe_field():
     assert set(RECIPES) == set(DATASETS)
     for name, recipe in RECIPES.items():
-        assert set(recipe) == set(RECIPE_FIELDS), name
+        assert set(recipe) == set(recipe_fields(name)), name
+    assert set(recipe_fields("text")) > set(RECIPE_FIELDS)  # the gpt's shape too
 
 
 @pytest.mark.parametrize("name", ["diabetes", "breast_cancer", "wine", "iris", "tutorial"])

@@ -159,6 +159,7 @@ def test_summary_counts_each_kept_array_once_where_it_is_first_kept(table):
     assert table.temp_bytes_manual is not None and table.temp_bytes_autodiff is not None
 
 
+@pytest.mark.slow
 def test_summary_shows_what_each_gpt_recompute_mode_keeps():
     ids = np.random.default_rng(0).integers(0, 7, (2, 5))
     kept = {mode: fnn.bench.summary(fnn.gpt(7, 6, 4, 2, 2, recompute=mode), x=ids,

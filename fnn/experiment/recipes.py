@@ -12,7 +12,7 @@ from typing import Any
 RECIPE_FIELDS = ("model", "hidden", "activation", "loss", "optimizer", "lr", "schedule",
                  "epochs", "batch_size")  # fmt: skip
 
-GPT_FIELDS = ("context", "width", "heads", "blocks")  # the gpt recipe's fields besides those
+GPT_FIELDS = ("context", "width", "heads", "blocks", "test_fraction")  # the text recipe sets too
 
 
 def recipe_fields(dataset: str) -> tuple[str, ...]:
