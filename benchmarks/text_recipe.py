@@ -69,8 +69,9 @@ def main() -> None:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"validation bits per byte {result['test_bits_per_byte']:.3f} after "
-          f"{len(result['history']['test_loss'])} epochs; fnn train took {train_s:.0f} s")  # fmt: skip
+    epochs = len(result["history"]["test_loss"])
+    print(f"validation bits per byte {result['test_bits_per_byte']:.3f} after {epochs} "
+          f"epochs; fnn train took {train_s:.0f} s")  # fmt: skip
     print(sample.stdout)
 
 

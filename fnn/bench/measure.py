@@ -149,9 +149,12 @@ def peak_bytes_in_use() -> int | None:
     return None if not stats else stats.get("peak_bytes_in_use")
 
 
-def count_residuals(fn: Callable, *args) -> tuple[int, int]:
+def count_residuals(fn: Callable, *args, inputs: tuple[int, ...] = ()) -> tuple[int, int]:
     """(arrays, bytes) that reverse mode keeps from the forward of `fn(*args)`, arguments,
-    constants and literals excluded, by JAX's saved-residuals analysis."""
+    constants and literals excluded, by JAX's saved-residuals analysis; the arguments at
+    the positions `inputs` count when kept (a layer's input x, not its params)."""
+    counted = tuple(f"from the argument a[{i}]" for i in inputs)
+    fn = (lambda f: lambda *a: f(*a))(fn)  # arguments named a[0], a[1], ... in the analysis
     try:
         from jax._src.ad_checkpoint import saved_residuals
 
@@ -170,16 +173,20 @@ def count_residuals(fn: Callable, *args) -> tuple[int, int]:
             if match:
                 dims = tuple(int(d) for d in match.group(2).split(",") if d)
                 items.append((jax.ShapeDtypeStruct(dims, match.group(1)), why))
-    kept = [aval for aval, why in items if not why.startswith("from ")]
+    kept = [aval for aval, why in items
+            if not why.startswith("from ") or why in counted
+            or why.startswith(tuple(f"{c}[" for c in counted))]  # fmt: skip
     nbytes = sum(math.prod(a.shape) * jnp.dtype(a.dtype).itemsize for a in kept)
     return len(kept), int(nbytes)
 
 
-def count_vjp_residuals(fn: Callable, dy: Any, *args) -> tuple[int, int]:
+def count_vjp_residuals(
+    fn: Callable, dy: Any, *args, inputs: tuple[int, ...] = ()
+) -> tuple[int, int]:
     """`count_residuals` of `jax.vjp(fn, *args)` pulled back from the cotangent `dy`: the
     objective is `sum(fn(*args) * dy)`, `dy` a constant (`jnp.vdot` would reshape it and
-    count the reshaped copy as kept)."""
-    return count_residuals(lambda *a: jnp.sum(fn(*a) * dy), *args)
+    count the reshaped copy as kept); the arguments at `inputs` count when kept."""
+    return count_residuals(lambda *a: jnp.sum(fn(*a) * dy), *args, inputs=inputs)
 
 
 def count_kept(fn: Callable, *args) -> tuple[int, int]:

@@ -54,7 +54,8 @@ class Summary:
     total_params: int
     kept_bytes: float  # per example, the whole network's hand-written residuals, once each:
     #                    the sum of the rows' (a kept input counted where it is first kept)
-    autodiff_bytes: float  # per example, what jax.grad of the whole network keeps
+    autodiff_bytes: float  # per example, what jax.grad of the whole network keeps, its input
+    #                        included when kept (its rows: each layer alone, its input too)
     temp_bytes_manual: int | None  # compiled temp memory of a forward and backward
     temp_bytes_autodiff: int | None
 
@@ -164,7 +165,8 @@ def summary(
         rows.append(_row(indices, layer, select(params), x_in, sub_ctx, batch, kept))
     y = jax.eval_shape(lambda p, x: forward(net, p, x, ctx)[0], params, x)
     dy = jnp.zeros(y.shape, y.dtype)
-    auto = count_vjp_residuals(lambda p, x: forward(net, p, x, ctx)[0], dy, params, x)
+    auto = count_vjp_residuals(lambda p, x: forward(net, p, x, ctx)[0], dy, params, x,
+                               inputs=(1,))  # the network's input counts when kept
     temp = {}
     for mode, make in (("manual", manual_vjp), ("autodiff", autodiff_vjp)):
         compiled = jax.jit(make(net)).lower(params, x, dy, ctx).compile()
@@ -238,7 +240,7 @@ def _row(indices, layer: Layer, p, x, ctx, batch: int, kept: dict) -> LayerRow:
 
     y = jax.eval_shape(lambda p, x: run(p, x)[0], p, x)
     dy = jnp.zeros(y.shape, y.dtype)
-    auto = count_vjp_residuals(lambda p, x: run(p, x)[0], dy, p, x)
+    auto = count_vjp_residuals(lambda p, x: run(p, x)[0], dy, p, x, inputs=(1,))
     forward_flops = _cost_flops(lambda p, x: run(p, x)[0], p, x)
     residuals = jax.eval_shape(lambda p, x: run(p, x)[1], p, x)
     backward_flops = _cost_flops(layer.backward, p, residuals, dy)  # from the kept arrays

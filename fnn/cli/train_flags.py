@@ -52,7 +52,8 @@ def add_parser(subparsers, run) -> None:
 
     parser = subparsers.add_parser(
         "train",
-        help="train an MLP on a data set (digits by default) with hand-written gradients",
+        help="train a network with hand-written gradients: an MLP on digits by default, a "
+        "GPT on a text file with --dataset text",
         description=(
             "Train a multi-layer perceptron (--model cnn: a small conv net for image data "
             "sets). Before training, the network's hand-written "
