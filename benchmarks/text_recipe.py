@@ -63,8 +63,9 @@ def main() -> None:
         "train_command_s": train_s,
         "fit_wall_s": metrics["wall_s"],
         "test_bits_per_byte": metrics["test_bits_per_byte"],
-        "history": {k: metrics["history"][k] for k in ("train_loss", "test_loss",
-                                                        "test_bits_per_byte")},  # fmt: skip
+        "history": {
+            k: metrics["history"][k] for k in ("train_loss", "test_loss", "test_bits_per_byte")
+        },  # fmt: skip
         "sample": sample.stdout,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -189,9 +189,7 @@ def _planted(layer, bug):
     return layer._replace(backward=backward)
 
 
-@pytest.mark.parametrize(
-    "bug", [None, "no_D", pytest.param("wrong_sign", marks=pytest.mark.slow)]
-)
+@pytest.mark.parametrize("bug", [None, "no_D", pytest.param("wrong_sign", marks=pytest.mark.slow)])
 def test_planted_bug_in_the_blockwise_softmax_vjp_is_caught(bug):
     good = multi_head_attention(2, causal=True, block_size=2, use_bias=False)
     result = fnn.check_layer(_planted(good, bug), (5, 4), finite_differences=False)

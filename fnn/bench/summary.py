@@ -165,8 +165,9 @@ def summary(
         rows.append(_row(indices, layer, select(params), x_in, sub_ctx, batch, kept))
     y = jax.eval_shape(lambda p, x: forward(net, p, x, ctx)[0], params, x)
     dy = jnp.zeros(y.shape, y.dtype)
-    auto = count_vjp_residuals(lambda p, x: forward(net, p, x, ctx)[0], dy, params, x,
-                               inputs=(1,))  # the network's input counts when kept
+    auto = count_vjp_residuals(
+        lambda p, x: forward(net, p, x, ctx)[0], dy, params, x, inputs=(1,)
+    )  # the network's input counts when kept
     temp = {}
     for mode, make in (("manual", manual_vjp), ("autodiff", autodiff_vjp)):
         compiled = jax.jit(make(net)).lower(params, x, dy, ctx).compile()

@@ -326,9 +326,7 @@ CASES: dict[str, Case] = {
     ),
     # the GPT: one block (each recompute mode), the whole model with its tied head
     "gpt_block": LayerCase(lambda: gpt_block(4, 2, recompute="none"), (5, 4), batch=2),
-    "gpt_block_recompute_all": LayerCase(
-        lambda: gpt_block(4, 2, recompute="all"), (5, 4), batch=2
-    ),
+    "gpt_block_recompute_all": LayerCase(lambda: gpt_block(4, 2, recompute="all"), (5, 4), batch=2),
     "gpt_block_dropout_train": LayerCase(
         _gpt_block_dropout, (5, 4), batch=2, ctx=_training(_gpt_block_dropout)
     ),

@@ -42,8 +42,11 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--top-k", type=non_negative_int, default=40, metavar="K",
                         help="draw among the K likeliest bytes (0: all; default: 40)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="the draws' seed (default: 0)")
-    parser.add_argument("--no-kv-cache", action="store_true",
-                        help="run the whole window each step instead (the same text, slower)")
+    parser.add_argument(
+        "--no-kv-cache",
+        action="store_true",
+        help="run the whole window each step instead (the same text, slower)",
+    )
     parser.set_defaults(run=run, flags=flags_of(parser))
 
 

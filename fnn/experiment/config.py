@@ -111,10 +111,16 @@ class TrainConfig:
                 (getattr(self, f) >= 1, f, f"{f} must be a positive int")
                 for f in ("context", "width", "heads", "blocks")
             ),
-            (self.attention_block is None or self.attention_block >= 1, "attention_block",
-             "attention_block must be a positive int"),
-            (self.width % self.heads == 0, "heads", f"width {self.width} must be divisible "
-             "by heads"),
+            (
+                self.attention_block is None or self.attention_block >= 1,
+                "attention_block",
+                "attention_block must be a positive int",
+            ),
+            (
+                self.width % self.heads == 0,
+                "heads",
+                f"width {self.width} must be divisible by heads",
+            ),
         ):
             if not ok:
                 value = getattr(self, setting)
