@@ -8,17 +8,7 @@ import time
 from pathlib import Path
 
 from fnn.cli.messages import describe, flags_of
-from fnn.cli.train_flags import non_negative_int, positive_int
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value:g}")
-    return value
+from fnn.cli.train_flags import non_negative_float, non_negative_int, positive_int
 
 
 def add_parser(subparsers) -> None:
@@ -37,7 +27,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--prompt", default="\n", help="the text to continue (default: a newline)")
     parser.add_argument("--tokens", type=positive_int, default=300, metavar="N",
                         help="bytes to generate (default: 300)")  # fmt: skip
-    parser.add_argument("--temperature", type=_non_negative_float, default=0.8, metavar="T",
+    parser.add_argument("--temperature", type=non_negative_float, default=0.8, metavar="T",
                         help="0: greedy; 1: the model's distribution (default: 0.8)")  # fmt: skip
     parser.add_argument("--top-k", type=non_negative_int, default=40, metavar="K",
                         help="draw among the K likeliest bytes (0: all; default: 40)")  # fmt: skip

@@ -43,6 +43,7 @@ def _number(convert, ok, expected: str):
 
 positive_int = _number(int, lambda v: v >= 1, "a positive int")
 non_negative_int = _number(int, lambda v: v >= 0, "an int >= 0")
+non_negative_float = _number(float, lambda v: v >= 0, "a number >= 0")
 _positive_float = _number(float, lambda v: v > 0, "a positive number")
 _dropout_rate = _number(float, lambda v: 0 <= v < 1, "a dropout rate in [0, 1)")
 
