@@ -15,6 +15,7 @@ import optax
 from fnn.check import CheckResult, check_model
 from fnn.core import Ctx, Layer, Loss, SettingError, init_state, one_shot_jit
 from fnn.data import Dataset, load_dataset
+from fnn.data.text import VOCAB
 from fnn.experiment.config import TrainConfig, build_loss, build_network, loss_name
 from fnn.train import FitResult, NonFiniteLossError, TrainState, check_batch_size, fit
 from fnn.train.checkpoint import load_checkpoint, read_metadata, save_checkpoint
@@ -265,10 +266,11 @@ def load_model(out_dir: str | Path) -> Model:
             settings=("checkpoint",),
         )
     task = "language_model"
-    net = build_network(config, (config.context,), 256, loss_name(config, task))
+    net = build_network(config, (config.context,), VOCAB, loss_name(config, task))
     dtype = jnp.dtype(config.dtype)
     params_like = jax.eval_shape(lambda k: net.init(k, (config.context,), dtype)[1],
                                  jax.random.PRNGKey(0))  # fmt: skip
+    # only the optimiser state's structure is needed: any schedule length gives the same one
     optimizer = make_optimizer(config.optimizer, config.lr, schedule=config.schedule,
                                total_steps=1000, clip_norm=config.clip_norm)  # fmt: skip
     saved = load_checkpoint(
