@@ -153,9 +153,9 @@ def test_cli_model_and_layer_from_a_file_and_its_errors(tmp_path, capsys, monkey
     assert main(["bench", "--model", "mine.py:model", "--impls", "manual,autodiff", *common,
                  "--out", "m"]) == 0  # fmt: skip
     records = json.loads((tmp_path / "m" / "results.json").read_text())
-    assert [r["impl"] for r in records] == ["manual", "autodiff"]
+    assert [r["impl"] for r in records] == ["manual", "autodiff", "manual_aa"]  # the A/A twin
     assert main(["bench", "--layer", "mine.py:layer", "--in-shape", "4", "--batch", "2",
-                 *common, "--out", "l"]) == 0  # fmt: skip
+                 *common, "--aa", "none", "--out", "l"]) == 0  # fmt: skip
     records = json.loads((tmp_path / "l" / "results.json").read_text())
     assert [r["impl"] for r in records] == ["manual", "autodiff", "again"]
     capsys.readouterr()
@@ -166,6 +166,7 @@ def test_cli_model_and_layer_from_a_file_and_its_errors(tmp_path, capsys, monkey
         (["--model", "mine.py"], "takes FILE.py:FUNCTION"),
         (["--layer", "mine.py:layer"], "needs the input shape (set with --in-shape)"),
         (["--layer", "mine.py:layer", "--model", "mine.py:model"], "not both"),
+        (["--model", "mine.py:model", "--aa", "manul"], "unknown aa impl 'manul'"),
     ]:
         assert main(["bench", *argv]) == 2, argv
         err = capsys.readouterr().err

@@ -4,8 +4,11 @@ A *workload* is an MLP, a loss, a batch and a number of steps; an *implementatio
 it with plain SGD. For each (workload, dtype, implementation) the harness records:
 
 - `step_ms_median`, `step_ms_iqr`: time per training step, over `repeats` timed units
-  taken in turn with every other implementation of the workload (A/B/A/B, the order
-  rotated each round) after a warm-up, each unit closed by `block_until_ready`. A unit is
+  taken in turn with every other implementation of the workload, each round in a
+  random order drawn from `rotation_seed` (each impl's place per round in `positions`),
+  each timed unit right after an untimed call of the same unit (what the unit before it
+  left behind, a library's thread pool still spinning, falls on that call), each unit
+  closed by `block_until_ready`. A unit is
   `steps_per_call` steps: that many Python calls for a dispatched step (`manual`,
   `autodiff`, `custom_vjp`, peers), one call of a `lax.scan` over that many steps for the
   fused ones (`manual_scan`, `autodiff_scan`), a Python loop for `numpy`;
@@ -14,8 +17,8 @@ it with plain SGD. For each (workload, dtype, implementation) the harness record
 - `compile_s`: `lower` + `compile` of the jitted function, timed alone;
 - `flops_per_s`: `6 · batch · weights` per step (forward 2, backward 4 FLOPs per weight
   and example) over the median step; `peak_flops_per_s`: the best rate of a plain matmul
-  measured in the same run (a square one and the workload's largest GEMM, both timed in
-  the same rotation; the best round, since a peak is what the hardware can do);
+  measured in the same run (a square one and the workload's largest GEMM; the best
+  round, since a peak is what the hardware can do);
   `peak_fraction` is their ratio and `floor_ratio` its inverse (median step time over the
   FLOP floor `6·B·P ÷ peak`); `step_ms_min` is the best round's step time;
 - `temp_bytes`, `argument_bytes`, `output_bytes` from `compiled.memory_analysis()`, and
@@ -25,7 +28,12 @@ it with plain SGD. For each (workload, dtype, implementation) the harness record
   custom_vjp bridge for the manual backward, of the plain forward for autodiff);
 - `hlo_gemms`, `hlo_convs`, `hlo_fusions`, `hlo_ops`: counts in the compiled HLO text;
 - `rel_grad_err`: `max over leaves of max|g − g_autodiff| / max|g_autodiff|` at the
-  initial parameters, in the workload's dtype.
+  initial parameters, in the workload's dtype; `status` is "mismatch" (timed, flagged,
+  never the fastest) where it exceeds `GRAD_TOLERANCE` of the dtype, else "ok" ("error"
+  and "skipped" for impls that failed or could not run);
+- the A/A self-test: the grid enters one impl (`manual` by default) twice, the second
+  time as `manual_aa`, the same compiled unit timed as another impl; its `aa_ratio`, the
+  median over rounds of its time over the original's, is the table's noise floor.
 
 `run_benchmarks` returns the records (plain dicts); `write_results` writes
 `results.json`, `results.csv`, `report.md` and the PNG charts.
@@ -34,7 +42,8 @@ The modules, each importing only from those before it (and `measure` from none):
 `workloads` (what runs, the grids, `choose_all`), `problems` (a workload made concrete,
 its reference gradients), `measure` (timing, memory, HLO, residuals, the machine),
 `impls` (`Impl` and fnn's implementations), `reference` (the tutorial's numpy), `peers`
-(Equinox, Flax NNX, PyTorch), `grid` (running the grid), `report` (files and charts).
+(Equinox, Flax NNX, PyTorch), `records` (a timed impl's record, the mismatch flag), `grid`
+(running the grid), `report` (files and charts).
 """
 
 from fnn.bench.grid import (
@@ -79,6 +88,7 @@ from fnn.bench.measure import (
 )
 from fnn.bench.peers import PEER_BUILDERS
 from fnn.bench.problems import Problem, bridge_objective, gradients, make_problem, user_problem
+from fnn.bench.records import GRAD_TOLERANCE
 from fnn.bench.reference import build_numpy_impl, numpy_forward_backward
 from fnn.bench.report import (
     CSV_FIELDS,
@@ -102,7 +112,7 @@ from fnn.bench.workloads import (
     default_dtypes,
     scaled,
 )
-from fnn.bench.yours import GRAD_TOLERANCE, compare, compare_layer, report
+from fnn.bench.yours import compare, compare_layer, report
 
 __all__ = [
     "CPU_WORKLOADS",

@@ -4,6 +4,8 @@ rotation, and one progress line per case."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import importlib.util
 import math
 import statistics
@@ -18,7 +20,6 @@ from fnn.bench.impls import (
     JAX_IMPLS,
     PEER_MODULES,
     PER_EXAMPLE_IMPLS,
-    REFERENCE,
     Impl,
     Skip,
     build_custom_impl,
@@ -26,19 +27,20 @@ from fnn.bench.impls import (
     build_per_example_impl,
 )
 from fnn.bench.measure import (
-    hlo_conv_count,
-    hlo_counts,
     machine_info,
     matmul_units,
-    median_iqr,
-    memory_figures,
-    peak_bytes_in_use,
-    rel_grad_err,
     square_peak_size,
-    time_rotation,
+    time_rounds,
 )
 from fnn.bench.peers import PEER_BUILDERS
 from fnn.bench.problems import Problem, gradients, make_problem
+from fnn.bench.records import (
+    aa_name,
+    flag_mismatch,
+    peak_fields,
+    progress_line,
+    timed_record,
+)
 from fnn.bench.reference import build_numpy_impl
 from fnn.bench.workloads import (
     CPU_WORKLOADS,
@@ -112,9 +114,18 @@ def measure_impls(
     probes: dict[str, tuple[Callable, float]],
     repeats: int,
     progress: Callable[[str], None],
+    aa: str | None = None,
+    seed: int = 0,
 ) -> list[dict[str, Any]]:
-    """Warms every impl up, times them and the peak probes in one rotation, and returns a
-    record per impl (an "error" record for one that fails to run)."""
+    """Warms every impl up, times them in rounds of a seeded random order (each timed
+    call right after an untimed one: `fnn.bench.measure.time_rounds`), then the peak
+    probes in rounds of their own, and returns a record per impl (an "error" record for
+    one that fails to run; "mismatch" for a wrong gradient).
+
+    `aa`: an impl to enter twice, the second time as `aa_name(aa)` (the same compiled
+    unit, its own state): the A/A self-test. The twin's record carries `aa_ratio`, the
+    median over rounds of its time over the original's, the noise floor of the table.
+    """
     records, units, states = [], {}, {}
 
     def failed(name: str, note: str) -> None:
@@ -127,10 +138,15 @@ def measure_impls(
         except Exception as error:
             failed(name, f"failed to run: {type(error).__name__}: {error}")
             del built[name]
-    for key, (unit, _) in probes.items():
-        units[key], states[key] = unit, unit(None)
+    if aa is not None and aa in built:
+        twin = dataclasses.replace(built[aa], name=aa_name(aa))
+        built[twin.name] = twin
+        units[twin.name], states[twin.name] = twin.unit, twin.unit(twin.state)
     try:
-        times = time_rotation(units, states, repeats, warmup=False)
+        times, orders = time_rounds(units, states, repeats, seed=seed)
+        probe_states = {key: unit(None) for key, (unit, _) in probes.items()}
+        probe_units = {key: unit for key, (unit, _) in probes.items()}
+        times.update(time_rounds(probe_units, probe_states, repeats, seed=seed)[0])
     except Exception as error:
         for name in built:
             failed(name, f"failed while timing: {type(error).__name__}: {error}")
@@ -142,22 +158,17 @@ def measure_impls(
             _, peak_library, peak_shape = key.split(":")
             peak = rate
     for impl in built.values():
-        record = _record(base, impl, times, steps, flops_per_step, reference)
-        record.update(_peak_fields(record, peak, peak_shape, peak_library))
-        records.append(record)
-        progress(_progress_line(record))
+        record = timed_record(base, impl, times, steps, flops_per_step, reference)
+        record.update(peak_fields(record, peak, peak_shape, peak_library))
+        record["rotation_seed"] = seed
+        record["positions"] = [order.index(impl.name) for order in orders]
+        if aa is not None and impl.name == aa_name(aa):
+            pairs = [a / b for a, b in zip(times[impl.name], times[aa], strict=True)]
+            record["aa_ratio"] = float(statistics.median(pairs))
+            record["note"] = f"A/A twin of {aa}: the same compiled unit, timed apart"
+        records.append(flag_mismatch(record))
+        progress(progress_line(record))
     return records
-
-
-def _peak_fields(record, peak, shape, library) -> dict[str, Any]:
-    rate = record["flops_per_s"]
-    return {
-        "peak_flops_per_s": peak or None,
-        "peak_shape": shape,
-        "peak_library": library,
-        "peak_fraction": rate / peak if rate and peak else None,
-        "floor_ratio": peak / rate if rate and peak else None,
-    }
 
 
 def build_all(
@@ -201,10 +212,12 @@ def run_problem(
     machine: dict[str, Any],
     progress: Callable[[str], None] = print,
     import_torch: bool = True,
+    aa: str | None = None,
+    seed: int = 0,
 ) -> list[dict[str, Any]]:
     """Builds, checks, times and measures every impl on one problem (the peak probes
     import PyTorch where installed, or with `import_torch=False` use it only if a torch
-    impl or the caller has imported it)."""
+    impl or the caller has imported it); `aa` and `seed` as in `measure_impls`."""
     base = {
         **machine,
         "workload": problem.name,
@@ -231,6 +244,8 @@ def run_problem(
         ),
         repeats=repeats,
         progress=progress,
+        aa=aa,
+        seed=seed,
     )
 
 
@@ -243,9 +258,12 @@ def run_workload(
     square: int,
     machine: dict[str, Any],
     progress: Callable[[str], None] = print,
+    aa: str | None = None,
+    seed: int = 0,
 ) -> list[dict[str, Any]]:
     """Builds, checks, times and measures every impl that applies to one workload in one
-    dtype (per-example impls on per-example workloads; numpy and the peers on MLPs)."""
+    dtype (per-example impls on per-example workloads; numpy and the peers on MLPs); the
+    A/A twin of `aa` (or, where `aa` does not run on this workload, of the first impl)."""
     impls = [
         name
         for name in impls
@@ -255,64 +273,10 @@ def run_workload(
     if workload.image is not None or workload.sequence is not None:  # numpy, peers: MLPs
         impls = [name for name in impls if name in JAX_IMPLS]
     problem = make_problem(workload, dtype)
-    return run_problem(
-        problem, impls, repeats=repeats, square=square, machine=machine, progress=progress
-    )
-
-
-def _record(base, impl, times, steps, flops_per_step, reference) -> dict[str, Any]:
-    """One "ok" record: the fields listed in `fnn.bench`'s docstring (the peak's apart)."""
-    per_step = [t / steps * 1e3 for t in times[impl.name]]
-    median, iqr = median_iqr(per_step)
-    ref_name = REFERENCE.get(impl.name, "autodiff")
-    ratio = None
-    if ref_name in times:
-        pairs = [a / b for a, b in zip(times[impl.name], times[ref_name], strict=True)]
-        ratio = float(statistics.median(pairs))
-    compiled = impl.compiled
-    hlo = compiled.as_text() if compiled is not None else None
-    return {
-        **base,
-        "impl": impl.name,
-        "status": "ok",
-        "kind": impl.kind,
-        "step_ms_median": median,
-        "step_ms_iqr": iqr,
-        "step_ms_min": min(per_step),
-        "total_ms": median * steps,
-        "ratio_vs_autodiff": ratio,
-        "ratio_reference": ref_name if ratio is not None else None,
-        "compile_s": impl.compile_s,
-        "flops_per_s": None if flops_per_step is None else flops_per_step / (median / 1e3),
-        **memory_figures(compiled),
-        "peak_bytes_in_use": peak_bytes_in_use() if compiled is not None else None,
-        "residual_arrays": impl.residuals[0] if impl.residuals else None,
-        "residual_bytes": impl.residuals[1] if impl.residuals else None,
-        **(hlo_counts(hlo) if hlo is not None else _NO_HLO),
-        "hlo_convs": hlo_conv_count(hlo) if hlo is not None else None,
-        "rel_grad_err": (
-            rel_grad_err(impl.grads(), reference)
-            if impl.grads is not None and reference is not None
-            else None
-        ),
-        "step_ms_samples": per_step,
-        "note": impl.note,
-    }
-
-
-_NO_HLO = dict.fromkeys(("hlo_gemms", "hlo_fusions", "hlo_ops"))
-
-
-def _progress_line(r: dict[str, Any]) -> str:
-    ratio = f"{r['ratio_vs_autodiff']:.3f}" if r["ratio_vs_autodiff"] is not None else "  -  "
-    temp = "-" if r["temp_bytes"] is None else f"{r['temp_bytes'] / 2**20:.2f} MiB"
-    peak = "  -  " if r["peak_fraction"] is None else f"{r['peak_fraction'] * 100:5.1f}"
-    err = "" if r["rel_grad_err"] is None else f"  err {r['rel_grad_err']:.1e}"
-    return (
-        f"  {r['workload']:<18} {r['dtype']:<9} {r['impl']:<14} "
-        f"{r['step_ms_median']:10.4f} ms/step ±{r['step_ms_iqr']:.4f}  ratio {ratio}  "
-        f"{peak}% peak  temp {temp}{err}"
-    )
+    if aa is not None and aa not in impls and impls:
+        aa = impls[0]
+    return run_problem(problem, impls, repeats=repeats, square=square, machine=machine,
+                       progress=progress, aa=aa, seed=seed)  # fmt: skip
 
 
 def run_benchmarks(
@@ -325,6 +289,8 @@ def run_benchmarks(
     steps: dict[str, int] | None = None,
     deadline: float | None = None,
     progress: Callable[[str], None] = print,
+    aa: str | None = "manual",
+    seed: int = 0,
 ) -> list[dict[str, Any]]:
     """Runs the grid and returns its records.
 
@@ -337,6 +303,9 @@ def run_benchmarks(
       steps: per-workload steps per unit, overriding the workload's (and quick's).
       deadline: a `time.monotonic()` value after which no new case starts.
       progress: called with one line per case.
+      aa: the impl entered twice in every workload, as itself and as `aa_name(aa)` (the
+        A/A self-test: its `aa_ratio` is the table's noise floor); None for no twin.
+      seed: the seed of each workload's random order of impls per round.
 
     Raises:
       SettingError: an unknown workload, impl or dtype name (the message lists the valid
@@ -353,9 +322,6 @@ def run_benchmarks(
     impls = choose_all("impl", impls if impls is not None else IMPLS, IMPLS)
     if dtypes is not None:
         choose_all("dtype", dtypes, DTYPES)
-    wanted = {d for w in workloads for d in (dtypes or default_dtypes(w, platform_name))}
-    if "float64" in wanted:
-        jax.config.update("jax_enable_x64", True)
     machine = machine_info()
     square = square_peak_size(platform_name, quick)
     overrides = {**(QUICK_STEPS if quick else {}), **(steps or {})}
@@ -374,13 +340,21 @@ def run_benchmarks(
                      "note": "out of time"}
                 )  # fmt: skip
                 continue
-            records += run_workload(
-                workload,
-                dtype,
-                impls,
-                repeats=repeats,
-                square=square,
-                machine=machine,
-                progress=progress,
-            )
+            with _x64(dtype):
+                records += run_workload(
+                    workload,
+                    dtype,
+                    impls,
+                    repeats=repeats,
+                    square=square,
+                    machine=machine,
+                    progress=progress,
+                    aa=aa,
+                    seed=seed,
+                )
     return records
+
+
+def _x64(dtype: str):
+    """64-bit types for a float64 case, scoped to it (the caller's setting elsewhere)."""
+    return jax.enable_x64(True) if dtype == "float64" else contextlib.nullcontext()

@@ -9,6 +9,7 @@ import io
 import math
 import os
 import platform
+import random
 import re
 import sys
 import time
@@ -94,22 +95,44 @@ def _torch():
     return torch
 
 
-def time_rotation(
-    units: dict[str, Callable], states: dict[str, Any], repeats: int, warmup: bool = True
-) -> dict[str, list[float]]:
-    """Runs each unit once to warm up (unless `warmup` is False), then `repeats` rounds of
-    all units in turn, the order rotated every round; returns seconds per unit per round."""
+def time_rounds(
+    units: dict[str, Callable], states: dict[str, Any], repeats: int, *, seed: int = 0
+) -> tuple[dict[str, list[float]], list[list[str]]]:
+    """Times every unit once per round for `repeats` rounds: `(times, orders)`, seconds
+    per unit per round and each round's order.
+
+    Fair to whichever unit comes first or follows another library's:
+
+    - the order is a fresh random permutation each round, drawn from `seed` (recorded in
+      `orders`), so no unit always follows the same one;
+    - each unit runs once, untimed, right before its timed call. What the unit before it
+      left behind (numpy's BLAS or PyTorch's OpenMP threads still spinning after a call,
+      caches it evicted) falls on that warm call, not on the timed one:
+      `benchmarks/order_bias.py` measures the step 1.1-1.2 x slower right after a numpy
+      or PyTorch matmul, and within the noise after the warm call.
+    """
+    rng = random.Random(seed)
     names = list(units)
-    for name in names if warmup else ():
-        states[name] = units[name](states[name])
-    times = {name: [] for name in names}
-    for r in range(repeats):
-        shift = r % len(names)
-        for name in names[shift:] + names[:shift]:
+    times: dict[str, list[float]] = {name: [] for name in names}
+    orders = []
+    for _ in range(repeats):
+        order = names.copy()
+        rng.shuffle(order)
+        orders.append(order)
+        for name in order:
+            states[name] = units[name](states[name])  # warm: absorbs what came before
             start = time.perf_counter()
             states[name] = units[name](states[name])
             times[name].append(time.perf_counter() - start)
-    return times
+    return times, orders
+
+
+def time_rotation(
+    units: dict[str, Callable], states: dict[str, Any], repeats: int, *, seed: int = 0
+) -> dict[str, list[float]]:
+    """`time_rounds`' times alone: seconds per unit per round, each round in a seeded
+    random order, each timed call right after an untimed one of the same unit."""
+    return time_rounds(units, states, repeats, seed=seed)[0]
 
 
 def median_iqr(values: Sequence[float]) -> tuple[float, float]:

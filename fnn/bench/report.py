@@ -51,6 +51,8 @@ CSV_FIELDS = (
     "hlo_fusions",
     "hlo_ops",
     "rel_grad_err",
+    "aa_ratio",
+    "rotation_seed",
     "note",
 )
 
@@ -112,7 +114,10 @@ def format_report(records: Sequence[dict], title: str = "fnn bench") -> str:
             "are 6·B·P for the built-in workloads, XLA's cost analysis for yours. "
             "temp = compiled temp bytes; resid = arrays (MiB) kept for the backward, "
             "arguments excluded; GEMMs/fusions/ops from the compiled HLO; err = max "
-            "relative gradient difference from autodiff.",
+            "relative gradient difference from autodiff. Each round times every impl once, "
+            "in a random order (seeded), each timed unit right after an untimed one; "
+            "`<impl>_aa` is the A/A twin: the same compiled unit timed as another impl, "
+            "so its ratio to the original is the table's noise.",
             "",
         ]
     for workload, dtype in _cases(ok):
@@ -124,6 +129,7 @@ def format_report(records: Sequence[dict], title: str = "fnn bench") -> str:
             f"{first.get('description', '')}; batch {first['batch']}, {first['params']:,} "
             f"params, {first['steps_per_call']} steps per timed unit; {_peak_text(first)}",
             "",
+            *_aa_line(rows),
             "| impl | step | ± IQR | best | ratio | % peak | floor × | compile s | temp MiB | "
             "resid | GEMMs/fusions/ops | err |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -164,6 +170,16 @@ def format_report(records: Sequence[dict], title: str = "fnn bench") -> str:
     return "\n".join(lines)
 
 
+def _aa_line(rows: Sequence[dict]) -> list[str]:
+    """The A/A self-test's line for a table (nothing where no twin ran)."""
+    twins = [r for r in rows if r.get("aa_ratio") is not None]
+    return [
+        f"A/A: {r['impl']} / {r['impl'].removesuffix('_aa')} = {r['aa_ratio']:.3f} "
+        "(median over rounds; 1 + the noise of this table's ratios)."
+        for r in twins
+    ] + ([""] if twins else [])
+
+
 def _peak_text(record: dict) -> str:
     """The peak a table's % peak is taken against, and whose it is."""
     peak = record.get("peak_flops_per_s")
@@ -196,14 +212,20 @@ def _bar_chart(records, value, ylabel, title, path, *, log=False, lines=()):
     fig, ax = plt.subplots(figsize=(max(6.0, 1.4 * len(cases) + 2), 4.2))
     width = 0.8 / max(len(impls), 1)
     for j, impl in enumerate(impls):
-        xs, ys = [], []
+        xs, ys, flags = [], [], []
         for i, case in enumerate(cases):
             for r in ok:
                 if r["impl"] == impl and (r["workload"], r["dtype"]) == case:
                     if value(r) is not None:
                         xs.append(i + (j - (len(impls) - 1) / 2) * width)
                         ys.append(value(r))
-        ax.bar(xs, ys, width, label=impl)
+                        flags.append(r.get("status") == "mismatch")
+        bars = ax.bar(xs, ys, width, label=impl)
+        for bar, wrong in zip(bars, flags, strict=True):  # a wrong gradient: never a winner
+            if wrong:
+                bar.set_hatch("xx")
+                ax.annotate("mismatch", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                            ha="center", va="bottom", fontsize=6, rotation=90)  # fmt: skip
     for y, style in lines:
         ax.axhline(y, color="k", linestyle=style, linewidth=0.8)
     ax.set_xticks(range(len(cases)), [f"{w}\n{d}" for w, d in cases], fontsize=8)

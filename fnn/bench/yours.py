@@ -8,10 +8,10 @@ backward against `jax.vjp`), and `report` (the files `fnn bench` writes).
     fnn.bench.report(records, "bench-mine")                  # JSON, CSV, markdown, charts
 
 Both return the records `fnn bench` writes (see `fnn.bench` for the fields), measured the
-same way: implementations timed in turn, A/B/A/B, with the matmul peak measured in the
-same rotation. A record whose gradient differs from autodiff's by more than
-`GRAD_TOLERANCE` of its dtype is still timed, but its `status` is "mismatch" and the
-report flags it.
+same way: implementations timed in rounds, each round in a seeded random order, each
+timed call right after an untimed one, then the matmul peak in rounds of its own. A record
+whose gradient differs from autodiff's by more than `GRAD_TOLERANCE` of its dtype is
+still timed, but its `status` is "mismatch" and the report flags it.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ from fnn.bench.report import write_results
 from fnn.bench.vjp import VJP_IMPLS, build_vjp_impl, make_vjp_problem
 from fnn.core import Ctx, Layer, Loss, SettingError, choose
 
-GRAD_TOLERANCE = {"float64": 1e-10, "float32": 1e-4, "bfloat16": 5e-2, "float16": 5e-2}
 QUICK_REPEATS, REPEATS = 3, 7
 
 Impls = Sequence[str | tuple[str, Any]] | Mapping[str, Any]
@@ -56,19 +55,6 @@ def _impl_list(impls: Impls, builtin: Sequence[str]) -> list[str | tuple[str, An
     return out
 
 
-def _flag_mismatches(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Marks a record whose gradient is off by more than its dtype's tolerance."""
-    for record in records:
-        err, tol = record.get("rel_grad_err"), GRAD_TOLERANCE.get(record.get("dtype"), 1e-4)
-        if record.get("status") == "ok" and err is not None and not err <= tol:
-            record["status"] = "mismatch"
-            record["note"] = (
-                f"gradient differs from autodiff's: rel_grad_err {err:.2e} > {tol:g}; "
-                + record.get("note", "")
-            ).rstrip("; ")
-    return records
-
-
 def compare(
     net: Layer,
     loss: Loss,
@@ -83,6 +69,7 @@ def compare(
     name: str | None = None,
     quick: bool = False,
     progress: Callable[[str], None] | None = None,
+    aa: str | None = None,
 ) -> list[dict[str, Any]]:
     """Times training steps of `net` and `loss` on the batch `(x, y)`, implementation
     against implementation, and returns `fnn bench`'s records.
@@ -104,6 +91,8 @@ def compare(
       name: the name in the records (default: the network's).
       quick: fewer rounds and a smaller matmul peak probe.
       progress: called with one line per implementation (default: silent).
+      aa: an impl to time twice under two names, the second as `<impl>_aa` (the A/A
+        self-test: its record's `aa_ratio` is the noise of the comparison).
 
     Returns:
       One record per implementation: `workload` (the name), `impl`, `dtype`,
@@ -122,16 +111,15 @@ def compare(
     impls = _impl_list(impls, JAX_IMPLS)
     problem = user_problem(net, loss, x, y, optimizer=optimizer, steps=steps, dtype=dtype,
                            name=name)  # fmt: skip
-    return _flag_mismatches(
-        run_problem(
-            problem,
-            impls,
-            repeats=repeats or (QUICK_REPEATS if quick else REPEATS),
-            square=square_peak_size(jax.devices()[0].platform, quick),
-            machine=machine_info(),
-            progress=progress or (lambda line: None),
-            import_torch=False,  # seconds to import: only if a torch impl or you did
-        )
+    return run_problem(
+        problem,
+        impls,
+        repeats=repeats or (QUICK_REPEATS if quick else REPEATS),
+        square=square_peak_size(jax.devices()[0].platform, quick),
+        machine=machine_info(),
+        progress=progress or (lambda line: None),
+        import_torch=False,  # seconds to import: only if a torch impl or you did
+        aa=aa,
     )
 
 
@@ -148,6 +136,7 @@ def compare_layer(
     make_input: Callable | None = None,
     quick: bool = False,
     progress: Callable[[str], None] | None = None,
+    aa: str | None = None,
 ) -> list[dict[str, Any]]:
     """Times one layer's forward and backward, hand-written against `jax.vjp` of its
     forward (and any variant of yours), on `(batch, *in_shape)` inputs, and returns
@@ -163,7 +152,7 @@ def compare_layer(
         `{name: layer}` entries: other layers computing the same function with the same
         params, e.g. a backward that keeps other residuals.
       calls: forward-and-backward calls per timed unit.
-      repeats, make_input, quick, progress: as in `compare` and `fnn.check_layer`.
+      repeats, make_input, quick, progress, aa: as in `compare` and `fnn.check_layer`.
 
     Returns:
       One record per implementation, as `compare`'s; `residual_arrays` and
@@ -199,18 +188,16 @@ def compare_layer(
     )
     unit_flops = None if problem.flops is None else problem.flops * calls
     square = square_peak_size(jax.devices()[0].platform, quick=True)
-    return _flag_mismatches(
-        records
-        + measure_impls(
-            base,
-            built,
-            reference,
-            steps=calls,
-            flops_per_step=problem.flops,
-            probes=peak_probes(None, unit_flops, problem.dtype, square, import_torch=False),
-            repeats=repeats,
-            progress=progress or (lambda line: None),
-        )
+    return records + measure_impls(
+        base,
+        built,
+        reference,
+        steps=calls,
+        flops_per_step=problem.flops,
+        probes=peak_probes(None, unit_flops, problem.dtype, square, import_torch=False),
+        repeats=repeats,
+        progress=progress or (lambda line: None),
+        aa=aa,
     )
 
 

@@ -51,8 +51,9 @@ def add_parser(subparsers) -> None:
         help="benchmark manual backprop against jax.grad, numpy and peers",
         description=(
             "Train each workload with each implementation (SGD on a fixed batch), "
-            "alternating implementations round by round, and record step time (median, "
-            "IQR), compile time, FLOP/s and its fraction of a matmul peak measured in the "
+            "every implementation once per round, in a seeded random order, each timed "
+            "unit right after an untimed one, with an A/A twin (--aa); record step time "
+            "(median, IQR), compile time, FLOP/s and its fraction of a matmul peak measured in the "
             "same run, compiled memory, residuals kept, HLO op counts and the gradient's "
             "difference from autodiff."
         ),
@@ -82,6 +83,16 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument(
         "--steps", type=int, default=None, help="steps per timed unit for every workload"
+    )
+    parser.add_argument(
+        "--aa",
+        default="manual",
+        metavar="IMPL",
+        help="the impl timed twice, as itself and as IMPL_aa (the A/A self-test: their "
+        "ratio is the noise of the table; default manual, 'none' for no twin)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the impls' random order in each round"
     )
     parser.add_argument("--out", type=Path, default=Path("bench-results"), metavar="DIR")
     parser.add_argument("--list", action="store_true", help="list workloads and impls, then exit")
@@ -142,7 +153,12 @@ def _run_model(args: argparse.Namespace) -> list[dict]:
         name=got.get("name"),
         quick=args.quick,
         progress=print,
+        aa=_aa(args),
     )
+
+
+def _aa(args: argparse.Namespace) -> str | None:
+    return None if args.aa == "none" else args.aa
 
 
 def _run_layer(args: argparse.Namespace) -> list[dict]:
@@ -164,6 +180,7 @@ def _run_layer(args: argparse.Namespace) -> list[dict]:
         make_input=got.get("make_input"),
         quick=args.quick,
         progress=print,
+        aa=_aa(args),
     )
 
 
@@ -215,6 +232,8 @@ def run(args: argparse.Namespace) -> int:
                 raise SettingError(f"{name} must be positive, got {number}", settings=(name,))
         if args.dtype:
             bench.choose_all("dtype", args.dtype, bench.DTYPES)
+        if args.aa != "none":
+            bench.choose_all("aa impl", [args.aa], bench.IMPLS)
         if args.model:
             records = _run_model(args)
         elif args.layer:
@@ -232,6 +251,8 @@ def run(args: argparse.Namespace) -> int:
                 repeats=args.repeats or (3 if args.quick else 7),
                 quick=args.quick,
                 steps=steps,
+                aa=_aa(args),
+                seed=args.seed,
             )
     except (UserCodeError, ValueError) as error:
         return _error(error, args)
