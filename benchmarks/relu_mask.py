@@ -8,16 +8,19 @@ duplicated). jax.grad's relu does the same. fnn's relu keeps `packbits(y > 0)` (
 element, produced by a reduction, which XLA does not duplicate into consumers), so `z`
 dies in the forward.
 
-    PYTHONPATH=. python benchmarks/relu_mask.py [WORKLOAD ...] [--repeats N]
+    PYTHONPATH=. python benchmarks/relu_mask.py [WORKLOAD ...] [--repeats N] [--out PATH]
 
 prints, per workload: compiled temp bytes and median step time (alternated rounds, ratio
 to autodiff) for the output-keeping relu, fnn's bit-mask relu and autodiff, and the max
-relative gradient difference of fnn's relu from autodiff.
+relative gradient difference of fnn's relu from autodiff; writes the same to
+benchmarks/results/relu_mask.json (`--out`).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -52,7 +55,7 @@ def net_with(workload, activation):
     return serial(*layers)
 
 
-def compare(name: str, repeats: int) -> None:
+def compare(name: str, repeats: int) -> dict:
     workload = bench.WORKLOADS[name]
     problem = bench.make_problem(workload, "float32")
     train_state = TrainState.create(problem.net, problem.params, problem.optimizer)
@@ -69,23 +72,39 @@ def compare(name: str, repeats: int) -> None:
     times = bench.time_rotation(units, states, repeats)
     ref = np.asarray(times["autodiff"])
     print(f"{name} (float32, {repeats} alternated rounds of {workload.steps} steps)")
+    record = {"workload": name, "dtype": "float32", "repeats": repeats,
+              "steps_per_round": workload.steps, "impls": {}}  # fmt: skip
     for label, c in compiled.items():
-        temp = c.memory_analysis().temp_size_in_bytes / 2**20
-        step_ms = np.median(times[label]) / workload.steps * 1e3
-        ratio = np.median(np.asarray(times[label]) / ref)
-        print(f"  {label:<13} temp {temp:7.2f} MiB  step {step_ms:8.2f} ms  ratio {ratio:.3f}")
+        temp_bytes = c.memory_analysis().temp_size_in_bytes
+        step_ms = float(np.median(times[label]) / workload.steps * 1e3)
+        ratio = float(np.median(np.asarray(times[label]) / ref))
+        record["impls"][label] = {
+            "temp_bytes": int(temp_bytes),
+            "step_ms_median": step_ms,
+            "ratio_vs_autodiff": ratio,  # median over rounds of the per-round ratio
+        }
+        print(f"  {label:<13} temp {temp_bytes / 2**20:7.2f} MiB  step {step_ms:8.2f} ms  "
+              f"ratio {ratio:.3f}")  # fmt: skip
     vg = jax.jit(value_and_grad(nets["relu_bitmask"], problem.loss, "manual"))
     err = bench.rel_grad_err(vg(*[problem.params, *batch])[1], bench.gradients(problem, "autodiff"))
+    record["relu_bitmask_rel_grad_err"] = float(err)
     print(f"  relu_bitmask rel_grad_err vs autodiff {err:.1e}")
+    return record
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description="relu residual: output vs 1-bit mask")
     parser.add_argument("workloads", nargs="*", default=["mlp_b256", "deep_relu"])
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument(
+        "--out", type=Path, default=Path(__file__).parent / "results" / "relu_mask.json"
+    )
     args = parser.parse_args(argv)
-    for name in args.workloads:
-        compare(name, args.repeats)
+    records = [compare(name, args.repeats) for name in args.workloads]
+    result = {"machine": bench.machine_info(), "records": records}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":
