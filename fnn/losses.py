@@ -91,7 +91,11 @@ def binary_cross_entropy(eps: float | None = None) -> Loss:
     `pred` holds probabilities (after a sigmoid). To keep the logarithms finite, `p` is
     clipped to `[eps, 1 − eps]` first; `eps` defaults to the dtype's machine epsilon
     (1.2e-7 in float32, 2.2e-16 in float64). Where the clip is active the gradient is 0,
-    as for `jnp.clip`. Prefer `sigmoid_binary_cross_entropy` on logits: it needs no clip.
+    as for `jnp.clip`. So a probability of exactly 0 or 1 (a saturated sigmoid) costs
+    `−log eps` (15.9 in float32, not ∞) where the target disagrees, `−log(1 − eps) ≈ eps`
+    where it agrees, and gets no gradient either way, although where it agrees the
+    unclipped loss has the finite derivative `±1/N` (`1/(1 − p)` at t = 0, `−1/p` at t = 1).
+    Prefer `sigmoid_binary_cross_entropy` on logits: it needs no clip.
     """
     name = "binary_cross_entropy"
 

@@ -31,7 +31,12 @@ dropped from `L`, the value and `dH`, and given `dz = 0` (no share of `dW`).
 **Precision.** `z`, `L`, `p`, `dz` and the sum `dW` are computed in float32 at least
 (`promote(h, W, float32)`): bfloat16 or float16 inputs give float32 logits, as llm.c's
 mixed precision does; float64 stays float64. The value is in that dtype; `dH` and `dW`
-come back in `h`'s and `W`'s dtypes.
+come back in `h`'s and `W`'s dtypes. The backward's `p = e^(z − L)` takes `z` from a
+recomputation and `L` from the forward: where the two matmuls round differently (a
+chunked loop compiles them apart), `z` moves by the rounding of numbers of its size,
+`ε·|z|`, and `p` by that fraction of itself. In float32 that is a relative error of
+~4e-6 on the gradients at logits of 30 and ~1e-3 at 3e4 (tests/test_robustness.py),
+where jax.grad of the unfused head, which keeps `p`, was exact to 1e-7.
 """
 
 from __future__ import annotations
