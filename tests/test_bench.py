@@ -3,6 +3,7 @@ and the `fnn bench` command's flags. No timed assertions: speed goals live in be
 
 import ast
 import dataclasses
+import importlib.util
 import json
 import math
 from pathlib import Path
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 
 from fnn import bench
+from fnn.bench.grid import build_all
 from fnn.cli import main
 
 FIELDS = (
@@ -97,11 +99,55 @@ def test_numpy_peer(records):
     assert r["step_ms_median"] > 0 and r["rel_grad_err"] < 1e-5 and r["temp_bytes"] is None
 
 
-@pytest.mark.slow
-def test_a_peer_gets_one_record_whether_it_runs_is_missing_or_fails():
-    records = _grid(["torch"])
-    torch = [r for r in records if r["impl"] == "torch"]
-    assert len(torch) == 1 and torch[0]["status"] in ("ok", "skipped", "error")
+PEERS = ("equinox", "flax_nnx", "torch")  # torch_compile: torch.compile, far slower to build
+
+
+def _assert_peer_status(record):
+    """A peer whose library is installed runs ("ok", within fnn's gradient); one whose
+    library is missing is "skipped"; "error" (it crashed) is never acceptable."""
+    installed = importlib.util.find_spec(bench.PEER_MODULES[record["impl"]]) is not None
+    expected = "ok" if installed else "skipped"
+    assert record["status"] == expected, (
+        f"{record['impl']}: status {record['status']!r}, expected {expected!r} "
+        f"({bench.PEER_MODULES[record['impl']]} {'is' if installed else 'is not'} installed): "
+        f"{record.get('note')}"
+    )
+    if installed:
+        assert record["rel_grad_err"] < 1e-5, record["rel_grad_err"]
+
+
+@pytest.mark.slow  # importing torch alone takes seconds
+def test_each_peer_runs_where_its_library_is_installed_and_is_skipped_where_not():
+    records = _grid(list(PEERS))
+    for name in PEERS:
+        (record,) = [r for r in records if r["impl"] == name]
+        _assert_peer_status(record)
+
+
+def test_a_crashing_peer_is_an_error_record_that_the_peer_check_rejects(monkeypatch):
+    """A peer whose builder raises gets an "error" record (the grid goes on) and
+    `_assert_peer_status` flags it; a peer whose library is missing gets "skipped", which
+    it accepts. torch's module is pointed at numpy, installed everywhere, so that its
+    builder runs whether or not torch is; equinox's at a module that does not exist."""
+
+    def crash(problem):
+        raise RuntimeError("the peer's API changed")
+
+    monkeypatch.setitem(bench.PEER_MODULES, "torch", "numpy")
+    monkeypatch.setitem(bench.PEER_BUILDERS, "torch", crash)
+    monkeypatch.setitem(bench.PEER_MODULES, "equinox", "fnn_no_such_module")  # "missing"
+    problem = bench.make_problem(bench.WORKLOADS["tiny"], "float32")
+    built, records = build_all(
+        ["torch", "equinox"], problem, {"workload": "tiny", "dtype": "float32"},
+        bench.build_impl, progress=lambda line: None,
+    )  # fmt: skip
+    assert built == {}
+    crashed, missing = records
+    assert crashed["status"] == "error" and "the peer's API changed" in crashed["note"]
+    with pytest.raises(AssertionError, match="status 'error', expected 'ok'"):
+        _assert_peer_status(crashed)
+    assert missing["status"] == "skipped" and "not installed" in missing["note"]
+    _assert_peer_status(missing)  # a missing library is no failure
 
 
 @pytest.mark.slow  # draws the four charts

@@ -345,3 +345,33 @@ def test_a_write_that_fails_mid_run_names_the_path_keeps_the_checkpoint_and_exit
     assert f"the last good checkpoint is {out / 'checkpoint.npz'}" in err
     assert read_metadata(out / "checkpoint.npz")["epoch"] == 2
     assert "Traceback" not in err
+
+
+def test_a_network_whose_gradient_check_fails_is_not_trained(tmp_path, monkeypatch, capsys):
+    """A built-in layer with a wrong backward (dense's dW off by a factor 1.5, planted
+    in the factory `fnn.mlp` builds from): the check before training fails, the run
+    exits 1 naming the wrong leaves, and nothing is trained or written."""
+    from fnn.layers import models
+
+    right_dense, built = models.dense, []
+
+    def wrong_dense(*args, **kwargs):
+        layer = right_dense(*args, **kwargs)
+
+        def backward(params, residuals, dy):
+            dparams, dx = layer.backward(params, residuals, dy)
+            return {**dparams, "W": 1.5 * dparams["W"]}, dx  # wrong: dW = 1.5·xᵀ·dy
+
+        built.append(layer.name)
+        return layer._replace(backward=backward)
+
+    monkeypatch.setattr(models, "dense", wrong_dense)
+    out = tmp_path / "run"
+    code, stdout, err = _train(capsys, *IRIS, "--epochs", "1", "--no-progress", "--out", str(out))
+    assert built == ["dense(8)", "dense(3)"]  # the planted factory built the network
+    assert code == 1
+    assert "hand-written gradients DO NOT match jax.grad" in stdout
+    assert "max relative error 5.0e-01 (tolerance 1e-10)" in stdout
+    assert "FAILED" in err and "params[0]['W']" in err  # the wrong leaf, named
+    assert "training serial" not in stdout  # the line a run prints as it starts to fit
+    assert not out.exists() or list(out.iterdir()) == []  # no checkpoint, metrics, curves

@@ -1,6 +1,7 @@
 """Seeing the backward pass: `fnn.backward_trace` against `jax.vjp` of the network split
-at each layer, `fit(track_gradients=True)`'s history against a trace, and
-`fnn.bench.summary`'s figures against XLA and the residual pytrees (float64)."""
+at each layer, at every depth of a network nested six deep; `fit(track_gradients=True)`'s
+history against a trace; and `fnn.bench.summary`'s figures against XLA and the residual
+pytrees (float64)."""
 
 import jax
 import jax.numpy as jnp
@@ -12,20 +13,143 @@ import fnn
 import fnn.cli
 from fnn.bench.measure import count_kept
 
-LAYERS = (
-    fnn.dense(6),
-    fnn.tanh(),
-    fnn.residual(fnn.serial(fnn.dense(6), fnn.relu())),
-    fnn.dense(3),
+# The network as a spec: a Layer, ("serial", *specs) or ("residual", spec). The reference
+# walks the spec (a residual's inner layer is not reachable from the built Layer).
+SPEC = (
+    "serial",
+    fnn.dense(6),  # net[0]
+    fnn.tanh(),  # net[1]
+    (
+        "residual",  # net[2]
+        (
+            "serial",  # net[2][0]
+            fnn.dense(6),  # net[2][0][0], depth 3
+            fnn.relu(),  # net[2][0][1]
+            (
+                "residual",  # net[2][0][2]
+                (
+                    "serial",  # net[2][0][2][0], depth 4
+                    fnn.layer_norm(),  # net[2][0][2][0][0], depth 5
+                    fnn.dense(6),
+                    fnn.tanh(),
+                    ("residual", fnn.dense(6)),  # net[2][0][2][0][3]; its dense at depth 6
+                ),
+            ),
+        ),
+    ),
+    fnn.dense(3),  # net[3]
 )
-NET = fnn.serial(*LAYERS)
 LOSS = fnn.mean_squared_error()
+
+
+def _build(spec, plant=None, path=()):
+    """The Layer of `spec`; the serial chain at path `plant` gets `_doubling_first_record`."""
+    if isinstance(spec, fnn.Layer):
+        return spec
+    kind, *children = spec
+    if kind == "residual":
+        return fnn.residual(_build(children[0], plant, (*path, 0)))
+    chain = fnn.serial(*(_build(c, plant, (*path, i)) for i, c in enumerate(children)))
+    return _doubling_first_record(chain) if path == plant else chain
+
+
+def _doubling_first_record(chain):
+    """`chain` with a bug only the trace shows: its first layer is visited with 2·dy, so
+    the trace records 2·dy, 2·dx and 2·grads there, while the true dx and grads (halved
+    back) flow on. The network's gradients and every other layer's record stay right."""
+
+    def trace_backward(params, residuals, dy, visit):
+        def visit_wrongly(layer, p, r, dy, index, select):
+            if index != 0:
+                return visit(layer, p, r, dy, index, select)
+            grads, dx = visit(layer, p, r, 2 * dy, index, select)  # recorded doubled
+            return jax.tree.map(lambda g: g / 2, grads), dx / 2  # handed on: the true ones
+
+        return chain.trace_backward(params, residuals, dy, visit_wrongly)
+
+    return chain._replace(trace_backward=trace_backward)
+
+
+NET = _build(SPEC)
+
+
+def _points(spec, params, x, rest, path=()):
+    """`(path, layer, params, x, rest)` for the layer of `spec` and every layer inside it:
+    its params, its input `x` and `rest(y)`, the loss as a function of its output `y`,
+    everything after it composed (a serial chain's later layers, then a residual's skip
+    `x_block + y` with the block's input fixed, then what follows the block, up to the
+    loss)."""
+    points = [(path, _build(spec), params, x, rest)]
+    if isinstance(spec, fnn.Layer):
+        return points
+    kind, *children = spec
+    if kind == "residual":  # y_block = x + inner(x): the inner layer's y enters as x + y
+        return points + _points(children[0], params, x, lambda y: rest(x + y), (*path, 0))
+    h = x
+    for i, child in enumerate(children):
+
+        def after(y, i=i):  # the chain's layers after i, then whatever follows the chain
+            for j in range(i + 1, len(children)):
+                y = fnn.apply(_build(children[j]), params[j], y)
+            return rest(y)
+
+        points += _points(child, params[i], h, after, (*path, i))
+        h = fnn.apply(_build(child), params[i], h)
+    return points
+
+
+@jax.jit
+def _reference(params, x, y):
+    """Per layer, at every depth, by JAX alone: the network split at the layer, its input
+    from the layers before it, `jax.vjp` of the layer, and `dy = jax.grad(rest)` at its
+    output: `{path: (dy, dx, grads)}`, and the loss."""
+    rows = {}
+    for path, layer, p, x_in, rest in _points(
+        SPEC, params, x, lambda pred: LOSS.forward(pred, y)[0]
+    ):
+        out, vjp = jax.vjp(lambda p, x, layer=layer: fnn.apply(layer, p, x), p, x_in)
+        dy = jax.grad(rest)(out)  # ∂L/∂(its output), through everything after it
+        grads, dx = vjp(dy)  # ∂L/∂(its params), ∂L/∂(its input)
+        rows["net" + "".join(f"[{i}]" for i in path)] = (dy, dx, grads)
+    return rows, LOSS.forward(fnn.apply(NET, params, x), y)[0]
+
+
+def trace_mismatches(trace, reference, params, rtol=1e-12):
+    """Where `trace` disagrees with `reference` (`_reference`'s rows): a list of
+    `(path, what, error)`, `what` one of dy, dx, grads (a leaf's max|trace − ref| over
+    max|ref|) and params (the layer's params against `select` of the network's), or
+    `("paths", missing, extra)` when the layers differ; empty when all agree."""
+    paths = [layer.path for layer in trace.layers]
+    if sorted(paths) != sorted(reference) or len(set(paths)) != len(paths):
+        return [("paths", sorted(set(reference) - set(paths)), sorted(set(paths) - set(reference)))]
+    found = []
+    for layer in trace.layers:
+        dy, dx, grads = reference[layer.path]
+        pairs = [("dy", layer.dy, dy), ("dx", layer.dx, dx), ("grads", layer.grads, grads),
+                 ("params", layer.params, layer.select(params))]  # fmt: skip
+        for what, mine, ref in pairs:
+            if jax.tree.structure(mine) != jax.tree.structure(ref):
+                found.append((layer.path, what, "structure"))
+                continue
+            for a, b in zip(jax.tree.leaves(mine), jax.tree.leaves(ref), strict=True):
+                a, b = np.asarray(a), np.asarray(b)
+                scale = max(float(np.max(np.abs(b), initial=0.0)), 1e-300)
+                error = (
+                    float(np.max(np.abs(a - b), initial=0.0)) / scale
+                    if a.shape == b.shape
+                    else np.inf
+                )
+                if not error <= rtol:
+                    found.append((layer.path, what, error))
+    return found
 
 
 @pytest.fixture(scope="module")
 def problem():
+    """Params in general position (not init's zeros and ones), float64."""
     rng = np.random.default_rng(0)
     params = fnn.init(NET, jax.random.PRNGKey(1), (4,), jnp.float64)
+    params = jax.tree.map(lambda p: p + 0.3 * rng.standard_normal(p.shape), params)
     x = rng.standard_normal((5, 4))
     y = rng.standard_normal((5, 3))
     return params, x, y
@@ -36,36 +160,41 @@ def trace(problem):
     return fnn.backward_trace(NET, LOSS, *problem)
 
 
-def test_trace_matches_jax_vjp_of_the_network_split_at_each_layer(problem, trace):
+@pytest.fixture(scope="module")
+def reference(problem):
+    return _reference(*problem)
+
+
+def test_trace_matches_jax_vjp_of_the_network_split_at_every_layer_at_every_depth(
+    problem, trace, reference
+):
     params, x, y = problem
-
-    @jax.jit
-    def split(params, x, y):
-        """Per top-level layer i: (∂L/∂y_i, ∂L/∂params_i) by jax.vjp of the rest."""
-        out, h = [], x
-        for i, layer in enumerate(LAYERS):
-            h = fnn.apply(layer, params[i], h)
-            rest = fnn.serial(*LAYERS[i + 1 :]) if i + 1 < len(LAYERS) else None
-
-            def loss_from(h, rest=rest, i=i):
-                pred = h if rest is None else fnn.apply(rest, params[i + 1 :], h)
-                return LOSS.forward(pred, y)[0]
-
-            out.append(jax.grad(loss_from)(h))
-        grads = jax.grad(lambda p: LOSS.forward(fnn.apply(NET, p, x), y)[0])(params)
-        return out, grads
-
-    dys, grads = split(params, x, y)
-    for i, (dy, g) in enumerate(zip(dys, grads, strict=True)):
-        layer = trace[f"net[{i}]"]
-        np.testing.assert_allclose(layer.dy, dy, rtol=1e-12, atol=1e-15)
-        for mine, ref in zip(jax.tree.leaves(layer.grads), jax.tree.leaves(g), strict=True):
-            np.testing.assert_allclose(mine, ref, rtol=1e-12, atol=1e-15)
-    value, net_grads = fnn.value_and_grad(NET, LOSS)(params, x, y)
+    rows, value = reference
+    assert max(layer.depth for layer in trace.layers) == 6 and len(rows) == 15
+    assert trace_mismatches(trace, rows, params) == []
     assert trace.loss == pytest.approx(float(value), rel=1e-14)
+    _, net_grads = fnn.value_and_grad(NET, LOSS)(params, x, y)
     mine_ref = zip(jax.tree.leaves(trace["net"].grads), jax.tree.leaves(net_grads), strict=True)
     for mine, ref in mine_ref:
         np.testing.assert_allclose(mine, ref, rtol=1e-14)
+
+
+def test_the_comparison_catches_a_trace_wrong_only_at_depth_3(problem, reference):
+    """The planted chain at net[2][0] records its first layer (net[2][0][0], depth 3) with
+    2·dy: the network's gradients, and every record above and beside it, stay right, so a
+    comparison of the top-level layers passes; the comparison at every depth does not."""
+    params, x, y = problem
+    planted = _build(SPEC, plant=(2, 0))
+    wrong = fnn.backward_trace(planted, LOSS, params, x, y)
+    found = trace_mismatches(wrong, reference[0], params)
+    assert {(path, what) for path, what, _ in found} == {
+        ("net[2][0][0]", "dy"),
+        ("net[2][0][0]", "dx"),
+        ("net[2][0][0]", "grads"),
+    }
+    assert all(error == pytest.approx(1.0, rel=1e-9) for _, _, error in found)  # 2× - 1×
+    assert wrong["net[2][0][0]"].depth == 3
+    assert trace_mismatches(wrong, {**reference[0], "net[9]": ()}, params)[0][0] == "paths"
 
 
 def test_trace_reaches_layers_inside_combinators(trace):
