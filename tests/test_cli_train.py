@@ -373,5 +373,6 @@ def test_a_network_whose_gradient_check_fails_is_not_trained(tmp_path, monkeypat
     assert "hand-written gradients DO NOT match jax.grad" in stdout
     assert "max relative error 5.0e-01 (tolerance 1e-10)" in stdout
     assert "FAILED" in err and "params[0]['W']" in err  # the wrong leaf, named
+    assert "fnn train: error: the gradient check failed: not training" in err
     assert "training serial" not in stdout  # the line a run prints as it starts to fit
     assert not out.exists() or list(out.iterdir()) == []  # no checkpoint, metrics, curves

@@ -164,6 +164,8 @@ def run(args: argparse.Namespace) -> int:
     )
     if not check.passed:
         print(check, file=sys.stderr)
+        print("fnn train: error: the gradient check failed: not training (nothing written)",
+              file=sys.stderr)  # fmt: skip
         return 1
     steps = data.x_train.shape[0] // config.batch_size
     resumed = f", resuming after epoch {prepared.start_epoch}" if prepared.start_epoch else ""
