@@ -1,6 +1,8 @@
 """Every item of the check catalogue (`fnn.check.CASES`): its hand-written backward
-against jax.vjp and finite differences in float64, against jax.vjp in float32, and its
-shapes and dtypes. An item added to the catalogue is tested here; nothing else to edit.
+against jax.vjp and finite differences in float64, against jax.vjp in float32, its
+per-example backward where it declares one, the tie point (integer inputs: relu's zeros,
+max_pool's tied maxima) where it applies, and its shapes and dtypes. An item added to
+the catalogue is tested here; nothing else to edit.
 
 Whole networks (`network=True`) are checked against jax.vjp only: their layers are items
 of their own, checked against finite differences too.
@@ -57,6 +59,35 @@ def test_float64_backward_matches_vjp_and_finite_differences(name):
         assert result.finite_differences == "skipped (disabled)"
     else:
         assert result.finite_differences == "passed"
+    assert (result.per_example, result.ties) == _expected_verdicts(case, "float64"), str(result)
+
+
+def _expected_verdicts(case, dtype: str) -> tuple[str, str]:
+    """What every item's per-example and tie verdicts must be: "passed" wherever the
+    comparison applies (every tie-keeping direction usable: the built-ins have kinks only
+    at ties and at 0), else the reason it does not."""
+    if not isinstance(case, LayerCase):
+        return "n/a", "n/a"
+    layer = case.build()
+    per_example = "passed" if layer.per_example_backward else "n/a (no per_example_backward)"
+    if dtype != "float64":
+        return per_example, "skipped (float64 only)"
+    if case.network:
+        return per_example, "skipped (disabled)"
+    if case.make_input is not None:
+        return per_example, "n/a (the input comes from make_input)"
+    return per_example, "passed"
+
+
+def test_the_catalogue_checks_per_example_backwards_and_tie_points():
+    """Not vacuous: the layers that declare a per-example backward and the ones with ties
+    (relu's kink, max_pool) are among the items checked there."""
+    declared = {
+        n for n, c in CASES.items() if isinstance(c, LayerCase) and c.build().per_example_backward
+    }
+    assert {"dense", "relu", "max_pool", "layer_norm", "dropout_train", "flatten"} <= declared
+    tied = {n for n, c in CASES.items() if _expected_verdicts(c, "float64")[1] == "passed"}
+    assert {"relu", "leaky_relu", "max_pool", "max_pool_3x3_stride1_same", "gpt_block"} <= tied
 
 
 @pytest.mark.slow
@@ -65,6 +96,7 @@ def test_float32_backward_matches_vjp(name):
     (result,) = run_checks([name], "float32")
     assert result.passed, str(result)
     assert result.dtype == "float32" and result.finite_differences == "skipped (float64 only)"
+    assert (result.per_example, result.ties) == _expected_verdicts(CASES[name], "float32")
 
 
 def _shapes(case: LayerCase, dtype):

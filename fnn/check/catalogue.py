@@ -20,6 +20,7 @@ import numpy as np
 
 from fnn import initializers, losses
 from fnn.check.checker import CheckResult, check_layer, check_loss, check_model
+from fnn.check.report import short_verdict
 from fnn.core import Ctx, Layer, Loss, choose, init_state
 from fnn.layers import (
     ACTIVATIONS,
@@ -369,19 +370,24 @@ def run_checks(
 
 
 def format_table(results: Sequence[CheckResult]) -> str:
-    """A plain-text table of results, one line per item."""
-    header = f"{'name':<32} {'dtype':<8} {'max abs err':>12} {'max rel err':>12}  {'fd':<8} result"
+    """A plain-text table of results, one line per item: the errors against `jax.vjp`,
+    and the verdicts of finite differences (fd), per-example gradients (per-ex) and the
+    tie point (ties)."""
+    header = (
+        f"{'name':<32} {'dtype':<8} {'max abs err':>12} {'max rel err':>12}  {'fd':<8}"
+        f"{'per-ex':<8}{'ties':<8}result"
+    )
     lines = [header, "-" * len(header)]
     for r in results:
-        fd = r.finite_differences.split(":")[0].split(" ")[0]
+        verdicts = {"finite differences": r.finite_differences, "per-example": r.per_example}
+        verdicts["ties"] = r.ties
         lines.append(
             f"{r.name:<32} {r.dtype:<8} {r.max_abs_err:>12.2e} {r.max_rel_err:>12.2e}  "
-            f"{fd:<8} {'ok' if r.passed else 'FAIL'}"
+            + "".join(f"{short_verdict(v):<8}" for v in verdicts.values())
+            + ("ok" if r.passed else "FAIL")
         )
-        if r.error:
-            lines.append(f"    {r.error}")
-        elif r.finite_differences.startswith("failed"):
-            lines.append(f"    finite differences {r.finite_differences}")
+        lines += [f"    {r.error}"] if r.error else []
+        lines += [f"    {k} {v}" for k, v in verdicts.items() if v.startswith("failed")]
     failed = sum(not r.passed for r in results)
     lines.append(f"{len(results) - failed} passed, {failed} failed")
     return "\n".join(lines)

@@ -1,5 +1,6 @@
 """What a check reports: per-leaf errors of a hand-written gradient against JAX's, the
-finite-difference verdict, and the `CheckResult` that holds them."""
+finite-difference, per-example and tie-point verdicts, and the `CheckResult` that holds
+them."""
 
 from __future__ import annotations
 
@@ -25,10 +26,16 @@ class CheckResult:
       dtype: "float64" or "float32".
       max_abs_err, max_rel_err: the largest errors over all leaves.
       rtol: the relative tolerance applied.
-      passed: whether every leaf is within `rtol` and finite differences agree.
+      passed: whether every leaf is within `rtol`, and no verdict (finite differences,
+        per-example, ties) failed.
       leaves: per leaf path (e.g. "params[0]['W']", "x"): {"abs": ..., "rel": ...}.
       finite_differences: "passed", "skipped (...)" or "failed: <message>".
       error: a structural problem (a missing or misshapen gradient), else "".
+      per_example: the layer's `per_example_backward` against each example's own
+        `jax.vjp`: "passed", "failed: <message>" or "n/a (<reason>)".
+      per_example_rel_err: its largest relative error over all leaves, None when not run.
+      ties: the check at integer inputs (tied maxima, exact zeros): "passed",
+        "failed: <message>", "skipped (...)" or "n/a (<reason>)".
     """
 
     name: str
@@ -40,16 +47,23 @@ class CheckResult:
     leaves: dict[str, dict[str, float]]
     finite_differences: str
     error: str = ""
+    per_example: str = "n/a"
+    per_example_rel_err: float | None = None
+    ties: str = "n/a"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     def __str__(self) -> str:
         verdict = "passed" if self.passed else "FAILED"
+        per_example = self.per_example
+        if per_example == "passed" and self.per_example_rel_err is not None:
+            per_example += f" (max rel err {self.per_example_rel_err:.2e})"
         text = (
             f"{self.name} [{self.dtype}]: {verdict}, max abs err {self.max_abs_err:.2e}, "
             f"max rel err {self.max_rel_err:.2e} (rtol {self.rtol:g}), "
-            f"finite differences {self.finite_differences}"
+            f"finite differences {self.finite_differences}, per-example {per_example}, "
+            f"ties {self.ties}"
         )
         worst = [
             f"{leaf} rel {e['rel']:.2e}" for leaf, e in self.leaves.items() if e["rel"] > self.rtol
@@ -122,6 +136,11 @@ def structure(manual, reference) -> str:
     return ""
 
 
+def short_verdict(verdict: str) -> str:
+    """A verdict's first word, for a table: passed, failed, skipped, n/a, not run."""
+    return "not run" if verdict.startswith("not run") else verdict.split(":")[0].split(" ")[0]
+
+
 def finite_difference_verdict(analytic: float, numeric: float) -> str:
     """The verdict of the directional check `⟨v, backward(dy)⟩` against differences."""
     if abs(analytic - numeric) <= FD_TOL + FD_TOL * abs(numeric) and math.isfinite(analytic):
@@ -132,15 +151,46 @@ def finite_difference_verdict(analytic: float, numeric: float) -> str:
     )
 
 
-def result(name, dtype, rtol, manual, reference, fd) -> CheckResult:
+def result(
+    name, dtype, rtol, manual, reference, fd, *, per_example=None, ties="n/a"
+) -> CheckResult:
+    """The `CheckResult` of a hand-written gradient `manual` against `reference` (both
+    labelled trees), with the finite-difference verdict `fd`, the per-example comparison
+    `per_example` (a verdict string, or `(manual, reference)` labelled trees to compare
+    with the same rule; None: "n/a") and the tie verdict `ties`."""
     rtol = DEFAULT_RTOL[dtype] if rtol is None else rtol
     leaves, error = compare(manual, reference)
     max_abs = max((e["abs"] for e in leaves.values()), default=0.0)
     max_rel = max((e["rel"] for e in leaves.values()), default=0.0)
     if error:
         max_abs = max_rel = math.inf
-    passed = not error and max_rel <= rtol and not fd.startswith("failed")
-    return CheckResult(name, dtype, max_abs, max_rel, rtol, passed, leaves, fd, error)
+    pe_verdict, pe_rel = per_example_verdict(per_example, rtol)
+    passed = (
+        not error
+        and max_rel <= rtol
+        and not any(v.startswith("failed") for v in (fd, pe_verdict, ties))
+    )
+    return CheckResult(
+        name, dtype, max_abs, max_rel, rtol, passed, leaves, fd, error, pe_verdict, pe_rel, ties
+    )
+
+
+def per_example_verdict(per_example, rtol: float) -> tuple[str, float | None]:
+    """`(verdict, max rel err)` of per-example gradients: `per_example` is a verdict
+    already (a string), None ("n/a"), or `(manual, reference)` labelled trees, compared
+    leaf by leaf as the batch gradient is (`compare`)."""
+    if per_example is None:
+        return "n/a", None
+    if isinstance(per_example, str):
+        return per_example, None
+    leaves, error = compare(*per_example)
+    if error:
+        return f"failed: {error}", math.inf
+    max_rel = max((e["rel"] for e in leaves.values()), default=0.0)
+    worst = [f"{leaf} rel {e['rel']:.2e}" for leaf, e in leaves.items() if not e["rel"] <= rtol]
+    if worst:
+        return f"failed: over tolerance {rtol:g}: " + ", ".join(worst), max_rel
+    return "passed", max_rel
 
 
 def raised(name, dtype, rtol, error) -> CheckResult:
@@ -148,4 +198,17 @@ def raised(name, dtype, rtol, error) -> CheckResult:
     message = str(error).split("\n")[0]
     rtol = DEFAULT_RTOL[dtype] if rtol is None else rtol
     error = f"raised {type(error).__name__}: {message}"
-    return CheckResult(name, dtype, math.inf, math.inf, rtol, False, {}, "not run", error)
+    return CheckResult(
+        name,
+        dtype,
+        math.inf,
+        math.inf,
+        rtol,
+        False,
+        {},
+        "not run",
+        error,
+        "not run",
+        None,
+        "not run",
+    )
