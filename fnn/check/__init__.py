@@ -12,6 +12,7 @@ from fnn.check.checker import (
     check_model,
     draw_params,
 )
+from fnn.check.mutate import MutantResult, MutationReport, mutation_test
 
 __all__ = [
     "CASES",
@@ -21,10 +22,13 @@ __all__ = [
     "LayerCase",
     "LossCase",
     "ModelCase",
+    "MutantResult",
+    "MutationReport",
     "check_layer",
     "check_loss",
     "check_model",
     "draw_params",
     "format_table",
+    "mutation_test",
     "run_checks",
 ]

@@ -1,16 +1,38 @@
-"""`fnn check`: verify the hand-written backward passes of the built-ins."""
+"""`fnn check`: verify the hand-written backward passes of the built-ins; with `--mutate
+FILE.py:FUNCTION`, plant classic mistakes in your layer's backward and see whether its
+check catches them."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
-from fnn.check import CASES, DTYPES, format_table, run_checks
+from fnn.check import CASES, DTYPES, format_table, mutation_test, run_checks
 from fnn.cli.messages import describe, flags_of
 from fnn.cli.outputs import check_writable_file
-from fnn.core import SettingError
+from fnn.cli.user_code import UserCodeError, load_function
+from fnn.core import Layer, SettingError
+
+MUTATE_HELP = (
+    "instead of the built-ins, mutation-test your layer: plant classic mistakes in its "
+    "backward (a sign, a factor of 2, a transpose, a dropped term, a reduction axis), one "
+    "at a time, and check each mutant at your check point; exits 1 when a mutant survives. "
+    "FUNCTION() returns an fnn Layer, or a dict with key layer and optionally in_shape, "
+    "batch, ctx, make_input"
+)
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        shape = ()
+    if not shape or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive ints such as 8 or 6,6,2, got {text!r}")
+    return shape
 
 
 def add_parser(subparsers) -> None:
@@ -32,10 +54,23 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("--dtype", choices=DTYPES, default="float64")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write records here")
+    yours = parser.add_argument_group("mutation testing of your own layer")
+    yours.add_argument("--mutate", metavar="FILE.py:FUNCTION", help=MUTATE_HELP)
+    yours.add_argument(
+        "--in-shape", type=_shape, metavar="D[,D...]", help="--mutate: input shape without batch"
+    )
+    yours.add_argument("--batch", type=int, metavar="N", help="--mutate: batch size (default 4)")
     parser.set_defaults(run=run, flags=flags_of(parser))
 
 
+def _error(error: BaseException, args: argparse.Namespace) -> int:
+    print(f"fnn check: error: {describe(error, args.flags)}", file=sys.stderr)
+    return 2
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.mutate:
+        return _mutate(args)
     unknown = [name for name in args.names if name not in CASES]
     try:
         if unknown:
@@ -43,13 +78,68 @@ def run(args: argparse.Namespace) -> int:
                 f"unknown item(s) {', '.join(unknown)}; known items: {', '.join(CASES)}",
                 settings=("names",),
             )
+        if args.in_shape or args.batch:
+            raise SettingError("--in-shape and --batch go with --mutate", settings=("mutate",))
         if args.json:
             check_writable_file(args.json, "json")
     except SettingError as error:
-        print(f"fnn check: error: {describe(error, args.flags)}", file=sys.stderr)
-        return 2
+        return _error(error, args)
     results = run_checks(args.names, args.dtype)
     print(format_table(results))
     if args.json:
         args.json.write_text(json.dumps([r.to_dict() for r in results], indent=2) + "\n")
     return 0 if all(r.passed for r in results) else 1
+
+
+def _layer_of(obtained, spec: str) -> tuple[Layer, dict]:
+    """The Layer FUNCTION returned and the check settings beside it."""
+    if isinstance(obtained, Layer):
+        return obtained, {}
+    if isinstance(obtained, Mapping) and isinstance(obtained.get("layer"), Layer):
+        extra = {
+            k: obtained[k] for k in ("in_shape", "batch", "ctx", "make_input") if k in obtained
+        }
+        return obtained["layer"], extra
+    raise UserCodeError(
+        f"--mutate: {spec}() returned {type(obtained).__name__}; expected an fnn Layer, or a "
+        "dict with key layer and optionally in_shape, batch, ctx, make_input"
+    )
+
+
+def _mutate(args: argparse.Namespace) -> int:
+    try:
+        if args.names:
+            raise SettingError(
+                "--mutate tests your layer, not the built-in items; give one or the other",
+                settings=("mutate",),
+            )
+        if args.batch is not None and args.batch < 1:
+            raise SettingError(f"batch must be positive, got {args.batch}", settings=("batch",))
+        if args.json:
+            check_writable_file(args.json, "json")
+        function = load_function(args.mutate, "--mutate")
+
+        def build() -> Layer:
+            try:
+                obtained = function()
+            except Exception as error:
+                raise UserCodeError(
+                    f"--mutate: {args.mutate}() raised {type(error).__name__}: {error}"
+                ) from error
+            return _layer_of(obtained, args.mutate)[0]
+
+        settings = _layer_of(function(), args.mutate)[1]
+        in_shape = args.in_shape or settings.get("in_shape")
+        settings.pop("in_shape", None)
+        if in_shape is None:
+            raise SettingError("--mutate needs the input shape", settings=("in_shape",))
+        if args.batch is not None:
+            settings["batch"] = args.batch
+        print(f"mutation test of {args.mutate}, input shape {tuple(in_shape)}, {args.dtype}")
+        report = mutation_test(build, tuple(in_shape), dtype=args.dtype, **settings)
+    except (UserCodeError, SettingError) as error:
+        return _error(error, args)
+    print(report.table())
+    if args.json:
+        args.json.write_text(json.dumps([r.to_dict() for r in report.results], indent=2) + "\n")
+    return 0 if report.passed else 1
