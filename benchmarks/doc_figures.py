@@ -1529,9 +1529,26 @@ BENCH_QUOTES = [
     # AMD EPYC grid
     Quote(
         B,
-        "(`fnn bench --repeats {}`). Ratios come from",
+        "(`fnn bench --repeats {}`, the order-fair",
         (AMD,),
         lambda r: [str(grid(r).timed()[0]["repeats"])],
+    ),
+    Quote(
+        B,
+        "`per_example`, `cnn_digits` and `transformer` spread {*}, so a ratio",
+        (AMD,),
+        lambda r: [
+            span(
+                [
+                    abs(x["aa_ratio"] - 1)
+                    for x in r
+                    if x.get("aa_ratio") and x["workload"]
+                    in ("tutorial", "per_example", "cnn_digits", "transformer")
+                ],
+                pct,
+            )
+            + " %"
+        ],
     ),
     Quote(
         B,
@@ -2042,6 +2059,85 @@ BENCH_ALLOWED = [
     Allowed(B, "about 128 × the arithmetic", "128 positions against one, by construction"),
 ]
 
-FRAGMENTS = README_FRAGMENTS + SCALING_FRAGMENTS + BENCH_FRAGMENTS
-QUOTES = README_QUOTES + SCALING_QUOTES + BENCH_QUOTES
+# ------------------------------------------------------------- the harness's own trust
+
+ORDER_BIAS = "order_bias.json"  # python benchmarks/order_bias.py --repeats 21
+ORDER_FAIRNESS = "order_fairness.json"  # python benchmarks/order_fairness.py
+MUTATION = "mutation.json"  # python benchmarks/mutation.py
+ORDER_CONDITIONS = {
+    "after_jax": "right after a JAX matmul",
+    "after_jax_then_warm": "after it, then one untimed call",
+    "after_numpy": "right after a numpy (BLAS) matmul",
+    "after_numpy_then_warm": "after it, then one untimed call",
+    "after_torch": "right after a PyTorch matmul",
+    "after_torch_then_warm": "after it, then one untimed call",
+}
+
+
+def order_bias(d) -> str:
+    rows = []
+    for row in d["rows"]:
+        for key, label in ORDER_CONDITIONS.items():
+            if key in row["ratio_vs_alone"]:
+                rows.append([row["workload"], label, f"{row['ratio_vs_alone'][key]:.3f} ×"])
+    return table(["workload", "the step timed", "time ÷ the step alone (median)"], rows)
+
+
+def order_fairness(d) -> str:
+    rows = []
+    for workload, s in d["summary"].items():
+        mv = s["manual_vs_autodiff"]
+        rows.append([
+            workload, f3(mv["given"]), f3(mv["reversed"]),
+            f"{100 * s['order_difference']:.1f} %", f"{100 * s['aa_spread']:.1f} %",
+        ])  # fmt: skip
+    given = ",".join(d["runs"]["given"]["impls"])
+    reverse = ",".join(d["runs"]["reversed"]["impls"])
+    return table(
+        ["workload", f"manual ÷ jax.grad, `--impls {given}`", f"`--impls {reverse}`",
+         "difference", "A/A spread"],
+        rows,
+    )  # fmt: skip
+
+
+def aa_spread(*grids) -> str:
+    """The A/A twin's ratio per (workload, dtype) of each grid."""
+    rows = [
+        [r["workload"], r["dtype"], f3(r["aa_ratio"])]
+        for records in grids
+        for r in records
+        if r.get("aa_ratio") is not None
+    ]
+    return table(["workload", "dtype", "manual_aa ÷ manual (A/A)"], rows)
+
+
+def mutation_summary(d) -> str:
+    c = d["counts"]
+    non_equivalent = c["mutants"] - c["equivalent"]
+    return (
+        f"**{c['caught']}/{non_equivalent} caught** of {c['mutants']} mutants "
+        f"({c['caught (wrong gradient)']} by a wrong gradient, {c['caught (wrong shape)']} "
+        f"by a wrong shape, {c['caught (crash)']} by a crash), {c['survived']} survived, "
+        f"{c['equivalent']} equivalent; {d['seconds']:.0f} s on {d['machine']}, jax "
+        f"{d['jax']} (`results/mutation.json`, one record per mutant)."
+    )
+
+
+TRUST_FRAGMENTS = [
+    Fragment("order-bias", (ORDER_BIAS,), order_bias),
+    Fragment("order-fairness", (ORDER_FAIRNESS,), order_fairness),
+    Fragment("aa-amd", (AMD,), aa_spread),
+    Fragment("mutation-bench", (MUTATION,), mutation_summary),
+]
+TRUST_QUOTES = [
+    Quote(
+        R,
+        "fnn's own backward code: {*} mutants caught (`benchmarks/mutation.py`).",
+        (MUTATION,),
+        lambda d: [f"{d['counts']['caught']}/{d['counts']['mutants'] - d['counts']['equivalent']}"],
+    ),
+]
+
+FRAGMENTS = README_FRAGMENTS + SCALING_FRAGMENTS + BENCH_FRAGMENTS + TRUST_FRAGMENTS
+QUOTES = README_QUOTES + SCALING_QUOTES + BENCH_QUOTES + TRUST_QUOTES
 ALLOWED = README_ALLOWED + SCALING_ALLOWED + BENCH_ALLOWED
