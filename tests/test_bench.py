@@ -251,7 +251,8 @@ def test_cli_runs_a_tiny_grid(tmp_path, capsys):
     code = main([*argv, "--repeats", "1", "--steps", "2", "--out", str(tmp_path)])
     assert code == 0
     records = json.loads((tmp_path / "results.json").read_text())
-    assert {r["impl"] for r in records} == {"manual", "autodiff"}
+    assert {r["impl"] for r in records} == {"manual", "autodiff", "manual_aa"}  # A/A twin
+    assert next(r for r in records if r["impl"] == "manual_aa")["aa_ratio"] > 0
     assert "tiny" in capsys.readouterr().out
 
 

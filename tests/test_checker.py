@@ -150,12 +150,15 @@ def test_cli_check_exits_one_on_failure(monkeypatch, capsys):
     monkeypatch.setitem(CASES, "max_pool", LayerCase(lambda: max_pool_2x2("every"), (4, 4, 1)))
     monkeypatch.setitem(CASES, "relu", LayerCase(lambda: dense_per_example_bug("batch_mean"), (3,)))
     assert main(["check", "dense", "max_pool", "relu"]) == 1
-    out = capsys.readouterr().out
+    out, _, forwards = capsys.readouterr().out.partition("\n\n")  # the gradient table first
+    assert "forwards against independent references (float64)" in forwards
+    verdicts = {line.split()[0]: line.split()[-1] for line in forwards.splitlines()[3:-1]}
+    assert verdicts == {"dense": "ok", "max_pool": "ok", "relu": "FAIL"}  # a dense is no relu
     assert "FAIL" in out and "0 passed, 3 failed" in out
     assert "    finite differences failed" in out
     assert "    ties failed: at integer inputs (ties, zeros)" in out
     assert "    per-example failed: over tolerance" in out
-    rows = {line.split()[0]: line.split()[-4:] for line in out.splitlines()[2:] if line[0] != " "}
+    rows = {line.split()[0]: line.split()[-4:] for line in out.splitlines()[2:-1] if line[0] != " "}
     assert rows["max_pool"] == ["passed", "n/a", "failed", "FAIL"]
     assert rows["relu"] == ["passed", "failed", "passed", "FAIL"]
 

@@ -160,6 +160,8 @@ def test_bench_per_example_case_times_both_and_matches_the_batch_gradient():
         ("per_example", "per_example"),
         ("per_example", "per_example_vmap"),
         ("tiny", "autodiff"),
+        ("per_example", "autodiff_aa"),  # the A/A twin: of the first impl, without manual
+        ("tiny", "autodiff_aa"),
     }
     by_impl = {r["impl"]: r for r in records if r["workload"] == "per_example"}
     manual, vmapped = by_impl["per_example"], by_impl["per_example_vmap"]

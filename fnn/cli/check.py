@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from fnn.check import CASES, DTYPES, format_table, mutation_test, run_checks
+from fnn.check.references import REFERENCES, check_forwards, format_forward_table
 from fnn.cli.messages import describe, flags_of
 from fnn.cli.outputs import check_writable_file
 from fnn.cli.user_code import UserCodeError, load_function
@@ -38,12 +39,16 @@ def _shape(text: str) -> tuple[int, ...]:
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "check",
-        help="verify every hand-written backward against jax.vjp and finite differences",
+        help="verify every hand-written backward against jax.vjp and finite differences, "
+        "per example and at ties, and every forward against an independent reference",
         description=(
             "Compare each built-in layer, activation, loss and network's hand-written "
             "backward with jax.vjp and with finite differences (float64), at params, "
-            "inputs and cotangents drawn in general position. Exits 1 when any item "
-            "fails. Tolerances: relative error <= 1e-10 in float64, <= 1e-4 in float32."
+            "inputs and cotangents drawn in general position; each declared per-example "
+            "backward with each example's own jax.vjp; each layer at integer inputs where "
+            "relu and max_pool tie; and each forward with a reference written from its "
+            "formula. Exits 1 when any item fails. Tolerances: relative error <= 1e-10 in "
+            "float64, <= 1e-4 in float32 (forwards: 1e-12 and 1e-5)."
         ),
     )
     parser.add_argument(
@@ -86,9 +91,19 @@ def run(args: argparse.Namespace) -> int:
         return _error(error, args)
     results = run_checks(args.names, args.dtype)
     print(format_table(results))
+    referenced = [name for name in args.names or CASES if name in REFERENCES]
+    forwards = {r.name: r for r in check_forwards(referenced, args.dtype)} if referenced else {}
+    if forwards:
+        print(f"\nforwards against independent references ({args.dtype}):")
+        print(format_forward_table(list(forwards.values())))
     if args.json:
-        args.json.write_text(json.dumps([r.to_dict() for r in results], indent=2) + "\n")
-    return 0 if all(r.passed for r in results) else 1
+        records = [
+            {**r.to_dict(), "forward": forwards[r.name].to_dict() if r.name in forwards else None}
+            for r in results
+        ]
+        args.json.write_text(json.dumps(records, indent=2) + "\n")
+    passed = all(r.passed for r in results) and all(r.passed for r in forwards.values())
+    return 0 if passed else 1
 
 
 def _layer_of(obtained, spec: str) -> tuple[Layer, dict]:
