@@ -1542,8 +1542,8 @@ BENCH_QUOTES = [
                 [
                     abs(x["aa_ratio"] - 1)
                     for x in r
-                    if x.get("aa_ratio") and x["workload"]
-                    in ("tutorial", "per_example", "cnn_digits", "transformer")
+                    if x.get("aa_ratio")
+                    and x["workload"] in ("tutorial", "per_example", "cnn_digits", "transformer")
                 ],
                 pct,
             )
