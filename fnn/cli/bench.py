@@ -14,7 +14,7 @@ from pathlib import Path
 from fnn import bench
 from fnn.cli.messages import describe, flags_of
 from fnn.cli.outputs import check_writable_dir
-from fnn.cli.user_code import UserCodeError, call
+from fnn.cli.user_code import UserCodeError, call, input_shape
 from fnn.core import Layer, Loss, SettingError
 
 MODEL_HELP = (
@@ -31,18 +31,6 @@ LAYER_HELP = (
 
 def _names(text: str) -> list[str]:
     return [name for name in text.split(",") if name]
-
-
-def _shape(text: str) -> tuple[int, ...]:
-    try:
-        shape = tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        shape = ()
-    if not shape or min(shape) < 1:
-        raise argparse.ArgumentTypeError(
-            f"expected positive ints such as 64 or 8,8,1, got {text!r}"
-        )
-    return shape
 
 
 def add_parser(subparsers) -> None:
@@ -107,7 +95,10 @@ def add_parser(subparsers) -> None:
     yours.add_argument("--model", metavar="FILE.py:FUNCTION", help=MODEL_HELP)
     yours.add_argument("--layer", metavar="FILE.py:FUNCTION", help=LAYER_HELP)
     yours.add_argument(
-        "--in-shape", type=_shape, metavar="D[,D...]", help="--layer: input shape without batch"
+        "--in-shape",
+        type=input_shape,
+        metavar="D[,D...]",
+        help="--layer: input shape without batch",
     )
     yours.add_argument("--batch", type=int, metavar="N", help="--layer: batch size (default 256)")
     parser.set_defaults(run=run, flags=flags_of(parser))

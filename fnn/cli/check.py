@@ -14,7 +14,7 @@ from fnn.check import CASES, DTYPES, format_table, mutation_test, run_checks
 from fnn.check.references import REFERENCES, check_forwards, format_forward_table
 from fnn.cli.messages import describe, flags_of
 from fnn.cli.outputs import check_writable_file
-from fnn.cli.user_code import UserCodeError, load_function
+from fnn.cli.user_code import UserCodeError, input_shape, load_function
 from fnn.core import Layer, SettingError
 
 MUTATE_HELP = (
@@ -24,16 +24,6 @@ MUTATE_HELP = (
     "FUNCTION() returns an fnn Layer, or a dict with key layer and optionally in_shape, "
     "batch, ctx, make_input"
 )
-
-
-def _shape(text: str) -> tuple[int, ...]:
-    try:
-        shape = tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        shape = ()
-    if not shape or min(shape) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive ints such as 8 or 6,6,2, got {text!r}")
-    return shape
 
 
 def add_parser(subparsers) -> None:
@@ -62,7 +52,10 @@ def add_parser(subparsers) -> None:
     yours = parser.add_argument_group("mutation testing of your own layer")
     yours.add_argument("--mutate", metavar="FILE.py:FUNCTION", help=MUTATE_HELP)
     yours.add_argument(
-        "--in-shape", type=_shape, metavar="D[,D...]", help="--mutate: input shape without batch"
+        "--in-shape",
+        type=input_shape,
+        metavar="D[,D...]",
+        help="--mutate: input shape without batch",
     )
     yours.add_argument("--batch", type=int, metavar="N", help="--mutate: batch size (default 4)")
     parser.set_defaults(run=run, flags=flags_of(parser))

@@ -3,6 +3,7 @@ an error that says what is wrong and what was expected instead of a traceback.""
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import inspect
 import sys
@@ -58,3 +59,16 @@ def call(spec: str, flag: str) -> Any:
         return function()
     except Exception as error:
         raise UserCodeError(f"{flag}: {spec}() raised {type(error).__name__}: {error}") from error
+
+
+def input_shape(text: str) -> tuple[int, ...]:
+    """`--in-shape`'s type: a user layer's input shape without batch, "8" or "6,6,2"."""
+    try:
+        shape = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        shape = ()
+    if not shape or min(shape) < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected positive ints such as 64 or 8,8,1, got {text!r}"
+        )
+    return shape
