@@ -102,7 +102,7 @@ def test_the_aa_twin_is_the_same_unit_timed_as_another_impl(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_grid_flags_a_wrong_gradient_as_a_mismatch(monkeypatch):
+def test_the_grid_flags_a_wrong_gradient_and_scopes_float64_to_its_float64_cases(monkeypatch):
     build = grid.build_jax_impl
 
     def tripled_manual(name, problem):  # the grid's own manual impl, its gradient 3 x
@@ -113,20 +113,15 @@ def test_the_grid_flags_a_wrong_gradient_as_a_mismatch(monkeypatch):
         return impl
 
     monkeypatch.setattr(grid, "build_jax_impl", tripled_manual)
-    records = bench.run_benchmarks(
-        ["tutorial"], ["manual", "autodiff"], ["float32"], **TINY, progress=lambda s: None
-    )
-    found = {r["impl"]: r for r in records}
-    assert found["manual"]["status"] == "mismatch", found["manual"]
-    assert "rel_grad_err 2.00e+00 > 0.0001" in found["manual"]["note"]
-    assert found["autodiff"]["status"] == "ok"
-
-
-@pytest.mark.slow
-def test_the_grid_scopes_float64_to_its_float64_cases():
     with jax.enable_x64(False):
         records = bench.run_benchmarks(
-            ["tutorial"], ["manual"], ["float64"], **TINY, aa=None, progress=lambda s: None
-        )
+            ["tutorial"], ["manual", "autodiff"], ["float32", "float64"], **TINY, aa=None,
+            progress=lambda s: None,
+        )  # fmt: skip
         assert not jax.config.jax_enable_x64, "the caller's setting is left as it was"
-    assert [(r["impl"], r["dtype"], r["status"]) for r in records] == [("manual", "float64", "ok")]
+    found = {(r["impl"], r["dtype"]): r for r in records}
+    assert sorted(found) == [(i, d) for i in ("autodiff", "manual") for d in ("float32", "float64")]
+    for dtype, tol in (("float32", "0.0001"), ("float64", "1e-10")):
+        assert found["manual", dtype]["status"] == "mismatch", found["manual", dtype]
+        assert f"rel_grad_err 2.00e+00 > {tol}" in found["manual", dtype]["note"]
+        assert found["autodiff", dtype]["status"] == "ok"
