@@ -17,7 +17,7 @@ fnn's batch-first rows like this (x = Xᵀ, the weights are the same matrices):
 One difference: the tutorial's `costfunction` takes `m` from `np.shape(Y)`, which is
 (1, 200), so it divides by 1 and prints the SUM of the 200 losses. Its gradients do divide
 by m = 200, so they are the gradients of the MEAN, which is the value fnn reports (the
-tutorial's printed J is 200 × fnn's loss; tests/test_tutorial.py checks both trajectories
+tutorial's printed J is 200 × fnn's loss; tests/core/test_tutorial.py checks both trajectories
 agree to 1e-12 in float64).
 
 The whole loop is ONE compiled call: `lax.scan` over 10 000 steps.

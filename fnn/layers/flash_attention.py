@@ -64,7 +64,7 @@ first key (`(n − 1)·b < T`), in the first sweep; so after its first block eve
 rounded to the dtype: at scores of size `|S|` by `ε·|S|`, which moves every recomputed
 `P` by that fraction of itself, on top of the rounding of `S` that the dense layer (which
 keeps `P`) carries too. In float32 the gradients stay within ~ε·|S| of float64's, ~1e-3
-relative at scores of 1e4, and finite at any finite scores (tests/test_robustness.py).
+relative at scores of 1e4, and finite at any finite scores (tests/core/test_robustness.py).
 
 **Residuals: x, O, L; q, k, v recomputed.** The backward needs `q, k, v`; it recomputes
 them from `x` (attention.py's projection, one `(T, D)·(D, 3D)` matmul) rather than keep

@@ -19,7 +19,7 @@ term is the gradient through μ, the `x̂_i·x̂_j/N` term the gradient through 
 **Zero variance.** `ε` is what keeps a constant row (or, for `batch_norm`, a feature
 constant over the batch, such as any batch of one) finite: there `σ = √ε`, `x̂ = 0`,
 `y = bias`, and `dx = (g − mean(g))/√ε`, the formula above with `x̂ = 0`, which is also
-the derivative of the definition with that `ε` (tests/test_robustness.py).
+the derivative of the definition with that `ε` (tests/core/test_robustness.py).
 
 `batch_norm` is the same computation over the other axes: μ and var are per feature
 (the last axis), taken over the batch and any spatial axes, so in training the formula

@@ -35,7 +35,7 @@ come back in `h`'s and `W`'s dtypes. The backward's `p = e^(z − L)` takes `z` 
 recomputation and `L` from the forward: where the two matmuls round differently (a
 chunked loop compiles them apart), `z` moves by the rounding of numbers of its size,
 `ε·|z|`, and `p` by that fraction of itself. In float32 that is a relative error of
-~4e-6 on the gradients at logits of 30 and ~1e-3 at 3e4 (tests/test_robustness.py),
+~4e-6 on the gradients at logits of 30 and ~1e-3 at 3e4 (tests/core/test_robustness.py),
 where jax.grad of the unfused head, which keeps `p`, was exact to 1e-7.
 """
 

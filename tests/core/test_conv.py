@@ -1,4 +1,4 @@
-"""Convolution, pooling and flatten beyond their catalogue items (tests/test_catalogue.py):
+"""Convolution, pooling and flatten beyond their catalogue items (tests/check/test_catalogue.py):
 forward references, shapes for every padding/stride/dilation, ties in max_pool, planted
 bugs, bad input."""
 
@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from battery import normal, params_for
+from helpers.battery import normal, params_for
 from jax import lax
 
 import fnn

@@ -1,6 +1,6 @@
 """Data parallel over a mesh and over several processes: every run is a subprocess with
 its own environment (forced CPU devices, jax.distributed on 127.0.0.1), always ended by a
-timeout; this process never forces devices. tests/parallel_worker.py does the work and
+timeout; this process never forces devices. tests/helpers/parallel_worker.py does the work and
 prints its measurements; the tests judge them. The subprocess tests are slow."""
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from battery import normal, params_for
+from helpers.battery import normal, params_for
 
 from fnn.train import distributed, parallel
 
-WORKER = Path(__file__).with_name("parallel_worker.py")
-ROOT = WORKER.parent.parent
+ROOT = Path(__file__).resolve().parents[2]
+WORKER = ROOT / "tests" / "helpers" / "parallel_worker.py"
 FNN = [sys.executable, "-c", "import sys; from fnn.cli import main; sys.exit(main(sys.argv[1:]))"]
 
 

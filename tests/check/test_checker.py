@@ -177,7 +177,7 @@ def test_custom_layer_example_passes_and_its_bug_is_caught():
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "examples" / "custom_layer.py"
+    path = Path(__file__).resolve().parents[2] / "examples" / "custom_layer.py"
     spec = importlib.util.spec_from_file_location("custom_layer", path)
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from battery import normal, params_for
+from helpers.battery import normal, params_for
 
 import fnn
 from fnn.per_example import clip_and_noise, per_example_grads_autodiff

@@ -1,7 +1,7 @@
 """The GPT (`fnn.gpt`, `fnn.gpt_block`) and sampling (`fnn.generate`): the tied table's
 two gradients, what each recompute mode keeps, the key-value cache against the full
 model, and the errors. The hand-written backwards are checked against jax.vjp in the
-catalogue (`gpt_block*`, `gpt*` items) and against PyTorch in tests/test_gpt_torch.py."""
+catalogue (`gpt_block*`, `gpt*` items) and against PyTorch in tests/lm/test_gpt_torch.py."""
 
 import jax
 import jax.numpy as jnp

@@ -1,9 +1,9 @@
-"""Subprocess worker for tests/test_parallel.py: runs with its own XLA_FLAGS (forced CPU
+"""Subprocess worker for tests/train/test_parallel.py: runs with its own XLA_FLAGS (forced CPU
 devices) or as one of several `jax.distributed` processes, and prints one JSON line of
 measured differences for the test to judge.
 
-    python tests/parallel_worker.py mesh OUT_DIR             # 8 forced devices
-    python tests/parallel_worker.py distributed PORT N I OUT  # process I of N
+    python tests/helpers/parallel_worker.py mesh OUT_DIR             # 8 forced devices
+    python tests/helpers/parallel_worker.py distributed PORT N I OUT  # process I of N
 """
 
 from __future__ import annotations

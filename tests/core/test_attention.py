@@ -1,5 +1,5 @@
 """embedding, positional_embedding and multi_head_attention beyond their catalogue items
-(tests/test_catalogue.py): planted bugs the check must catch, causality, a known
+(tests/check/test_catalogue.py): planted bugs the check must catch, causality, a known
 forward, bad input, a whole token model's gradient, and the example."""
 
 import importlib.util
@@ -10,13 +10,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from battery import forward_backward, normal, params_for
+from helpers.battery import forward_backward, normal, params_for
 
 import fnn
 from fnn.layers import embedding, multi_head_attention, positional_embedding
 
 KEY = jax.random.PRNGKey(0)
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def token_ids(vocab):

@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from battery import normal, params_for
+from helpers.battery import normal, params_for
 
 import fnn
 from fnn.core import Loss

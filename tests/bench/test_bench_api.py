@@ -17,7 +17,7 @@ from fnn import bench
 from fnn.cli import main
 from fnn.core import SettingError
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 FIELDS = (
     "workload", "impl", "dtype", "device_kind", "jax_version", "step_ms_median",
     "step_ms_iqr", "compile_s", "flops_per_s", "peak_fraction", "peak_library", "temp_bytes",

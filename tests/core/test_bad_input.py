@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from battery import params_for
+from helpers.battery import params_for
 
 import fnn
 

@@ -2,7 +2,7 @@
 unfused head (`tied_logits`, then `softmax_cross_entropy`) for every chunking, the checker
 catches its likeliest backward mistakes, it keeps no `(batch·T, V)` array, bad inputs
 raise clear errors, and half-precision inputs give float32 logits. Its check against
-jax.grad and finite differences is a catalogue item (tests/test_catalogue.py)."""
+jax.grad and finite differences is a catalogue item (tests/check/test_catalogue.py)."""
 
 import functools
 

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from battery import params_for
+from helpers.battery import params_for
 
 import fnn
 from fnn import experiment

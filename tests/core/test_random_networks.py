@@ -15,7 +15,7 @@ Draws are reproducible (`derandomize=True`, no example database). The fast tier 
 handful; the slow tier 22 (16 against `jax.vjp`, 6 with a loss), what the whole suite's
 four minutes allow on a 2-core machine (compiles are the cost, about 0.4 s a network).
 For hundreds, set `FNN_RANDOM_NETWORKS` (networks against `jax.vjp`; a quarter as many
-with a loss): `FNN_RANDOM_NETWORKS=400 pytest -m slow tests/test_random_networks.py`.
+with a loss): `FNN_RANDOM_NETWORKS=400 pytest -m slow tests/core/test_random_networks.py`.
 """
 
 import math

@@ -1,6 +1,6 @@
 """The losses' forwards: values worked by hand, stability on large logits, the clip of
 binary_cross_entropy, and scalar outputs in the input's dtype. Their backwards are
-catalogue items (tests/test_catalogue.py)."""
+catalogue items (tests/check/test_catalogue.py)."""
 
 import jax
 import jax.numpy as jnp

@@ -1,14 +1,14 @@
 """batch_norm and dropout: the Ctx contract (training/evaluation, keys, running
 statistics), their backward passes against planted bugs, and their state through
 training steps, fit and checkpoints. Their float64/float32 checks against jax.vjp and
-finite differences are catalogue items (tests/test_catalogue.py)."""
+finite differences are catalogue items (tests/check/test_catalogue.py)."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from battery import normal, params_for
+from helpers.battery import normal, params_for
 
 import fnn
 from fnn.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint

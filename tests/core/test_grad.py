@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from battery import normal, params_for
+from helpers.battery import normal, params_for
 
 import fnn
 

@@ -1,4 +1,4 @@
-"""Checks and inputs shared by the test modules (tests/ is on sys.path under pytest).
+"""Checks and inputs shared by the test modules (`from helpers.battery import ...`).
 
 What the suite costs is XLA compiling small programs: every jitted function and every
 distinct eager operation compiles (an eager `jax.random.normal` or a layer's `fnn.init`

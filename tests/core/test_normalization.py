@@ -1,11 +1,11 @@
-"""layer_norm and residual beyond their catalogue items (tests/test_catalogue.py):
+"""layer_norm and residual beyond their catalogue items (tests/check/test_catalogue.py):
 known-value forwards, planted bugs and bad input."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from battery import normal, params_for
+from helpers.battery import normal, params_for
 
 import fnn
 

@@ -1,5 +1,5 @@
 """multi_head_attention(..., block_size=b), the blockwise layer (fnn/layers/flash_attention.py),
-beyond its catalogue items (tests/test_catalogue.py): the same function and gradients as
+beyond its catalogue items (tests/check/test_catalogue.py): the same function and gradients as
 the dense layer, O(T) residuals and intermediates, blocks above the diagonal never
 visited, causality, a planted bug in the softmax VJP, and bad settings.
 
@@ -14,7 +14,7 @@ import jax.extend.core
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from battery import normal, params_for
+from helpers.battery import normal, params_for
 
 import fnn
 from fnn.layers import multi_head_attention

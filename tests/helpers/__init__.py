@@ -1,0 +1,3 @@
+"""Shared by the test modules: `battery` (inputs and checks), `parallel_worker` (the
+subprocess that runs with forced devices). `tests/` is on `sys.path` (pyproject's
+`pythonpath`), so a test imports `from helpers.battery import ...`."""
