@@ -13,7 +13,7 @@ The implementations:
 
 Per (implementation, T): XLA's compiled temp, argument and output bytes
 (`memory_analysis()`), the residual bytes kept between forward and backward (the inputs
-params and x not counted: `fnn.bench.count_kept` of the hand-written residuals, JAX's
+params and x not counted: `fnn.bench.measure.count_kept` of the hand-written residuals, JAX's
 saved-residuals analysis for jax.vjp), and the median step time over rounds, each round
 running every implementation once in a seeded random order (recorded), after one warm-up
 call each. Timing is skipped (memory only) where the step is estimated (from the shorter
@@ -41,8 +41,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fnn import bench
-from fnn.bench.measure import count_kept, count_vjp_residuals
+from fnn.bench.measure import (
+    count_kept,
+    count_vjp_residuals,
+    cpu_model,
+    machine_info,
+    memory_figures,
+)
 from fnn.layers import multi_head_attention
 
 HEADS, WIDTH, BATCH = 4, 256, 1
@@ -112,7 +117,7 @@ def measure_length(T, impls, args, estimates, rng) -> tuple[list[dict], list[lis
     records, units = {}, {}
     for name, (step, kept) in impls.items():
         compiled = jax.jit(step).lower(params, x, dy).compile()
-        memory = bench.memory_figures(compiled)
+        memory = memory_figures(compiled)
         record = {"impl": name, "T": T, **memory, "residual_bytes": kept(params, x, dy)}
         total = sum(v or 0 for v in memory.values())
         if args.memory_only:
@@ -229,9 +234,9 @@ def main() -> None:
     setup = {"heads": HEADS, "width": WIDTH, "batch": BATCH, "dtype": "float32", "causal": True}
     result = {
         "machine": {
-            **bench.machine_info(),
+            **machine_info(),
             "processor": platform.processor(),
-            "cpu_model_name": bench.cpu_model(),
+            "cpu_model_name": cpu_model(),
             "cores": os.cpu_count(),
         },
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -250,7 +255,7 @@ def main() -> None:
     args.out.with_suffix(".json").write_text(json.dumps(result, indent=1))
     title = (
         f"causal multi_head_attention({HEADS}), D={WIDTH}, batch {BATCH}, float32, "
-        f"block {args.block}; {bench.cpu_model()}, {os.cpu_count()} cores"
+        f"block {args.block}; {cpu_model()}, {os.cpu_count()} cores"
     )
     plot(records, args.out.with_suffix(".png"), title)
     print(table(records))

@@ -2,7 +2,7 @@
 checks (its docstring says how). Paths of results files are relative to
 benchmarks/results/; each is written by the script or command named beside it.
 
-Grid results (`fnn bench --out DIR`: a list of records, `fnn/bench/__init__.py` says
+Grid results (`fnn bench --out DIR`: a list of records, `fnn.bench.BenchRecord` says
 what each holds) are read through `grid()`: a record whose status is not "ok" shows as
 its status ("mismatch", "error") or "–" (skipped), and never counts as fastest or in a
 range.
@@ -15,10 +15,11 @@ import statistics
 
 from render import ROOT, Allowed, Fragment, Quote
 
-# README.md, every docs/*.md and benchmarks/README.md: a new page is checked as it appears
+# README.md, every page under docs/ (at any depth) and benchmarks/README.md: a new page is
+# checked as it appears
 DOCS = (
     "README.md",
-    *sorted(f"docs/{page.name}" for page in (ROOT / "docs").glob("*.md")),
+    *sorted(page.relative_to(ROOT).as_posix() for page in (ROOT / "docs").rglob("*.md")),
     "benchmarks/README.md",
 )
 
@@ -183,7 +184,7 @@ def time_row(g: Grid, workload: str, impls: list[str], dtype="float32") -> list[
     return [g.cell(workload, impl, fmt, dtype) for impl in impls]
 
 
-# ================================================================================ README.md
+# ============================================ the site's pages: docs/*.md, docs/results/*.md
 
 TRACK = "track_gradients.json"  # python benchmarks/track_gradients.py
 
@@ -297,7 +298,7 @@ def misclassified(accuracy: float, n: int = 30) -> str:
 FIT = "fit_overhead.json"  # python benchmarks/fit_overhead.py
 TEXT = "text_recipe.json"  # python benchmarks/text_recipe.py
 RACE = "gpt_race_cpu.json"  # PYTHONPATH=. python benchmarks/gpt_race.py
-RACE_ROWS = {  # gpt_race.py's row: the README's label
+RACE_ROWS = {  # gpt_race.py's row: its label in docs/results/speed.md
     "manual": "fnn, hand-written (recompute gelu)",
     "manual_b128": "fnn, hand-written, attention in blocks of 128",
     "manual_rc_all": "fnn, hand-written, recompute all",
@@ -421,7 +422,7 @@ def per_example(records) -> str:
     )
 
 
-README_FRAGMENTS = [
+PAGE_FRAGMENTS = [
     Fragment("summary-digits", ("summary_digits.txt",), summary_block),  # fnn summary > FILE
     Fragment("sklearn-compare", (SKLEARN,), sklearn_table),
     Fragment("gpt-race-readme", (RACE,), race_table_short),
@@ -429,10 +430,20 @@ README_FRAGMENTS = [
     Fragment("per-example", (PER_EXAMPLE,), per_example, pending=PER_EXAMPLE_COMMAND),
 ]
 
-R = "README.md"
-README_QUOTES = [
+# The documentation site's pages that quote figures (README.md itself quotes none)
+TUTORIAL_PAGE = "docs/tutorial.md"
+SEEING = "docs/seeing-the-backward.md"
+TRAINING_PAGE = "docs/training.md"
+YOUR_LAYER = "docs/your-layer.md"
+BENCHMARKING = "docs/benchmarking.md"
+GETTING_STARTED = "docs/getting-started.md"
+GPT_PAGE = "docs/gpt.md"
+CHECKER_RESULTS = "docs/results/checker.md"
+TRAINING_RESULTS = "docs/results/training.md"
+SPEED_RESULTS = "docs/results/speed.md"
+PAGE_QUOTES = [
     Quote(
-        R,
+        SEEING,
         "Its cost on the digits recipe ({*}, `python benchmarks/track_gradients.py`, {} "
         "alternated pairs in one process): {} s against {} s for the 30 epochs with their "
         "evaluations, {}%.",
@@ -441,7 +452,7 @@ README_QUOTES = [
     ),
     # why the tutorial's loss is flat (benchmarks/tutorial_figures.py)
     Quote(
-        R,
+        TUTORIAL_PAGE,
         "reproduces it: {} at iteration 0, {} at 10 000",
         (TUTORIAL,),
         lambda d: [
@@ -450,19 +461,19 @@ README_QUOTES = [
         ],
     ),
     Quote(
-        R,
+        TUTORIAL_PAGE,
         "whose loss is {}, where the tutorial's sits",
         (TUTORIAL,),
         lambda d: [f5(d["floors"]["predict_the_mean"])],
     ),
     Quote(
-        R,
+        TUTORIAL_PAGE,
         "below their mean entropy, {}.",
         (TUTORIAL,),
         lambda d: [f3(d["floors"]["predict_each_exactly"])],
     ),
     Quote(
-        R,
+        TUTORIAL_PAGE,
         "so the RMS of dZ3 is {} and that of dZ1 {}, {*} times smaller",
         (TUTORIAL,),
         lambda d: (
@@ -470,13 +481,13 @@ README_QUOTES = [
         )(d["runs"]["random_targets"]["rms_at_iteration_0"]),
     ),
     Quote(
-        R,
+        TUTORIAL_PAGE,
         "the tutorial's initialisation still sits at {} for 10 000",
         (TUTORIAL,),
         lambda d: [plateau(d["runs"]["learnable_tutorial_init"])],
     ),
     Quote(
-        R,
+        TUTORIAL_PAGE,
         "bring the loss from {} to {} (their dZ1 starts {*} times larger)",
         (TUTORIAL,),
         lambda d: [
@@ -490,7 +501,7 @@ README_QUOTES = [
     ),
     # the checker, measured (fnn check --json)
     Quote(
-        R,
+        CHECKER_RESULTS,
         "all {} items pass; in float64 the largest relative error is {} (`{}`), the "
         "median {}, and the finite-difference check passes on every item that runs it "
         "({} of {}); in float32 the largest is {}, the median {}.",
@@ -507,7 +518,7 @@ README_QUOTES = [
     ),
     # the cnn recipe (benchmarks/cnn_seeds.py)
     Quote(
-        R,
+        TRAINING_RESULTS,
         "cnn` reaches {} test accuracy ({} over `--seed",
         (CNN,),
         lambda d: [
@@ -516,13 +527,13 @@ README_QUOTES = [
         ],
     ),
     Quote(
-        R,
+        TRAINING_RESULTS,
         "`--schedule cosine --epochs 40 --batch-size 16` {}.",
         (CNN,),
         lambda d: [f3(cnn(d, "cnn_cosine")["test_accuracy"]["0"])],
     ),
     Quote(
-        R,
+        TRAINING_RESULTS,
         "gives {} over the same seeds (mean {} against {}).",
         (CNN,),
         lambda d: [
@@ -533,7 +544,7 @@ README_QUOTES = [
     ),
     # scikit-learn and fit's overhead
     Quote(
-        R,
+        TRAINING_RESULTS,
         "fnn misclassifies {}, scikit-learn {}.",
         (SKLEARN,),
         lambda d: [
@@ -541,9 +552,14 @@ README_QUOTES = [
             misclassified(d["summary"]["iris"]["sklearn_seed0"]),
         ],
     ),
-    Quote(R, "`fit` costs {} × a bare `lax.scan`", (FIT,), lambda d: [f2(d["fit_over_bare"])]),
     Quote(
-        R,
+        TRAINING_RESULTS,
+        "`fit` costs {} × a bare `lax.scan`",
+        (FIT,),
+        lambda d: [f2(d["fit_over_bare"])],
+    ),
+    Quote(
+        TRAINING_RESULTS,
         "runs at {} epochs/s with the hand-written backward and {} epochs/s with "
         "`jax.grad` ({*}, `benchmarks/fit_overhead.py`)",
         (FIT,),
@@ -554,15 +570,15 @@ README_QUOTES = [
         ],
     ),
     # the text recipe (benchmarks/text_recipe.py)
-    Quote(R, "GPT of {} parameters", (TEXT,), lambda d: [f"{d['num_params']:,}"]),
+    Quote(GPT_PAGE, "GPT of {} parameters", (TEXT,), lambda d: [f"{d['num_params']:,}"]),
     Quote(
-        R,
+        GPT_PAGE,
         "reached **{} validation bits per byte**",
         (TEXT,),
         lambda d: [f2(d["test_bits_per_byte"])],
     ),
     Quote(
-        R,
+        GPT_PAGE,
         "the whole `fnn train` taking {} minutes on a {*}; after one epoch it stood at {}.",
         (TEXT,),
         lambda d: [
@@ -573,7 +589,7 @@ README_QUOTES = [
     ),
     # the GPT race (benchmarks/gpt_race.py)
     Quote(
-        R,
+        SPEED_RESULTS,
         "(jax {}, torch {}; {} rounds, 1-minute load average {}; "
         "`benchmarks/results/gpt_race_cpu.json`)",
         (RACE,),
@@ -585,7 +601,7 @@ README_QUOTES = [
         ],
     ),
     Quote(
-        R,
+        SPEED_RESULTS,
         "the hand-written step is {} × jax.grad's (goal ≤ 1.0, {*}; its A/A twin's paired "
         "ratio to it {}, {} over the rounds) in {} × its compiled temp memory (goal ≤ 0.5, "
         "{*});",
@@ -600,7 +616,7 @@ README_QUOTES = [
         ],
     ),
     Quote(
-        R,
+        SPEED_RESULTS,
         "keeps less ({} MiB) and runs at {} ×",
         (RACE,),
         lambda d: [
@@ -609,7 +625,7 @@ README_QUOTES = [
         ],
     ),
     Quote(
-        R,
+        SPEED_RESULTS,
         "its step takes {} × the hand-written one's (goal: fnn's tokens/s ≥ PyTorch eager's, {*})",
         (RACE,),
         lambda d: [
@@ -619,19 +635,19 @@ README_QUOTES = [
     ),
     # the peers on the Intel Xeon (fnn bench, not rerun) and two AMD EPYC grid figures
     Quote(
-        R,
+        SPEED_RESULTS,
         "its best GEMM {} GFLOP/s, IQRs up to {}%)",
         (XEON,),
         lambda r: [xeon_peak_range(r), iqr_max(r)],
     ),
     Quote(
-        R,
+        SPEED_RESULTS,
         "in one fused `lax.scan` takes {} µs a step",
         (XEON,),
         lambda r: [sig3(1e3 * grid(r).value("tutorial", "manual_scan", "step_ms_median"))],
     ),
     Quote(
-        R,
+        SPEED_RESULTS,
         "PyTorch's step is {}% shorter on the larger nets: its steps ran at {}% of the "
         "machine's best measured matmul rate, fnn's and jax.grad's at {}%",
         (XEON,),
@@ -642,7 +658,7 @@ README_QUOTES = [
         ],
     ),
     Quote(
-        R,
+        SPEED_RESULTS,
         "Equinox's row is {} × jax.grad on the larger nets and {} × on the tutorial",
         (XEON,),
         lambda r: [
@@ -651,7 +667,7 @@ README_QUOTES = [
         ],
     ),
     Quote(
-        R,
+        SPEED_RESULTS,
         "jax.grad {} / {} MiB (batch 256), {} / {} MiB (batch 4096), {} / {} MiB (deep relu)",
         (XEON,),
         lambda r: [
@@ -661,30 +677,36 @@ README_QUOTES = [
         ],
     ),
     Quote(
-        R,
+        SPEED_RESULTS,
         "the same step ran at {} × the FLOP floor",
         (AMD,),
         lambda r: [f2(grid(r).value("mlp_b256", "manual", "floor_ratio"))],
     ),
     Quote(
-        R,
+        SPEED_RESULTS,
         "the hand-written step took {} × jax.grad's time",
         (AMD_TRANSFORMER,),
         lambda r: [f2(grid(r).value("transformer", "manual", "ratio_vs_autodiff"))],
     ),
 ]
 
-README_ALLOWED = [
-    Allowed(R, "(5.2 s on cpu)", "an example of what `fnn train` prints, not a claim"),
+PAGE_ALLOWED = [
+    Allowed(TRAINING_PAGE, "(5.2 s on cpu)", "an example of what `fnn train` prints, not a claim"),
     Allowed(
-        R,
+        BENCHMARKING,
         "`fnn bench --quick` runs in about 1.5 min on a 2-core CPU "
         "(3 min with the peers installed)",
         "a command's approximate run time, guidance",
     ),
-    Allowed(R, "the fast tier, for your loop: under 90 s", "the fast tier's time budget"),
-    Allowed(R, "everything (what CI runs): about 4 min", "a command's approximate run time"),
-    Allowed(R, "max(max|ref|, 1% of the largest leaf's", "the checker's floor, a setting"),
+    Allowed(
+        GETTING_STARTED, "the fast tier, for your loop: under 90 s", "the fast tier's time budget"
+    ),
+    Allowed(
+        GETTING_STARTED,
+        "everything (what CI runs): about 4 min",
+        "a command's approximate run time",
+    ),
+    Allowed(YOUR_LAYER, "max(max|ref|, 1% of the largest leaf's", "the checker's floor, a setting"),
 ]
 
 # =========================================================================== docs/scaling.md
@@ -2153,13 +2175,23 @@ TRUST_FRAGMENTS = [
 ]
 TRUST_QUOTES = [
     Quote(
-        R,
+        CHECKER_RESULTS,
         "fnn's own backward code: {*} mutants caught (`benchmarks/mutation.py`).",
         (MUTATION,),
         lambda d: [f"{d['counts']['caught']}/{d['counts']['mutants'] - d['counts']['equivalent']}"],
     ),
 ]
 
-FRAGMENTS = README_FRAGMENTS + SCALING_FRAGMENTS + BENCH_FRAGMENTS + TRUST_FRAGMENTS
-QUOTES = README_QUOTES + SCALING_QUOTES + BENCH_QUOTES + TRUST_QUOTES
-ALLOWED = README_ALLOWED + SCALING_ALLOWED + BENCH_ALLOWED
+
+def bench_record_fields() -> str:
+    """A bench record's fields and their meanings, from the code, not a results file."""
+    from fnn.bench.records import field_list
+
+    return field_list()
+
+
+CODE_FRAGMENTS = [Fragment("bench-record-fields", (), bench_record_fields)]
+
+FRAGMENTS = PAGE_FRAGMENTS + SCALING_FRAGMENTS + BENCH_FRAGMENTS + TRUST_FRAGMENTS + CODE_FRAGMENTS
+QUOTES = PAGE_QUOTES + SCALING_QUOTES + BENCH_QUOTES + TRUST_QUOTES
+ALLOWED = PAGE_ALLOWED + SCALING_ALLOWED + BENCH_ALLOWED

@@ -78,10 +78,9 @@ def fit_epochs(run, mode: str, *, evaluate: bool):
             run.net,
             run.loss,
             run.optimizer,
-            run.params,
+            run.train_state,
             train,
             test if evaluate else None,
-            opt_state=run.opt_state,
             key=run.key,
             epochs=epochs,
             batch_size=run.config.batch_size,
@@ -89,7 +88,7 @@ def fit_epochs(run, mode: str, *, evaluate: bool):
             task=data.task,
             eval_train=evaluate,
             progress=False,
-        ).params
+        ).state.params
 
     return run_epochs
 

@@ -56,7 +56,7 @@ import numpy as np
 import optax
 
 import fnn
-from fnn import bench
+from fnn.bench.measure import hlo_counts, machine_info, memory_figures, rel_grad_err
 
 RESULTS = Path(__file__).parent / "results"
 REFERENCE = "autodiff"
@@ -597,12 +597,10 @@ def check(entries: dict[str, Entry], shape: Shape, s: Settings) -> dict[str, Any
         out[name] = {
             "loss": e.loss,
             "loss_diff_vs_manual": diff,
-            "rel_grad_err_vs_manual": None
-            if e.grads is None
-            else bench.rel_grad_err(e.grads, ref.grads),
+            "rel_grad_err_vs_manual": None if e.grads is None else rel_grad_err(e.grads, ref.grads),
             "wte_grad_err_vs_manual": None
             if e.wte_grad is None
-            else bench.rel_grad_err(e.wte_grad, ref.grads["wte"]),
+            else rel_grad_err(e.wte_grad, ref.grads["wte"]),
         }
         tol = s.torch_tol if name.startswith("torch") else s.loss_tol
         if shape.dtype == "float32" and diff > tol:
@@ -642,8 +640,8 @@ def summarise(shape, s, entries, units, times, orders, checks, skipped, params) 
             "ratio_vs_autodiff_of_medians": None
             if ref is None
             else median / statistics.median(ref),
-            **bench.memory_figures(entry.compiled),
-            **(bench.hlo_counts(entry.compiled.as_text()) if entry.compiled is not None else {}),
+            **memory_figures(entry.compiled),
+            **(hlo_counts(entry.compiled.as_text()) if entry.compiled is not None else {}),
             **checks.get(name, {}),
         }
         rows[name] = row
@@ -752,7 +750,7 @@ def sweep(Ts, rounds, max_step_s, seed, progress=print) -> dict:
                     "T": T,
                     "impl": name,
                     "compile_s": compile_s,
-                    **bench.memory_figures(compiled[name]),
+                    **memory_figures(compiled[name]),
                     "median_step_s": None,
                 }
             )
@@ -881,7 +879,7 @@ def versions() -> dict[str, str]:
 
 def record(result: dict, args, notes) -> dict:
     return {
-        "machine": {**bench.machine_info(), "cores": os.cpu_count()},
+        "machine": {**machine_info(), "cores": os.cpu_count()},
         "versions": versions(),
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),

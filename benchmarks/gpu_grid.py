@@ -39,7 +39,9 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 import jax  # noqa: E402
 
-from fnn import bench  # noqa: E402
+from fnn.bench.grid import run_benchmarks  # noqa: E402
+from fnn.bench.impls import IMPLS  # noqa: E402
+from fnn.bench.report import write_results  # noqa: E402
 
 # (workload, dtype) in order of importance: the goals first.
 GPU_CASES = (
@@ -77,7 +79,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "gpu-results")))
     parser.add_argument("--budget", type=float, default=270.0, help="seconds before no new case")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--impls", default=",".join(bench.IMPLS))
+    parser.add_argument("--impls", default=",".join(IMPLS))
     parser.add_argument("--gpt", action="store_true", help="the GPT section only (gpt_race.py)")
     parser.add_argument("--gpt-batch", type=int, default=8, help="the GPT section's batch")
     return parser.parse_args(argv)
@@ -137,7 +139,7 @@ def main(argv=None) -> int:
     records = []
     for workload, dtype in cases:
         left = deadline - time.monotonic()
-        records += bench.run_benchmarks(
+        records += run_benchmarks(
             [workload],
             impls,
             [dtype],
@@ -147,7 +149,7 @@ def main(argv=None) -> int:
             deadline=deadline if left > 0 else time.monotonic() - 1,
             progress=lambda line: print(line, flush=True),
         )
-        bench.write_results(records, args.out, suffix=f"-{slug}", title=f"fnn bench on {slug}")
+        write_results(records, args.out, suffix=f"-{slug}", title=f"fnn bench on {slug}")
     print(f"wrote {args.out} in {time.monotonic() - start:.0f} s", flush=True)
     return 0
 

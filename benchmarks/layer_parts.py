@@ -23,7 +23,7 @@ import time
 import jax
 
 import fnn
-from fnn import bench
+from fnn.bench.measure import machine_info
 from fnn.layers import multi_head_attention
 
 BATCH, T, D, FFN = 16, 64, 128, 512
@@ -94,7 +94,7 @@ def main() -> None:
             f"{r['autodiff_temp_mib']:.2f} MiB"
         )
     if args.out:
-        machine = bench.machine_info()
+        machine = machine_info()
         shape = {"batch": BATCH, "T": T, "D": D, "ffn": FFN, "rounds": args.rounds}
         with open(args.out, "w") as f:
             json.dump({"machine": machine, "shape": shape, "records": records}, f, indent=1)

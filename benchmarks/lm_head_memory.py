@@ -40,8 +40,13 @@ import jax.numpy as jnp
 import numpy as np
 
 import fnn
-from fnn import bench
-from fnn.bench.measure import count_kept
+from fnn.bench.measure import (
+    count_kept,
+    count_residuals,
+    machine_info,
+    memory_figures,
+    rel_grad_err,
+)
 from fnn.lm.head import HeadInput, tied_logits
 
 OUT = Path(__file__).parent / "results" / "lm_head_memory_cpu.json"
@@ -88,7 +93,7 @@ def implementations(chunks):
     impls["unfused_manual"] = unfused_manual, kept_by(unfused_residuals)
     impls[REFERENCE] = (
         jax.value_and_grad(unfused_value),
-        lambda pred, ids: bench.count_residuals(unfused_value, pred, ids),
+        lambda pred, ids: count_residuals(unfused_value, pred, ids),
     )
     return impls
 
@@ -117,7 +122,7 @@ def measure(vocab, args, rng) -> dict:
         arrays, nbytes = kept(pred, ids)
         records[name] = {
             "impl": name,
-            **bench.memory_figures(compiled[name]),
+            **memory_figures(compiled[name]),
             "residual_arrays": arrays,
             "residual_bytes": nbytes,
         }
@@ -140,7 +145,7 @@ def measure(vocab, args, rng) -> dict:
             ratio=statistics.median(ratios) if rounds else None,
             times_ms=[round(1e3 * t, 3) for t in times[name]],  # in round order
             value_diff=float(abs(value - reference[0])),
-            rel_grad_err=bench.rel_grad_err(grads, reference[1]),
+            rel_grad_err=rel_grad_err(grads, reference[1]),
         )
     return {"vocab": vocab, "rounds": rounds, "orders": orders, "records": list(records.values())}
 
@@ -183,7 +188,7 @@ def main(argv=None) -> None:
     results = [measure(vocab, args, rng) for vocab in args.vocab]
     print(table(results))
     run = {
-        "machine": bench.machine_info(),
+        "machine": machine_info(),
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},

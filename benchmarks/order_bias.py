@@ -28,8 +28,10 @@ import statistics
 import time
 from pathlib import Path
 
-from fnn import bench
-from fnn.bench.measure import matmul_units, square_peak_size
+from fnn.bench.impls import build_jax_impl
+from fnn.bench.measure import machine_info, matmul_units, square_peak_size
+from fnn.bench.problems import make_problem
+from fnn.bench.workloads import WORKLOADS
 
 RESULTS = Path(__file__).parent / "results" / "order_bias.json"
 
@@ -55,8 +57,8 @@ def conditions(step, state, probes):
 
 
 def measure(workload: str, repeats: int, seed: int) -> dict:
-    problem = bench.make_problem(bench.WORKLOADS[workload], "float32")
-    impl = bench.build_jax_impl("manual", problem)
+    problem = make_problem(WORKLOADS[workload], "float32")
+    impl = build_jax_impl("manual", problem)
     side = square_peak_size("cpu", False)
     unit_flops = problem.flops_per_step * problem.steps
     calls = max(1, round(unit_flops / (2.0 * side**3)))
@@ -96,7 +98,7 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    machine = bench.machine_info()
+    machine = machine_info()
     rows = []
     for workload in args.workload or ["mlp_b256", "deep_relu"]:
         row = measure(workload, args.repeats, args.seed)

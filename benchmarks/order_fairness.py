@@ -16,7 +16,8 @@ import argparse
 import json
 from pathlib import Path
 
-from fnn import bench
+from fnn.bench.grid import run_benchmarks
+from fnn.bench.measure import machine_info
 
 RESULTS = Path(__file__).parent / "results" / "order_fairness.json"
 IMPLS = ("manual", "autodiff", "custom_vjp")
@@ -45,7 +46,7 @@ def main(argv=None) -> None:
     workloads = args.workloads.split(",")
     runs = {}
     for label, impls in (("given", IMPLS), ("reversed", IMPLS[::-1])):
-        records = bench.run_benchmarks(workloads, list(impls), ["float32"],
+        records = run_benchmarks(workloads, list(impls), ["float32"],
                                        repeats=args.repeats, aa="manual")  # fmt: skip
         runs[label] = {"impls": list(impls), "ratios": ratios(records)}
     summary = {}
@@ -61,7 +62,7 @@ def main(argv=None) -> None:
               f"{rev['manual']:.3f} (reversed): differ by {s['order_difference'] * 100:.1f} %; "
               f"A/A spread {s['aa_spread'] * 100:.1f} %")  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"machine": bench.machine_info(), "repeats": args.repeats, "runs": runs,
+    payload = {"machine": machine_info(), "repeats": args.repeats, "runs": runs,
                "summary": summary}  # fmt: skip
     args.out.write_text(json.dumps(payload, indent=2) + "\n")
     print(f"wrote {args.out}")

@@ -22,7 +22,11 @@ import jax.numpy as jnp
 import numpy as np
 
 import fnn
-from fnn import bench
+from fnn.bench.grid import build_impl
+from fnn.bench.impls import Skip
+from fnn.bench.measure import machine_info
+from fnn.bench.problems import make_problem
+from fnn.bench.workloads import WORKLOADS
 
 RESULTS = Path(__file__).parent / "results" / "reference_precision.json"
 IMPLS = ("manual", "autodiff", "numpy", "equinox", "flax_nnx", "torch")
@@ -53,13 +57,13 @@ def main(argv=None) -> None:
     rows = {}
     with jax.enable_x64(True):
         for name in args.workloads.split(","):
-            problem = bench.make_problem(bench.WORKLOADS[name], "float32")
+            problem = make_problem(WORKLOADS[name], "float32")
             g64 = float64_gradient(problem)
             rows[name] = {}
             for impl in IMPLS:
                 try:
-                    grads = bench.build_impl(impl, problem).grads()
-                except bench.Skip as why:
+                    grads = build_impl(impl, problem).grads()
+                except Skip as why:
                     print(f"{name} {impl}: skipped ({why})")
                     continue
                 errors = leaf_errors(grads, g64)
@@ -67,7 +71,7 @@ def main(argv=None) -> None:
                 print(f"{name:<10} {impl:<9} float32 against float64: max {max(errors):.1e} "
                       f"(per leaf {', '.join(f'{e:.0e}' for e in errors)})")  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"machine": bench.machine_info(), "rows": rows}
+    payload = {"machine": machine_info(), "rows": rows}
     args.out.write_text(json.dumps(payload, indent=2) + "\n")
     print(f"wrote {args.out}")
 

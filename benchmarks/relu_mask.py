@@ -26,7 +26,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fnn import bench
+from fnn.bench.impls import dispatch_unit
+from fnn.bench.measure import machine_info, rel_grad_err, time_rotation
+from fnn.bench.problems import gradients, make_problem
+from fnn.bench.workloads import WORKLOADS
 from fnn.grad import value_and_grad
 from fnn.layers import dense, serial
 from fnn.layers.activations import elementwise
@@ -56,8 +59,8 @@ def net_with(workload, activation):
 
 
 def compare(name: str, repeats: int) -> dict:
-    workload = bench.WORKLOADS[name]
-    problem = bench.make_problem(workload, "float32")
+    workload = WORKLOADS[name]
+    problem = make_problem(workload, "float32")
     train_state = TrainState.create(problem.net, problem.params, problem.optimizer)
     batch = (problem.x, problem.y)
     nets = {"relu_output": net_with(workload, relu_output), "relu_bitmask": problem.net}
@@ -67,9 +70,9 @@ def compare(name: str, repeats: int) -> dict:
         compiled[label] = step.lower(train_state, batch).compile()
     step = make_train_step(problem.net, problem.loss, problem.optimizer, "autodiff")
     compiled["autodiff"] = step.lower(train_state, batch).compile()
-    units = {k: bench.dispatch_unit(c, batch, workload.steps) for k, c in compiled.items()}
+    units = {k: dispatch_unit(c, batch, workload.steps) for k, c in compiled.items()}
     states = dict.fromkeys(compiled, train_state)
-    times = bench.time_rotation(units, states, repeats)
+    times = time_rotation(units, states, repeats)
     ref = np.asarray(times["autodiff"])
     print(f"{name} (float32, {repeats} alternated rounds of {workload.steps} steps)")
     record = {"workload": name, "dtype": "float32", "repeats": repeats,
@@ -86,7 +89,7 @@ def compare(name: str, repeats: int) -> dict:
         print(f"  {label:<13} temp {temp_bytes / 2**20:7.2f} MiB  step {step_ms:8.2f} ms  "
               f"ratio {ratio:.3f}")  # fmt: skip
     vg = jax.jit(value_and_grad(nets["relu_bitmask"], problem.loss, "manual"))
-    err = bench.rel_grad_err(vg(*[problem.params, *batch])[1], bench.gradients(problem, "autodiff"))
+    err = rel_grad_err(vg(*[problem.params, *batch])[1], gradients(problem, "autodiff"))
     record["relu_bitmask_rel_grad_err"] = float(err)
     print(f"  relu_bitmask rel_grad_err vs autodiff {err:.1e}")
     return record
@@ -101,7 +104,7 @@ def main(argv=None) -> None:
     )
     args = parser.parse_args(argv)
     records = [compare(name, args.repeats) for name in args.workloads]
-    result = {"machine": bench.machine_info(), "records": records}
+    result = {"machine": machine_info(), "records": records}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")

@@ -1,6 +1,6 @@
 """Every figure the docs quote, traced to a committed results file.
 
-README.md, docs/*.md and benchmarks/README.md quote measured figures: step times,
+README.md, the pages under docs/ and benchmarks/README.md quote measured figures: step times,
 ratios, memory, accuracies, bits per byte. Each comes from a results file under
 benchmarks/results/ written by a committed script or command; `doc_figures.py` (beside
 this file) says which file and how. A figure is held in one of two ways:

@@ -91,12 +91,13 @@ def train(
     x_test, y_test = make_data(n_test, vocab=vocab, length=length, lag=lag, seed=seed + 1)
     net = model(vocab)
     params = fnn.init(net, jax.random.PRNGKey(seed), (length,))
+    optimizer = optax.adam(learning_rate)
     start = time.perf_counter()
-    result = fnn.train.fit(
+    result = fnn.fit(
         net,
         fnn.softmax_cross_entropy(),
-        optax.adam(learning_rate),
-        params,
+        optimizer,
+        fnn.TrainState.create(net, params, optimizer),
         (jnp.asarray(x_train), jnp.asarray(y_train)),
         (jnp.asarray(x_test), jnp.asarray(y_test)),
         key=jax.random.PRNGKey(seed + 1),
@@ -111,7 +112,7 @@ def train(
         "test_accuracy": result.history["test_accuracy"][-1],
         "history": result.history,
         "seconds": time.perf_counter() - start,
-        "params": result.params,
+        "params": result.state.params,
     }
 
 

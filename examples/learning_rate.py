@@ -90,12 +90,13 @@ def divergence_demo(learning_rates=(0.3, 0.5), epochs: int = 5) -> dict[float, s
     params = fnn.init(net, jax.random.PRNGKey(0), data.feature_shape)
     outcomes = {}
     for lr in learning_rates:
+        optimizer = make_optimizer("sgd", lr)  # records the learning rate for the message
         try:
             result = fit(
                 net,
                 fnn.mean_squared_error(),
-                make_optimizer("sgd", lr),  # records the learning rate for the message
-                params,
+                optimizer,
+                fnn.TrainState.create(net, params, optimizer),
                 (data.x_train, data.y_train),
                 (data.x_test, data.y_test),
                 key=jax.random.PRNGKey(1),

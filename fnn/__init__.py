@@ -2,52 +2,34 @@
 
 Every layer, activation and loss is a pair of pure functions, forward and backward, over
 a parameter pytree; the backward is written by hand and checked against `jax.grad`.
+
+`fnn` exports each public name once: the contract (`Layer`, `Loss`, `Ctx`, `Walk`,
+`combinator`, `forward`, `apply`, `init`, ...), every layer (`fnn.layers.__all__`), the
+losses, the gradients, the checker, training (`TrainState`, `make_train_step`, `fit`),
+the inspection tools, the GPT and the errors (`fnn.errors.__all__`). The submodules stay
+importable by name (`fnn.initializers`, `fnn.train`, `fnn.per_example`, ...);
+`fnn.bench`, `fnn.data`, `fnn.experiment` and `fnn.plot` load on first use.
 """
 
-from fnn import initializers, per_example, train
+from fnn import errors, layers
+from fnn import initializers as initializers  # submodules, importable as before, not in __all__
+from fnn import per_example as per_example
+from fnn import train as train
 from fnn.check import CheckResult, check_layer, check_loss, check_model, run_checks
 from fnn.core import (
     Ctx,
     Layer,
     Loss,
+    Walk,
     apply,
     forward,
     init,
     init_state,
     update_state,
 )
+from fnn.errors import *  # noqa: F403  (the errors, as fnn.errors.__all__ lists them)
 from fnn.grad import as_custom_vjp, loss_as_custom_vjp, value_and_grad, value_grad_and_state
-from fnn.layers import (
-    avg_pool,
-    batch_norm,
-    cnn,
-    conv1d,
-    conv2d,
-    dense,
-    dropout,
-    elu,
-    embedding,
-    flatten,
-    gelu,
-    get_activation,
-    identity,
-    layer_norm,
-    leaky_relu,
-    log_softmax,
-    max_pool,
-    mlp,
-    multi_head_attention,
-    positional_embedding,
-    relu,
-    residual,
-    serial,
-    sigmoid,
-    silu,
-    softmax,
-    softplus,
-    tanh,
-    transformer,
-)
+from fnn.layers import *  # noqa: F403  (the layers, as fnn.layers.__all__ lists them)
 from fnn.lm import generate, gpt, gpt_block
 from fnn.lm.head import HeadInput, lm_cross_entropy
 from fnn.losses import (
@@ -60,90 +42,83 @@ from fnn.losses import (
 )
 from fnn.per_example import per_example_grads, per_example_value_and_grads
 from fnn.trace import Trace, backward_trace
-from fnn.train import TrainState, make_train_step, parallel
+from fnn.train import EarlyStopping, FitResult, TrainState, fit, make_train_step
+from fnn.train import parallel as parallel  # `fnn.parallel`: fnn.train.parallel, as before
 from fnn.version import __version__ as __version__
+from fnn.walk import combinator
 
 __all__ = [
-    "CheckResult",
+    # the contract
     "Ctx",
-    "HeadInput",
     "Layer",
     "Loss",
-    "Trace",
-    "TrainState",
+    "Walk",
     "apply",
-    "as_custom_vjp",
-    "avg_pool",
-    "backward_trace",
-    "batch_norm",
+    "combinator",
+    "forward",
+    "init",
+    "init_state",
+    "update_state",
+    # the losses
     "binary_cross_entropy",
+    "get_loss",
+    "huber",
+    "mean_squared_error",
+    "sigmoid_binary_cross_entropy",
+    "softmax_cross_entropy",
+    # the gradients
+    "as_custom_vjp",
+    "loss_as_custom_vjp",
+    "per_example_grads",
+    "per_example_value_and_grads",
+    "value_and_grad",
+    "value_grad_and_state",
+    # the checker
+    "CheckResult",
     "check_layer",
     "check_loss",
     "check_model",
-    "cnn",
-    "conv1d",
-    "conv2d",
-    "dense",
-    "dropout",
-    "elu",
-    "embedding",
-    "flatten",
-    "forward",
-    "gelu",
+    "run_checks",
+    # training
+    "EarlyStopping",
+    "FitResult",
+    "TrainState",
+    "fit",
+    "make_train_step",
+    # seeing the backward
+    "Trace",
+    "backward_trace",
+    # the GPT
+    "HeadInput",
     "generate",
-    "get_activation",
-    "get_loss",
     "gpt",
     "gpt_block",
-    "huber",
-    "identity",
-    "init",
-    "init_state",
-    "initializers",
-    "layer_norm",
-    "leaky_relu",
     "lm_cross_entropy",
-    "log_softmax",
-    "loss_as_custom_vjp",
-    "make_train_step",
-    "max_pool",
-    "mean_squared_error",
-    "mlp",
-    "multi_head_attention",
-    "parallel",
-    "per_example",
-    "per_example_grads",
-    "per_example_value_and_grads",
-    "positional_embedding",
-    "relu",
-    "residual",
-    "run_checks",
-    "serial",
-    "sigmoid",
-    "sigmoid_binary_cross_entropy",
-    "silu",
-    "softmax",
-    "softmax_cross_entropy",
-    "softplus",
-    "tanh",
-    "train",
-    "transformer",
-    "update_state",
-    "value_and_grad",
-    "value_grad_and_state",
 ]
+__all__ += layers.__all__
+__all__ += errors.__all__
 
 _ON_DEMAND = ("bench", "data", "experiment", "plot")  # imported when first used: `fnn.bench`
+# Deprecated aliases, kept for one release: `fnn.<name>` is `<module>.<name>` and warns.
+_MOVED = {"summary": "fnn.bench"}
 
 
 def __getattr__(name: str):
     """`fnn.bench`, `fnn.data`, `fnn.experiment` and `fnn.plot` load on first use, so that
-    `import fnn` does not pay for the harness, scikit-learn or matplotlib; so does
-    `fnn.summary` (`fnn.bench.summary`)."""
+    `import fnn` does not pay for the harness, scikit-learn or matplotlib. A name in
+    `_MOVED` (`fnn.summary`, now `fnn.bench.summary`) still resolves, with a
+    DeprecationWarning."""
     import importlib
 
     if name in _ON_DEMAND:
         return importlib.import_module(f"fnn.{name}")
-    if name == "summary":
-        return importlib.import_module("fnn.bench").summary
+    if name in _MOVED:
+        import warnings
+
+        warnings.warn(
+            f"fnn.{name} is deprecated and goes in the next release: use {_MOVED[name]}.{name}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(importlib.import_module(_MOVED[name]), name)
     raise AttributeError(f"module 'fnn' has no attribute {name!r}")

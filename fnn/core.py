@@ -53,20 +53,28 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple, TypeAlias
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike, DTypeLike
 
-Array = jax.Array
-Params = Any  # a pytree of arrays; () for parameter-free layers
-Residuals = Any  # a pytree of arrays kept by forward for backward
-Shape = tuple[int, ...]
-PRNGKey = jax.Array
-DType = Any
-State = Any  # a pytree of running statistics, structured like params; () for none
+from fnn.errors import DataError, DTypeError, SettingError, ShapeError
+
+Array: TypeAlias = jax.Array
+# A pytree: tuples, lists, dicts, None, NamedTuples and registered dataclasses, nested, with
+# arrays at the leaves. Which classes are nodes is decided at run time by
+# `jax.tree_util`'s registry, which no static type can follow, so a pytree is typed `Any`
+# (as JAX itself does): the aliases below say what a value means, not what it holds.
+PyTree: TypeAlias = Any
+Params: TypeAlias = PyTree  # a layer's parameters; () for a parameter-free layer
+Residuals: TypeAlias = PyTree  # what forward keeps for backward, and nothing more
+State: TypeAlias = PyTree  # running statistics, structured like params; () for none
+Shape: TypeAlias = tuple[int, ...]  # an array's shape, without the batch axis in a contract
+PRNGKey: TypeAlias = jax.Array  # a key from jax.random.key or jax.random.PRNGKey
+DType: TypeAlias = DTypeLike  # jnp.float32, np.dtype("float32"), "float32", ...
 
 
 @functools.partial(
@@ -95,6 +103,36 @@ class Ctx:
     state: State = ()
 
 
+class Walk(NamedTuple):
+    """How a combinator walks its layers: the one statement from which `fnn.combinator`
+    derives the combinator's init, forward, backward, per-example backward and state, and
+    from which `fnn.backward_trace`, `fnn.bench.summary`, per-example gradients and the
+    gradient-flow probe see inside it.
+
+    Attributes:
+      layers: the layers it holds, each called exactly once by `forward` and by
+        `backward`.
+      forward: `forward(call, x) -> y`, with `call(i, x_i) -> y_i` running layer i's
+        forward (its params, residuals, key and state are taken care of).
+      backward: `backward(call, dy) -> dx`, with `call(i, dy_i) -> dx_i` running layer i's
+        backward (its gradients are collected): the chain rule of `forward`, layers in
+        reverse order of use.
+      shapes: `shapes(call, in_shape) -> out_shape`, with `call(i, in_shape_i) ->
+        out_shape_i` initialising layer i; None for a chain (each layer's output shape
+        is the next one's input shape).
+      holds: how the combinator's params (and its residuals and state) hold the layers':
+        "tuple", one entry per layer, each layer i getting the key `fold_in(key, i)`
+        (`serial`); or "inner", one layer whose params, residuals, state and key are the
+        combinator's own (`residual`).
+    """
+
+    layers: tuple[Layer, ...]
+    forward: Callable[[Callable[[int, Any], Any], Any], Any]
+    backward: Callable[[Callable[[int, Any], Any], Any], Any]
+    shapes: Callable[[Callable[[int, Shape], Shape], Shape], Shape] | None = None
+    holds: str = "tuple"
+
+
 class Layer(NamedTuple):
     """A differentiable building block with a hand-written backward pass.
 
@@ -105,8 +143,6 @@ class Layer(NamedTuple):
       backward: `backward(params, residuals, dy) -> (dparams, dx)`, the vector-Jacobian
         product of `forward`; `dparams` has the structure of `params`, `dx` the shape of x.
       name: a short description used in error messages and check reports.
-      sublayers: the layers a combinator (`serial`) chains, in order; `()` for a
-        leaf layer. Lets tools walk a network (e.g. `fnn.per_example`).
       takes_ctx: whether `forward` takes the keyword argument `ctx` (a `Ctx`): random
         and stateful layers, and combinators holding one.
       init_state: `init_state(params) -> state`, or None for a layer without state.
@@ -117,26 +153,30 @@ class Layer(NamedTuple):
         dx)` where every leaf of `dparams` has a leading batch axis: example i's own
         gradient (the sum over i is `backward`'s). None where the layer does not provide
         one; `fnn.per_example_grads` needs it of every layer of a network.
-      trace_backward: for a combinator (`serial`, `residual`), `trace_backward(params,
-        residuals, dy, visit) -> (dparams, dx)`: its backward, with each inner layer's run
-        through `visit(layer, params, residuals, dy, index, select) -> (dparams, dx)`,
-        `index` numbering the inner layer and `select(tree)` picking its share of a
-        params-shaped tree, so that `fnn.backward_trace` sees every layer. None for a leaf.
+      walk: for a combinator, how it walks its layers (a `Walk`); None for a leaf layer.
+        Set by `fnn.combinator`, which derives every other field from it.
 
-    Build a Layer with keywords past `name` (`Layer(init, forward, backward, name,
-    takes_ctx=True)`): the fields after it are optional and may grow.
+    These nine fields are the whole contract: a leaf layer sets the first four and the
+    optional ones it has (keywords past `name`: `Layer(init, forward, backward, name,
+    takes_ctx=True)`); a combinator is built by `fnn.combinator(walk, name)`, never field
+    by field, so a capability added to fnn is derived in one place for fnn's
+    combinators and a user's alike.
     """
 
     init: Callable[..., tuple[Shape, Params]]
-    forward: Callable[[Params, Array], tuple[Array, Residuals]]
+    forward: Callable[..., tuple[Array, Residuals]]
     backward: Callable[[Params, Residuals, Array], tuple[Params, Array]]
     name: str = "layer"
-    sublayers: tuple[Layer, ...] = ()
     takes_ctx: bool = False
     init_state: Callable[[Params], State] | None = None
     update_state: Callable[[State, Residuals], State] | None = None
     per_example_backward: Callable[[Params, Residuals, Array], tuple[Params, Array]] | None = None
-    trace_backward: Callable[..., tuple[Params, Array]] | None = None
+    walk: Walk | None = None
+
+    @property
+    def sublayers(self) -> tuple[Layer, ...]:
+        """The layers a combinator holds (`walk.layers`); `()` for a leaf layer."""
+        return () if self.walk is None else self.walk.layers
 
 
 class Loss(NamedTuple):
@@ -147,11 +187,16 @@ class Loss(NamedTuple):
         mean over the batch (and over output elements where the loss says so).
       backward: `backward(residuals, dvalue=1.0) -> dpred`, shaped like `pred`.
       name: a short description used in error messages and check reports.
+      predicts: what a prediction means, so that a label can be read from it without
+        knowing the loss by name (`fnn.tasks`): "class_logits" (a logit per class; the
+        label is the argmax), "binary_logits" (positive where > 0), "binary_probabilities"
+        (positive where > 0.5), or None (values with no labels, as a regression's).
     """
 
     forward: Callable[[Array, Array], tuple[Array, Residuals]]
     backward: Callable[..., Array]
     name: str = "loss"
+    predicts: str | None = None
 
 
 EVALUATION = Ctx()  # the mode of a forward given no Ctx: evaluation, no key, no state
@@ -193,45 +238,34 @@ def init(layer: Layer, key: PRNGKey, in_shape: Shape, dtype: DType = jnp.float32
     return layer.init(key, tuple(in_shape), dtype)[1]
 
 
-class SettingError(ValueError):
-    """A setting the caller chose (an argument, a configuration field) does not fit.
-
-    The message speaks in the library's terms; `settings` names the configuration fields
-    (`fnn.experiment.TrainConfig`'s) that would fix it, e.g. `("batch_size",)`, so that a
-    front end can point at its own spelling of them (`fnn train` adds its flags).
-    """
-
-    def __init__(self, message: str, *, settings: Sequence[str] = ()):
-        super().__init__(message)
-        self.settings = tuple(settings)
-
-
 def check_floating(name: str, x: Array) -> None:
-    """Raises a TypeError naming `name` when `x` is not a floating-point array."""
+    """Raises a `DTypeError` (a TypeError) naming `name` when `x` is not a floating-point
+    array."""
     dtype = jnp.asarray(x).dtype if not hasattr(x, "dtype") else x.dtype
     if not jnp.issubdtype(dtype, jnp.floating):
-        raise TypeError(
+        raise DTypeError(
             f"{name}: expected a floating-point input, got dtype {dtype}; "
             f"cast it first, e.g. x.astype(jnp.float32)"
         )
 
 
 def expect(ok: bool, name: str, message: str) -> None:
-    """Raises `ValueError("{name}: {message}")` unless `ok`: one line per shape check."""
+    """Raises `ShapeError("{name}: {message}")` (a ValueError) unless `ok`: one line per
+    shape check."""
     if not ok:
-        raise ValueError(f"{name}: {message}")
+        raise ShapeError(f"{name}: {message}")
 
 
-def check_in_range(name: str, what: str, values: Array, upper: int) -> None:
-    """Raises a ValueError naming `name`, `what` and the offending values when integer
-    `values` fall outside `[0, upper)`. Only when called eagerly: under `jit` the values
-    are tracers and cannot be inspected, so this does nothing."""
+def check_in_range(name: str, what: str, values: ArrayLike, upper: int) -> None:
+    """Raises a `DataError` (a ValueError) naming `name`, `what` and the offending values
+    when integer `values` fall outside `[0, upper)`. Only when called eagerly: under `jit`
+    the values are tracers and cannot be inspected, so this does nothing."""
     if isinstance(values, jax.core.Tracer):
         return
     values = np.asarray(values)
     bad = np.unique(values[(values < 0) | (values >= upper)])
     if bad.size:
-        raise ValueError(
+        raise DataError(
             f"{name}: {what} must lie in [0, {upper}), got {bad[:10].tolist()}"
             + (" ..." if bad.size > 10 else "")
         )
@@ -239,7 +273,7 @@ def check_in_range(name: str, what: str, values: Array, upper: int) -> None:
 
 def choose(kind: str, name: str, table: dict[str, Any], *, setting: str | None = None) -> Any:
     """Looks `name` up in `table`, or raises a SettingError listing the valid names (with
-    `setting`, the configuration field that chose it)."""
+    `setting`, the caller's parameter that chose it)."""
     try:
         return table[name]
     except KeyError:

@@ -1,7 +1,9 @@
 """Losses with hand-written gradients.
 
-Each loss is a `Loss(forward, backward)`; `forward(pred, target) -> (value, residuals)`
-returns a scalar, `backward(residuals, dvalue=1.0) -> dpred`.
+Each loss is a `Loss(forward, backward, name, predicts)`; `forward(pred, target) ->
+(value, residuals)` returns a scalar, `backward(residuals, dvalue=1.0) -> dpred`. The
+classification losses say what their predictions mean (`predicts`: class logits, binary
+logits or probabilities); the regression losses predict values (None).
 
 Averaging: the elementwise losses (`mean_squared_error`, `huber`, the binary
 cross-entropies) average over every element of `pred`, so for a `(batch, 1)` output the
@@ -19,12 +21,13 @@ import jax
 import jax.numpy as jnp
 
 from fnn.core import Array, Loss, check_floating, check_in_range, choose
+from fnn.errors import SettingError, ShapeError
 
 
 def _check_pair(name, pred, target, same_shape=True):
     check_floating(name, pred)
     if same_shape and jnp.shape(pred) != jnp.shape(target):
-        raise ValueError(
+        raise ShapeError(
             f"{name}: pred and target must have the same shape, got {jnp.shape(pred)} "
             f"and {jnp.shape(target)}"
         )
@@ -69,7 +72,7 @@ def mean_squared_error() -> Loss:
 def huber(delta: float = 1.0) -> Loss:
     """L = mean of ½r² for |r| ≤ δ, δ(|r| − ½δ) otherwise, with r = pred − target."""
     if delta <= 0:
-        raise ValueError(f"huber: delta must be > 0, got {delta}")
+        raise SettingError(f"huber: delta must be > 0, got {delta}", settings=("delta",))
     name = f"huber({delta})"
 
     def forward(pred, target):
@@ -112,7 +115,7 @@ def binary_cross_entropy(eps: float | None = None) -> Loss:
         # dL/dp = −(t/p − (1 − t)/(1 − p))/N = (p − t)/(p(1 − p))/N
         return jnp.where(inside, _scale(dvalue, p.size) * (p - t) / (p * (1 - p)), 0)
 
-    return Loss(forward, backward, name)
+    return Loss(forward, backward, name, predicts="binary_probabilities")
 
 
 def sigmoid_binary_cross_entropy() -> Loss:
@@ -133,7 +136,7 @@ def sigmoid_binary_cross_entropy() -> Loss:
         z, t = residuals
         return _scale(dvalue, z.size) * (jax.nn.sigmoid(z) - t)  # dL/dz = (σ(z) − t)/N = (A − Y)/m
 
-    return Loss(forward, backward, name)
+    return Loss(forward, backward, name, predicts="binary_logits")
 
 
 def softmax_cross_entropy() -> Loss:
@@ -158,7 +161,7 @@ def softmax_cross_entropy() -> Loss:
         batch = logp.size // logp.shape[-1]
         if jnp.issubdtype(target.dtype, jnp.integer):
             if target.shape != logits.shape[:-1]:
-                raise ValueError(
+                raise ShapeError(
                     f"{name}: integer labels must have shape {logits.shape[:-1]} "
                     f"(logits without the class axis), got {target.shape}"
                 )
@@ -183,7 +186,7 @@ def softmax_cross_entropy() -> Loss:
         total = jnp.sum(target, axis=-1, keepdims=True)
         return scale * (jnp.exp(logp) * total - target)  # dL/dz = (softmax(z)·Σt − t)/B
 
-    return Loss(forward, backward, name)
+    return Loss(forward, backward, name, predicts="class_logits")
 
 
 def _onehot(labels, classes, dtype):

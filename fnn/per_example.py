@@ -27,14 +27,16 @@ import jax
 import jax.numpy as jnp
 
 from fnn.core import Array, Layer, Loss, Params, forward
+from fnn.errors import SettingError
+from fnn.walk import layer_path
 
 
-def _unsupported(net: Layer, where: str = "net") -> str:
+def _unsupported(net: Layer, path: tuple[int, ...] = ()) -> str:
     """The path and name of the first layer in `net` without a per-example backward."""
     for i, layer in enumerate(net.sublayers):
         if layer.per_example_backward is None:
-            return _unsupported(layer, f"{where}[{i}]")
-    return f"{where} ({net.name})"
+            return _unsupported(layer, (*path, i))
+    return f"{layer_path(path)} ({net.name})"
 
 
 def per_example_value_and_grads(
@@ -54,10 +56,10 @@ def per_example_value_and_grads(
       gradient of `losses[i]` (what `jax.vmap(jax.grad(...))` of one example gives).
 
     Raises:
-      ValueError: a layer without a per-example backward (naming it).
+      SettingError (a ValueError): a layer without a per-example backward (naming it).
     """
     if net.per_example_backward is None:
-        raise ValueError(
+        raise SettingError(
             f"per_example_grads: layer {_unsupported(net)} has no per-example backward; "
             "supported: dense, the activations, layer_norm, flatten, pooling, dropout and "
             "serial/residual of those. For other layers use per_example_grads_autodiff "

@@ -47,14 +47,26 @@ def check_task(task: str) -> str:
     return task
 
 
-def infer_task(y: Any, loss: Loss | str) -> str:
+# A binary loss's threshold: a prediction above it is the positive label, by what the
+# loss says its predictions are (`Loss.predicts`).
+BINARY_THRESHOLDS: dict[str | None, float] = {"binary_logits": 0.0, "binary_probabilities": 0.5}
+
+
+def infer_task(y: Any, loss: Loss) -> str:
     """The task of targets `y`: integer labels are "classification"; floating targets are
-    "binary" under a binary cross-entropy loss and "regression" otherwise."""
-    name = loss if isinstance(loss, str) else loss.name
+    "binary" under a loss that predicts binary logits or probabilities (the binary
+    cross-entropies) and "regression" otherwise."""
     dtype = y.dtype if hasattr(y, "dtype") else np.asarray(y).dtype
     if np.issubdtype(dtype, np.integer):
         return "classification"
-    return "binary" if "binary_cross_entropy" in name else "regression"
+    return "binary" if loss.predicts in BINARY_THRESHOLDS else "regression"
+
+
+def binary_threshold(loss: Loss) -> float:
+    """The value above which `loss`'s prediction is the positive label: 0.5 for a loss on
+    probabilities (`binary_cross_entropy`), 0 for one on logits and for any other loss
+    trained on binary targets (`mean_squared_error` on 0/1 targets included)."""
+    return BINARY_THRESHOLDS.get(loss.predicts, 0.0)
 
 
 def metric_name(task: str) -> str:

@@ -25,6 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from fnn.core import Array, Ctx, Layer, Loss, Params, forward, update_state
+from fnn.errors import NotFoundError
+from fnn.walk import layer_path, part, run_backward
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,7 +104,7 @@ class Trace:
         for layer in self.layers:
             if layer.path == path:
                 return layer
-        raise KeyError(f"no layer at {path!r}; paths: {[layer.path for layer in self.layers]}")
+        raise NotFoundError(f"no layer at {path!r}; paths: {[layer.path for layer in self.layers]}")
 
     def summaries(self, updates: Params = None) -> list[dict[str, Any]]:
         """Each layer's `summary`; `updates` shaped like the network's params gives each
@@ -135,10 +137,6 @@ def _rms(tree) -> float:
     return _norm(tree) / math.sqrt(size) if size else 0.0
 
 
-def _path(indices: tuple[int, ...]) -> str:
-    return "net" + "".join(f"[{i}]" for i in indices)
-
-
 def walk_backward(net: Layer, params: Params, residuals: Any, dy: Array) -> list[tuple]:
     """The hand-written backward of `net` from `dy`, each layer's share recorded: a list of
     `(path indices, layer, select, dy, dx, grads, params, residuals)`, inner layers before the
@@ -146,20 +144,19 @@ def walk_backward(net: Layer, params: Params, residuals: Any, dy: Array) -> list
     share of a tree shaped like the network's params."""
     records: list[tuple] = []
 
-    def visit_at(path, select):
-        def visit(layer, params, residuals, dy, index=None, pick=None):
-            here = path if index is None else (*path, index)
-            chosen = select if pick is None else (lambda t: pick(select(t)))
-            if layer.trace_backward is not None:
-                grads, dx = layer.trace_backward(params, residuals, dy, visit_at(here, chosen))
-            else:
-                grads, dx = layer.backward(params, residuals, dy)
-            records.append((here, layer, chosen, dy, dx, grads, params, residuals))
-            return grads, dx
+    def visit(path, select, layer, params, residuals, dy):
+        if layer.walk is not None:  # a combinator: its layers' backwards, each recorded
 
-        return visit
+            def run_layer(i, sub, p, r, d, walk=layer.walk):
+                return visit((*path, i), lambda t: part(walk, select(t), i), sub, p, r, d)
 
-    visit_at((), lambda t: t)(net, params, residuals, dy)
+            grads, dx = run_backward(layer, params, residuals, dy, run_layer)
+        else:
+            grads, dx = layer.backward(params, residuals, dy)
+        records.append((path, layer, select, dy, dx, grads, params, residuals))
+        return grads, dx
+
+    visit((), lambda t: t, net, params, residuals, dy)
     return records
 
 
@@ -223,10 +220,10 @@ def backward_trace(
         dy, dx, grads, layer_params = records[i]
         layers.append(
             LayerTrace(
-                path=_path(indices),
+                path=layer_path(indices),
                 name=layer.name,
                 depth=len(indices),
-                leaf=layer.trace_backward is None,
+                leaf=layer.walk is None,
                 dy=dy,
                 dx=dx,
                 grads=grads,

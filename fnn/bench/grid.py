@@ -8,7 +8,6 @@ import contextlib
 import dataclasses
 import importlib.util
 import math
-import statistics
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -34,13 +33,7 @@ from fnn.bench.measure import (
 )
 from fnn.bench.peers import PEER_BUILDERS
 from fnn.bench.problems import Problem, gradients, make_problem
-from fnn.bench.records import (
-    aa_name,
-    flag_mismatch,
-    peak_fields,
-    progress_line,
-    timed_record,
-)
+from fnn.bench.records import BenchRecord, aa_name, flag_mismatch, progress_line, timed_record
 from fnn.bench.reference import build_numpy_impl
 from fnn.bench.workloads import (
     CPU_WORKLOADS,
@@ -52,6 +45,7 @@ from fnn.bench.workloads import (
     Workload,
     choose_all,
     default_dtypes,
+    default_repeats,
     scaled,
 )
 from fnn.core import SettingError
@@ -96,7 +90,7 @@ def peak_probes(
     and a square one, each sized to about a unit's FLOPs."""
     target = max(unit_flops or 0.0, 2.0 * square**3)
     probes = {}
-    for shape in {gemm, (square, square, square)} - {None}:
+    for shape in {s for s in (gemm, (square, square, square)) if s is not None}:
         calls = _calls_for(2.0 * math.prod(shape), target)
         units = matmul_units(*shape, dtype, calls, import_torch=import_torch)
         for library, probe in units.items():
@@ -116,7 +110,7 @@ def measure_impls(
     progress: Callable[[str], None],
     aa: str | None = None,
     seed: int = 0,
-) -> list[dict[str, Any]]:
+) -> list[BenchRecord]:
     """Warms every impl up, times them in rounds of a seeded random order (each timed
     call right after an untimed one: `fnn.bench.measure.time_rounds`), then the peak
     probes in rounds of their own, and returns a record per impl (an "error" record for
@@ -129,7 +123,7 @@ def measure_impls(
     records, units, states = [], {}, {}
 
     def failed(name: str, note: str) -> None:
-        records.append({**base, "impl": name, "status": "error", "note": note[:300]})
+        records.append(BenchRecord(**base, impl=name, status="error", note=note[:300]))
         progress(f"  {base['workload']:<18} {base['dtype']:<9} {name:<14} {note[:120]}")
 
     for name, impl in list(built.items()):  # the warm-up, one impl at a time
@@ -158,16 +152,20 @@ def measure_impls(
             _, peak_library, peak_shape = key.split(":")
             peak = rate
     for impl in built.values():
-        record = timed_record(base, impl, times, steps, flops_per_step, reference)
-        record.update(peak_fields(record, peak, peak_shape, peak_library))
-        record["rotation_seed"] = seed
-        record["positions"] = [order.index(impl.name) for order in orders]
-        if aa is not None and impl.name == aa_name(aa):
-            pairs = [a / b for a, b in zip(times[impl.name], times[aa], strict=True)]
-            record["aa_ratio"] = float(statistics.median(pairs))
-            record["note"] = f"A/A twin of {aa}: the same compiled unit, timed apart"
+        record = timed_record(
+            base,
+            impl,
+            times,
+            steps=steps,
+            flops_per_step=flops_per_step,
+            reference=reference,
+            peak=(peak, peak_shape, peak_library),
+            seed=seed,
+            positions=[order.index(impl.name) for order in orders],
+            twin_of=aa if aa is not None and impl.name == aa_name(aa) else None,
+        )
         records.append(flag_mismatch(record))
-        progress(progress_line(record))
+        progress(progress_line(records[-1]))
     return records
 
 
@@ -179,7 +177,7 @@ def build_all(
     progress: Callable[[str], None] = print,
     *,
     tolerate_errors: bool = True,
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+) -> tuple[dict[str, Any], list[BenchRecord]]:
     """Builds every impl with `build(impl, problem)`: `(built, records)`, the built impls
     by name and a record for each one skipped (its library missing) or, with
     `tolerate_errors`, failed to build (a peer's API drift must not stop a grid). A
@@ -190,7 +188,7 @@ def build_all(
         try:
             built[name] = build(impl, problem)
         except Skip as why:
-            records.append({**base, "impl": name, "status": "skipped", "note": str(why)})
+            records.append(BenchRecord(**base, impl=name, status="skipped", note=str(why)))
             progress(f"  {base['workload']:<18} {base['dtype']:<9} {name:<14} skipped: {why}")
         except SettingError:
             raise
@@ -198,7 +196,7 @@ def build_all(
             if not tolerate_errors:
                 raise
             note = f"failed to build: {type(error).__name__}: {error}"
-            records.append({**base, "impl": name, "status": "error", "note": note[:300]})
+            records.append(BenchRecord(**base, impl=name, status="error", note=note[:300]))
             progress(f"  {base['workload']:<18} {base['dtype']:<9} {name:<14} {note[:120]}")
     return built, records
 
@@ -214,7 +212,7 @@ def run_problem(
     import_torch: bool = True,
     aa: str | None = None,
     seed: int = 0,
-) -> list[dict[str, Any]]:
+) -> list[BenchRecord]:
     """Builds, checks, times and measures every impl on one problem (the peak probes
     import PyTorch where installed, or with `import_torch=False` use it only if a torch
     impl or the caller has imported it); `aa` and `seed` as in `measure_impls`."""
@@ -260,7 +258,7 @@ def run_workload(
     progress: Callable[[str], None] = print,
     aa: str | None = None,
     seed: int = 0,
-) -> list[dict[str, Any]]:
+) -> list[BenchRecord]:
     """Builds, checks, times and measures every impl that applies to one workload in one
     dtype (per-example impls on per-example workloads; numpy and the peers on MLPs); the
     A/A twin of `aa` (or, where `aa` does not run on this workload, of the first impl)."""
@@ -284,21 +282,22 @@ def run_benchmarks(
     impls: Sequence[str] | None = None,
     dtypes: Sequence[str] | None = None,
     *,
-    repeats: int = 7,
+    repeats: int | None = None,
     quick: bool = False,
     steps: dict[str, int] | None = None,
     deadline: float | None = None,
     progress: Callable[[str], None] = print,
     aa: str | None = "manual",
     seed: int = 0,
-) -> list[dict[str, Any]]:
+) -> list[BenchRecord]:
     """Runs the grid and returns its records.
 
     Arguments:
       workloads: workload names (default: the platform's grid, or the quick one).
       impls: implementation names (default: all; peers skip when not installed).
       dtypes: dtype names applied to every workload (default: `default_dtypes`).
-      repeats: timed rounds per workload.
+      repeats: timed rounds per workload (default `fnn.bench.workloads.default_repeats`:
+        7, 3 with `quick`).
       quick: the quick grid (fewer workloads and steps, a smaller square probe).
       steps: per-workload steps per unit, overriding the workload's (and quick's).
       deadline: a `time.monotonic()` value after which no new case starts.
@@ -322,6 +321,7 @@ def run_benchmarks(
     impls = choose_all("impl", impls if impls is not None else IMPLS, IMPLS)
     if dtypes is not None:
         choose_all("dtype", dtypes, DTYPES)
+    repeats = default_repeats(quick) if repeats is None else repeats
     machine = machine_info()
     square = square_peak_size(platform_name, quick)
     overrides = {**(QUICK_STEPS if quick else {}), **(steps or {})}
@@ -335,10 +335,8 @@ def run_benchmarks(
         for dtype in dtypes or default_dtypes(name, platform_name):
             if deadline is not None and time.monotonic() > deadline:
                 progress(f"  {name:<18} {dtype:<9} skipped: out of time")
-                records.append(
-                    {**machine, "workload": name, "dtype": dtype, "impl": "*", "status": "skipped",
-                     "note": "out of time"}
-                )  # fmt: skip
+                records.append(BenchRecord(**machine, workload=name, dtype=dtype, impl="*",
+                                           status="skipped", note="out of time"))  # fmt: skip
                 continue
             with _x64(dtype):
                 records += run_workload(

@@ -17,6 +17,7 @@ import optax
 from fnn.bench.measure import count_kept, count_residuals, repeat_calls
 from fnn.bench.problems import Problem, bridge_objective, gradients
 from fnn.core import Layer, SettingError, forward
+from fnn.errors import FnnError
 from fnn.train import TrainState, make_train_step
 
 JAX_IMPLS = ("manual", "autodiff", "manual_scan", "autodiff_scan", "custom_vjp")
@@ -64,7 +65,7 @@ class Impl:
     note: str = ""
 
 
-class Skip(Exception):
+class Skip(FnnError):
     """An implementation that cannot run here; the message says why."""
 
 
@@ -142,6 +143,7 @@ def build_jax_impl(name: str, problem: Problem) -> Impl:
     batch = (problem.x, problem.y)
     train_state = TrainState.create(problem.net, problem.params, problem.optimizer)
     manual = name != "autodiff" and name != "autodiff_scan"
+    step: Callable[..., Any]  # a train step, jitted or to be scanned
     if name == "custom_vjp":
         step, kind, mode = jax.jit(_custom_vjp_step(problem)), "dispatched", "custom_vjp"
     else:
@@ -206,7 +208,8 @@ def build_custom_impl(name: str, builder: Callable[[Problem], Any], problem: Pro
     args = (problem.params, problem.x, problem.y)
     try:
         _, shapes = jax.eval_shape(made, *args)
-        same = jax.tree.structure(shapes) == jax.tree.structure(problem.params) and all(
+        # jaxlib has no stubs: mypy cannot compare PyTreeDefs
+        same = jax.tree.structure(shapes) == jax.tree.structure(problem.params) and all(  # type: ignore[operator]
             a.shape == b.shape
             for a, b in zip(jax.tree.leaves(shapes), jax.tree.leaves(problem.params), strict=True)
         )

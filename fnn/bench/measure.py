@@ -182,7 +182,8 @@ def count_residuals(fn: Callable, *args, inputs: tuple[int, ...] = ()) -> tuple[
         from jax._src.ad_checkpoint import saved_residuals
 
         found = saved_residuals(fn, *args)
-        items = [(aval, why) for aval, why in found]
+        # (an abstract value or a ShapeDtypeStruct: a shape and a dtype, why it is kept)
+        items: list[tuple[Any, str]] = [(aval, why) for aval, why in found]
     except (ImportError, AttributeError):  # the public printer, parsed
         from jax.ad_checkpoint import print_saved_residuals
 
@@ -221,7 +222,7 @@ def count_kept(fn: Callable, *args) -> tuple[int, int]:
     def trace(*args):
         inputs = {id(leaf) for leaf in jax.tree.leaves(args)}
         for leaf in jax.tree.leaves(fn(*args)):
-            if id(leaf) not in inputs and math.prod(jnp.shape(leaf)):
+            if id(leaf) not in inputs and math.prod(jnp.shape(leaf)) > 0:
                 kept[id(leaf)] = jax.ShapeDtypeStruct(jnp.shape(leaf), leaf.dtype)
         return ()
 

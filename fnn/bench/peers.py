@@ -24,6 +24,7 @@ import optax
 
 from fnn.bench.impls import Impl, Skip, dispatch_unit
 from fnn.bench.problems import Problem
+from fnn.core import Array
 
 _ACTIVATIONS = {"sigmoid": jax.nn.sigmoid, "tanh": jnp.tanh, "relu": jax.nn.relu}
 
@@ -37,7 +38,7 @@ def _fnn_layout(problem: Problem, grads: list[tuple]) -> tuple:
     """Per-layer `(dW: (in, out), db)` put back into fnn's params structure (`()` for the
     activations)."""
     it = iter(grads)
-    out = []
+    out: list[dict[str, Array] | tuple[()]] = []
     for p in problem.params:
         if p == ():
             out.append(())
@@ -66,6 +67,7 @@ def build_equinox_impl(problem: Problem) -> Impl:
     import equinox as eqx
 
     w, dt = problem.workload, problem.dtype
+    assert w is not None  # a problem of the grid, made from its workload
     model = []
     for W, b in _dense(problem):
         layer = eqx.nn.Linear(*W.shape, key=jax.random.PRNGKey(0), dtype=dt)
@@ -98,6 +100,7 @@ def build_flax_nnx_impl(problem: Problem) -> Impl:
     from flax import nnx
 
     w, dt = problem.workload, problem.dtype
+    assert w is not None  # a problem of the grid, made from its workload
     layers = []
     for W, b in _dense(problem):
         layer = nnx.Linear(*W.shape, rngs=nnx.Rngs(0), dtype=dt, param_dtype=dt)
@@ -142,6 +145,7 @@ def _torch_model(problem: Problem):
     import torch
 
     w = problem.workload
+    assert w is not None  # a problem of the grid, made from its workload
     name = problem.dtype.name
     if not hasattr(torch, name):
         raise Skip(f"torch has no {name}")
@@ -176,6 +180,7 @@ def _torch_impl(problem: Problem, name: str, compiled: bool) -> Impl:
     import torch
 
     model, x, y, loss_fn, sync = _torch_model(problem)
+    assert problem.workload is not None  # a problem of the grid, made from its workload
     opt = torch.optim.SGD(model.parameters(), lr=problem.workload.learning_rate)
 
     def train_step():

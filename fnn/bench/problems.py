@@ -15,7 +15,7 @@ import optax
 
 from fnn import initializers
 from fnn.bench.workloads import Workload
-from fnn.core import Layer, Loss, SettingError, forward
+from fnn.core import Layer, Loss, SettingError, Shape, forward
 from fnn.grad import as_custom_vjp, loss_as_custom_vjp, value_and_grad
 from fnn.layers import cnn, mlp, transformer
 from fnn.lm import gpt
@@ -76,6 +76,7 @@ def make_problem(workload: Workload, dtype: str, seed: int = 0) -> Problem:
     """Builds the network, a fixed batch and initial parameters for `workload`."""
     dt = jnp.dtype(dtype)
     rng = np.random.default_rng(seed)
+    in_shape: Shape
     if workload.sequence is not None:
         T, D, heads, F = workload.sequence
         V = workload.features[-1]
@@ -109,7 +110,7 @@ def make_problem(workload: Workload, dtype: str, seed: int = 0) -> Problem:
             x = jnp.asarray(rng.standard_normal(shape), dt)
             y = jnp.asarray(rng.integers(0, workload.features[-1], workload.batch), jnp.int32)
         else:
-            raise ValueError(f"unknown workload loss {workload.loss!r}")
+            raise SettingError(f"unknown workload loss {workload.loss!r}", settings=("workload",))
     params = jax.jit(lambda key: net.init(key, in_shape, dt)[1])(jax.random.PRNGKey(seed))
     return Problem(
         name=workload.name,
@@ -156,7 +157,7 @@ def user_problem(
     if x.ndim < 1 or y.ndim < 1 or x.shape[0] != y.shape[0]:
         raise SettingError(
             f"x and y must be batches of the same length, got shapes {x.shape} and {y.shape}",
-            settings=("model",),
+            settings=("x", "y"),
         )
     float_x = jnp.issubdtype(x.dtype, jnp.floating)
     dt = jnp.dtype(dtype or (x.dtype if float_x else jnp.float32))
@@ -173,7 +174,7 @@ def user_problem(
         raise SettingError(
             f"{net.name} with {loss.name} does not fit x {x.shape} and y {y.shape}: {error}"
             + (f" ({notes})" if notes else ""),
-            settings=("model",),
+            settings=("net", "loss"),
         ) from error
     flops, source = _cost_analysis_flops(net, loss, params, x, y)
     weights = [leaf.shape for leaf in jax.tree.leaves(params) if np.ndim(leaf) == 2]

@@ -10,6 +10,7 @@ import numpy as np
 
 from fnn.bench.impls import Impl, Skip
 from fnn.bench.problems import Problem
+from fnn.core import Array
 
 
 def _np_act(name, z):
@@ -63,6 +64,7 @@ def _numpy_data(problem: Problem):
     """The problem in the tutorial's layout: Ws[l] (in, out), bs[l] (out, 1), X (n, m),
     Y (1, m) soft targets or (classes, m) one-hot, as numpy arrays in its dtype."""
     w = problem.workload
+    assert w is not None  # a problem of the grid, made from its workload
     dtype = np.dtype(problem.dtype.name)
     dense = [p for p in problem.params if p != ()]
     Ws = [np.array(p["W"], dtype) for p in dense]
@@ -78,6 +80,7 @@ def _numpy_data(problem: Problem):
 def build_numpy_impl(problem: Problem) -> Impl:
     """The tutorial's numpy backprop (float32/float64 only)."""
     w = problem.workload
+    assert w is not None  # a problem of the grid, made from its workload
     if problem.dtype.name not in ("float32", "float64"):
         raise Skip(f"numpy has no {problem.dtype.name}")
     Ws, bs, X, Y = _numpy_data(problem)
@@ -93,7 +96,8 @@ def build_numpy_impl(problem: Problem) -> Impl:
 
     def grads():
         _, dWs, dbs = numpy_forward_backward(Ws, bs, X, Y, w.activation, w.loss)
-        out, it = [], iter(zip(dWs, dbs, strict=True))
+        out: list[dict[str, Array] | tuple[()]] = []
+        it = iter(zip(dWs, dbs, strict=True))
         for p in problem.params:
             if p == ():
                 out.append(())

@@ -1,69 +1,38 @@
 """Output: the records as results.json and results.csv (`CSV_FIELDS`), a markdown report
 with one table per (workload, dtype), and three bar charts (step time, ratio to autodiff,
-fraction of the matmul peak); `write_results` writes them all."""
+fraction of the matmul peak); `write_results` writes them all, `read_results` reads the
+JSON back. Each takes `BenchRecord`s or records as results.json holds them."""
 
 from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from fnn.bench.impls import IMPLS
+from fnn.bench.records import CSV_FIELDS, TIMED, BenchRecord
 
-CSV_FIELDS = (
-    "workload",
-    "impl",
-    "dtype",
-    "status",
-    "kind",
-    "device_kind",
-    "platform",
-    "cpu_model",
-    "cpu_cores",
-    "jax_version",
-    "batch",
-    "params",
-    "steps_per_call",
-    "repeats",
-    "step_ms_median",
-    "step_ms_iqr",
-    "step_ms_min",
-    "total_ms",
-    "ratio_vs_autodiff",
-    "ratio_reference",
-    "compile_s",
-    "flops_per_s",
-    "peak_flops_per_s",
-    "peak_shape",
-    "peak_library",
-    "flops_source",
-    "peak_fraction",
-    "floor_ratio",
-    "temp_bytes",
-    "argument_bytes",
-    "output_bytes",
-    "peak_bytes_in_use",
-    "residual_arrays",
-    "residual_bytes",
-    "hlo_gemms",
-    "hlo_convs",
-    "hlo_fusions",
-    "hlo_ops",
-    "rel_grad_err",
-    "aa_ratio",
-    "rotation_seed",
-    "note",
-)
+Record = Mapping[str, Any]  # a BenchRecord, or one as results.json holds it
 
 
-def write_json(records: Sequence[dict], path: Path) -> None:
-    """The records as a JSON list."""
-    path.write_text(json.dumps(list(records), indent=1) + "\n")
+def write_json(records: Sequence[Record], path: Path) -> None:
+    """The records as a JSON list (`BenchRecord.to_dict` of each)."""
+    path.write_text(json.dumps([_as_dict(r) for r in records], indent=1) + "\n")
 
 
-def write_csv(records: Sequence[dict], path: Path) -> None:
-    """One row per record, `CSV_FIELDS` as columns (samples left out)."""
+def read_results(path: str | Path) -> list[BenchRecord]:
+    """The records of a results.json that `fnn bench` (or `report`) wrote."""
+    return [BenchRecord.from_dict(r) for r in json.loads(Path(path).read_text())]
+
+
+def _as_dict(record: Record) -> dict[str, Any]:
+    return record.to_dict() if isinstance(record, BenchRecord) else dict(record)
+
+
+def write_csv(records: Sequence[Record], path: Path) -> None:
+    """One row per record, `CSV_FIELDS` as columns (the fields a spreadsheet can hold)."""
     with path.open("w", newline="") as f:
         writer = csv.DictWriter(f, CSV_FIELDS, extrasaction="ignore")
         writer.writeheader()
@@ -83,20 +52,17 @@ def _step_cell(ms: float | None) -> str:
     return f"{ms * 1e3:.1f} µs"
 
 
-TIMED = ("ok", "mismatch")  # statuses of timed records; "mismatch": a wrong gradient
-
-
-def _ok(records: Sequence[dict]) -> list[dict]:
+def _ok(records: Sequence[Record]) -> list[Record]:
     """The timed records (a gradient mismatch is timed too, and flagged)."""
     return [r for r in records if r.get("status") in TIMED]
 
 
-def _cases(records: Sequence[dict]) -> list[tuple[str, str]]:
+def _cases(records: Sequence[Record]) -> list[tuple[str, str]]:
     """The (workload, dtype) pairs of `records`, in order of first appearance."""
     return list(dict.fromkeys((r["workload"], r["dtype"]) for r in records))
 
 
-def format_report(records: Sequence[dict], title: str = "fnn bench") -> str:
+def format_report(records: Sequence[Record], title: str = "fnn bench") -> str:
     """Markdown: the machine, one table per (workload, dtype), then skipped cases."""
     ok = _ok(records)
     lines = [f"# {title}", ""]
@@ -170,7 +136,7 @@ def format_report(records: Sequence[dict], title: str = "fnn bench") -> str:
     return "\n".join(lines)
 
 
-def _aa_line(rows: Sequence[dict]) -> list[str]:
+def _aa_line(rows: Sequence[Record]) -> list[str]:
     """The A/A self-test's line for a table (nothing where no twin ran)."""
     twins = [r for r in rows if r.get("aa_ratio") is not None]
     return [
@@ -180,7 +146,7 @@ def _aa_line(rows: Sequence[dict]) -> list[str]:
     ] + ([""] if twins else [])
 
 
-def _peak_text(record: dict) -> str:
+def _peak_text(record: Record) -> str:
     """The peak a table's % peak is taken against, and whose it is."""
     peak = record.get("peak_flops_per_s")
     if not peak:
@@ -240,7 +206,7 @@ def _bar_chart(records, value, ylabel, title, path, *, log=False, lines=()):
     return True
 
 
-def write_charts(records: Sequence[dict], out: Path, suffix: str = "") -> list[Path]:
+def write_charts(records: Sequence[Record], out: Path, suffix: str = "") -> list[Path]:
     """Up to three PNGs: step time per impl, the ratio to autodiff, the fraction of peak
     (each one drawn where its records have values); the paths written."""
     device = records[0]["device_kind"] if records else ""
@@ -279,7 +245,7 @@ def write_charts(records: Sequence[dict], out: Path, suffix: str = "") -> list[P
 
 
 def write_results(
-    records: Sequence[dict], out: Path | str, suffix: str = "", title: str = "fnn bench"
+    records: Sequence[Record], out: Path | str, suffix: str = "", title: str = "fnn bench"
 ) -> list[Path]:
     """Writes results{suffix}.json/.csv, report{suffix}.md and the charts under `out`."""
     out = Path(out)

@@ -24,6 +24,7 @@ from fnn.bench.vjp import autodiff_vjp, manual_vjp
 from fnn.check.point import draw_params
 from fnn.core import Ctx, Layer, SettingError, forward, init_state
 from fnn.trace import walk_backward
+from fnn.walk import layer_path
 
 
 @dataclasses.dataclass(frozen=True)
@@ -204,9 +205,9 @@ def _kept_by_layer(net: Layer, params, x, ctx) -> dict[tuple, dict]:
         records = walk_backward(net, params, residuals, jnp.zeros(y.shape, y.dtype))
         skip = {id(leaf) for leaf in jax.tree.leaves(params)}
         for path, layer, *_, res in records:
-            if layer.trace_backward is None:
+            if layer.walk is None:
                 leaves = [leaf for leaf in jax.tree.leaves(res)
-                          if id(leaf) not in skip and math.prod(jnp.shape(leaf))]  # fmt: skip
+                          if id(leaf) not in skip and math.prod(jnp.shape(leaf)) > 0]  # fmt: skip
                 by_path[path] = [(id(leaf), jax.ShapeDtypeStruct(jnp.shape(leaf), leaf.dtype))
                                  for leaf in leaves]  # fmt: skip
         return ()
@@ -246,7 +247,7 @@ def _row(indices, layer: Layer, p, x, ctx, batch: int, kept: dict) -> LayerRow:
     residuals = jax.eval_shape(lambda p, x: run(p, x)[1], p, x)
     backward_flops = _cost_flops(layer.backward, p, residuals, dy)  # from the kept arrays
     return LayerRow(
-        path="net" + "".join(f"[{i}]" for i in indices),
+        path=layer_path(indices),
         name=layer.name,
         depth=len(indices),
         out_shape=tuple(y.shape[1:]),
@@ -271,7 +272,7 @@ def _leaves(net: Layer, params, x, ctx) -> list[tuple]:
         y = jax.eval_shape(lambda p, x: forward(net, p, x, ctx)[0], params, x)
         records = walk_backward(net, params, residuals, jnp.zeros(y.shape, y.dtype))
         found[:] = [(path, layer, select, dx) for path, layer, select, _, dx, *_ in records
-                    if layer.trace_backward is None]  # fmt: skip
+                    if layer.walk is None]  # fmt: skip
         return ()
 
     jax.eval_shape(trace, params, x)

@@ -1,12 +1,13 @@
 """What the harness runs: the workloads (an MLP, a conv net or a transformer block trained
-by SGD on one fixed batch), the grids run per platform, the dtypes, and `choose_all`, the
-check of a list of names against the valid ones."""
+by SGD on one fixed batch), the grids run per platform, the dtypes, the timed rounds, and
+`choose_all`, the check of a list of names against the valid ones."""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable
 
+from fnn.check.report import DEFAULT_RTOL
 from fnn.core import choose
 
 
@@ -311,7 +312,20 @@ GPU_WORKLOADS = (
 QUICK_WORKLOADS = ("tutorial", "mlp_b256", "deep_relu", "per_example")
 QUICK_STEPS = {"tutorial": 2_000}
 
-DTYPES = ("float32", "float64", "bfloat16")
+# The dtypes a workload runs in: the checker's (the keys of its gradient tolerances:
+# float32, float64) and bfloat16, on GPU.
+DTYPES = (*sorted(DEFAULT_RTOL), "bfloat16")
+
+# Timed rounds per case, unless told: `fnn bench`, `run_benchmarks`, `compare` and
+# `compare_layer` all take them from here.
+REPEATS = 7
+QUICK_REPEATS = 3  # with `quick`
+
+
+def default_repeats(quick: bool) -> int:
+    """The timed rounds of a run not told how many: `QUICK_REPEATS` with `quick`, else
+    `REPEATS`."""
+    return QUICK_REPEATS if quick else REPEATS
 
 
 def default_dtypes(workload: str, platform_name: str) -> tuple[str, ...]:

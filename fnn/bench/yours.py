@@ -7,8 +7,8 @@ backward against `jax.vjp`), and `report` (the files `fnn bench` writes).
                                        impls=["manual", "autodiff", ("mask", prelu_mask())])
     fnn.bench.report(records, "bench-mine")                  # JSON, CSV, markdown, charts
 
-Both return the records `fnn bench` writes (see `fnn.bench` for the fields), measured the
-same way: implementations timed in rounds, each round in a seeded random order, each
+Both return the records `fnn bench` writes (`fnn.bench.BenchRecord`), measured the same
+way: implementations timed in rounds, each round in a seeded random order, each
 timed call right after an untimed one, then the matmul peak in rounds of its own. A record
 whose gradient differs from autodiff's by more than `GRAD_TOLERANCE` of its dtype is
 still timed, but its `status` is "mismatch" and the report flags it.
@@ -28,11 +28,11 @@ from fnn.bench.grid import build_all, measure_impls, peak_probes, run_problem
 from fnn.bench.impls import JAX_IMPLS
 from fnn.bench.measure import machine_info, square_peak_size
 from fnn.bench.problems import user_problem
+from fnn.bench.records import BenchRecord
 from fnn.bench.report import write_results
 from fnn.bench.vjp import VJP_IMPLS, build_vjp_impl, make_vjp_problem
+from fnn.bench.workloads import default_repeats
 from fnn.core import Ctx, Layer, Loss, SettingError, choose
-
-QUICK_REPEATS, REPEATS = 3, 7
 
 Impls = Sequence[str | tuple[str, Any]] | Mapping[str, Any]
 
@@ -41,7 +41,8 @@ def _impl_list(impls: Impls, builtin: Sequence[str]) -> list[str | tuple[str, An
     """`impls` as a list of built-in names and `(name, yours)` pairs; a SettingError for
     an unknown built-in name or a name given twice."""
     items = list(impls.items()) if isinstance(impls, Mapping) else list(impls)
-    out, seen = [], set()
+    out: list[str | tuple[str, Any]] = []
+    seen: set[str] = set()
     for item in items:
         name, yours = (item, None) if isinstance(item, str) else item
         if yours is None:
@@ -70,7 +71,7 @@ def compare(
     quick: bool = False,
     progress: Callable[[str], None] | None = None,
     aa: str | None = None,
-) -> list[dict[str, Any]]:
+) -> list[BenchRecord]:
     """Times training steps of `net` and `loss` on the batch `(x, y)`, implementation
     against implementation, and returns `fnn bench`'s records.
 
@@ -95,15 +96,12 @@ def compare(
         self-test: its record's `aa_ratio` is the noise of the comparison).
 
     Returns:
-      One record per implementation: `workload` (the name), `impl`, `dtype`,
-      `device_kind`, `jax_version`, `step_ms_median`, `step_ms_iqr`, `compile_s`,
-      `flops_per_s` and `peak_fraction` (from XLA's cost analysis of the autodiff
-      gradient; None, and said in `flops_source`, where it gives none), `temp_bytes`,
-      `residual_arrays`, `residual_bytes`, HLO counts, `rel_grad_err` against autodiff at
-      the initial params, `status` ("ok", "mismatch", "skipped" or "error"). The peak
-      is the best matmul rate in the same rounds of JAX, numpy and PyTorch (PyTorch only
-      if this process has imported it: a torch impl of yours, or you; `fnn bench`'s grid
-      imports it where installed).
+      One `BenchRecord` per implementation, its `workload` the name; `flops_per_s` and
+      `peak_fraction` come from XLA's cost analysis of the autodiff gradient (None, and
+      said in `flops_source`, where it gives none), `rel_grad_err` is against autodiff at
+      the initial params. The peak is the best matmul rate in the same rounds of JAX,
+      numpy and PyTorch (PyTorch only if this process has imported it: a torch impl of
+      yours, or you; `fnn bench`'s grid imports it where installed).
 
     Raises:
       SettingError: an unknown impl name, or a network, loss and batch that do not fit.
@@ -114,7 +112,7 @@ def compare(
     return run_problem(
         problem,
         impls,
-        repeats=repeats or (QUICK_REPEATS if quick else REPEATS),
+        repeats=repeats or default_repeats(quick),
         square=square_peak_size(jax.devices()[0].platform, quick),
         machine=machine_info(),
         progress=progress or (lambda line: None),
@@ -137,7 +135,7 @@ def compare_layer(
     quick: bool = False,
     progress: Callable[[str], None] | None = None,
     aa: str | None = None,
-) -> list[dict[str, Any]]:
+) -> list[BenchRecord]:
     """Times one layer's forward and backward, hand-written against `jax.vjp` of its
     forward (and any variant of yours), on `(batch, *in_shape)` inputs, and returns
     `fnn bench`'s records (one "step" is one forward and backward).
@@ -165,7 +163,7 @@ def compare_layer(
     impls = _impl_list(impls, VJP_IMPLS)
     problem = make_vjp_problem(layer, tuple(in_shape), batch=batch, dtype=dtype, ctx=ctx,
                                calls=calls, make_input=make_input)  # fmt: skip
-    repeats = repeats or (QUICK_REPEATS if quick else REPEATS)
+    repeats = repeats or default_repeats(quick)
     base = {
         **machine_info(),
         "workload": layer.name,
@@ -181,11 +179,9 @@ def compare_layer(
     }
     say = progress or (lambda line: None)
     built, records = build_all(impls, problem, base, build_vjp_impl, say, tolerate_errors=False)
-    reference = (
-        build_vjp_impl("autodiff", problem).grads()
-        if "autodiff" not in built
-        else (built["autodiff"].grads())
-    )
+    autodiff = built["autodiff"] if "autodiff" in built else build_vjp_impl("autodiff", problem)
+    assert autodiff.grads is not None  # a layer's implementation gives its gradients
+    reference = autodiff.grads()
     unit_flops = None if problem.flops is None else problem.flops * calls
     square = square_peak_size(jax.devices()[0].platform, quick=True)
     return records + measure_impls(
@@ -201,7 +197,9 @@ def compare_layer(
     )
 
 
-def report(records: Sequence[dict[str, Any]], out_dir: str | Path, *, title: str = "fnn bench"):
+def report(
+    records: Sequence[Mapping[str, Any]], out_dir: str | Path, *, title: str = "fnn bench"
+) -> list[Path]:
     """Writes `results.json`, `results.csv`, `report.md` and the charts (`time.png`,
     `ratio.png`, `peak.png`) for `records` under `out_dir`; returns the paths."""
     return write_results(records, out_dir, title=title)

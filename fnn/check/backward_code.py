@@ -20,7 +20,8 @@ import jax
 import numpy as np
 
 from fnn.check import checker
-from fnn.check.source import def_line, find_function, functions, parse_file
+from fnn.check.source import def_line, find_function, functions, name_of, parse_file
+from fnn.errors import NotFoundError
 
 BACKWARD_NAME = re.compile(r"(backward|per_example_backward|\w+_backward|_bwd\w*)$")
 
@@ -128,6 +129,7 @@ def exercise(
 
 def site_at(file: str, function: str, start: int) -> Site:
     node, _ = find_function(file, function, start)
+    assert node.end_lineno is not None  # a parsed node has its positions
     return Site(file, function, start, node.end_lineno)
 
 
@@ -137,6 +139,7 @@ def named_sites(files: Iterable[str]) -> list[Site]:
     for file in files:
         for qualname, node, _ in functions(parse_file(file)[0]):
             name = qualname.rsplit(".", 1)[-1]
+            assert node.end_lineno is not None  # a parsed node has its positions
             if BACKWARD_NAME.match(name) and not any(s.holds((file, "", node.lineno)) for s in out):
                 out.append(Site(file, qualname, def_line(node), node.end_lineno))
     return out
@@ -166,14 +169,14 @@ def checks_running(site_: Site, exercised: Exercised) -> list[str]:
 
 def top_function(site_: Site, globals_: Mapping[str, Any]):
     """The module-level function holding `site_` (unwrapped of decorators), or a
-    LookupError when the module's name for it is not that function."""
+    NotFoundError (a LookupError) when the module's name for it is not that function."""
     _, top = find_function(site_.file, site_.function, site_.start)
-    obj = globals_.get(top.name)
+    obj: Any = globals_.get(name_of(top))  # a function, maybe wrapped by decorators
     while hasattr(obj, "__wrapped__"):
         obj = obj.__wrapped__
     code = getattr(obj, "__code__", None)
     if code is None or code.co_filename != site_.file or code.co_firstlineno != def_line(top):
-        raise LookupError(
-            f"{site_.file}: the module's {top.name!r} is not the function defined there"
+        raise NotFoundError(
+            f"{site_.file}: the module's {name_of(top)!r} is not the function defined there"
         )
     return obj

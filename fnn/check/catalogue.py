@@ -2,26 +2,25 @@
 networks, each with the input it is checked on. `fnn check`, the test battery and the
 shape and dtype tests all read `CASES`; adding a layer means adding its entry here.
 
-A `LayerCase` is checked with `check_layer`, a `LossCase` with `check_loss` on inputs it
-draws, a `ModelCase` with `check_model` (manual against autodiff on data). `network=True`
-marks a whole network: its layers are each an item too, so the test battery checks the
-network against `jax.vjp` alone and leaves finite differences to its layers.
+Each item is a `LayerCase`, `LossCase` or `ModelCase` (fnn/check/cases.py, which says
+what `network=True` and `variant_of=` mean).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
-from typing import Any
+import functools
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from fnn import initializers, losses
-from fnn.check.checker import CheckResult, check_layer, check_loss, check_model
+from fnn.check.cases import Case, LayerCase, LossCase, ModelCase
+from fnn.check.checker import CheckResult
 from fnn.check.report import short_verdict
-from fnn.core import Ctx, Layer, Loss, choose, init_state
+from fnn.core import Ctx, Layer, choose, init_state
 from fnn.layers import (
     ACTIVATIONS,
     avg_pool,
@@ -40,72 +39,13 @@ from fnn.layers import (
     multi_head_attention,
     positional_embedding,
     residual,
+    rms_norm,
     serial,
     softmax,
     tanh,
 )
 from fnn.lm import gpt, gpt_block
 from fnn.lm.head import HeadInput, lm_cross_entropy
-
-
-@dataclasses.dataclass(frozen=True)
-class LayerCase:
-    """A layer checked by `check_layer` on `batch` inputs of shape `in_shape`."""
-
-    build: Callable[[], Layer]
-    in_shape: tuple[int, ...]
-    batch: int = 4
-    input_scale: float = 2.0
-    make_input: Callable[[jax.Array, tuple[int, ...], Any], jax.Array] | None = None
-    ctx: Ctx | Callable[[Any], Ctx] | None = None
-    network: bool = False
-
-    def run(self, dtype: str, finite_differences: bool = True) -> CheckResult:
-        return check_layer(
-            self.build(),
-            self.in_shape,
-            batch=self.batch,
-            dtype=dtype,
-            input_scale=self.input_scale,
-            finite_differences=finite_differences,
-            make_input=self.make_input,
-            ctx=self.ctx,
-        )
-
-
-@dataclasses.dataclass(frozen=True)
-class LossCase:
-    """A loss checked by `check_loss` on `(pred, target)` from `inputs(rng)`; `pred` an
-    array or a pytree of arrays (a `HeadInput`)."""
-
-    build: Callable[[], Loss]
-    inputs: Callable[[np.random.Generator], tuple[Any, np.ndarray]]
-    network: bool = False
-
-    def run(self, dtype: str, finite_differences: bool = True) -> CheckResult:
-        pred, target = self.inputs(np.random.default_rng(0))
-        return check_loss(
-            self.build(), pred, target, dtype=dtype, finite_differences=finite_differences
-        )
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelCase:
-    """A network and loss checked by `check_model`, manual against autodiff, on data."""
-
-    build: Callable[[], Layer]
-    loss: Callable[[], Loss]
-    data: Callable[[np.random.Generator], tuple[np.ndarray, np.ndarray]]
-    network: bool = True
-
-    def run(self, dtype: str, finite_differences: bool = True) -> CheckResult:
-        del finite_differences  # the whole-model check compares the two gradient modes
-        x, y = self.data(np.random.default_rng(0))
-        return check_model(self.build(), self.loss(), x, y, dtype=dtype)
-
-
-Case = LayerCase | LossCase | ModelCase
-
 
 # ----------------------------------------------------------------------------- inputs
 
@@ -233,8 +173,8 @@ def _next_tokens(vocab: int, shape: tuple[int, int]):
 CASES: dict[str, Case] = {
     # dense layers and activations
     "dense": LayerCase(lambda: dense(3), (5,)),
-    "dense_no_bias": LayerCase(lambda: dense(3, use_bias=False), (5,)),
-    "dense_3d_input": LayerCase(lambda: dense(3), (2, 5)),
+    "dense_no_bias": LayerCase(lambda: dense(3, use_bias=False), (5,), variant_of="dense"),
+    "dense_3d_input": LayerCase(lambda: dense(3), (2, 5), variant_of="dense"),
     **{name: LayerCase(factory, (7,)) for name, factory in ACTIVATIONS.items()},
     # losses
     "mean_squared_error": LossCase(losses.mean_squared_error, _regression()),
@@ -242,15 +182,21 @@ CASES: dict[str, Case] = {
     "binary_cross_entropy": LossCase(losses.binary_cross_entropy, _binary_probs),
     "sigmoid_binary_cross_entropy": LossCase(losses.sigmoid_binary_cross_entropy, _binary_logits),
     "softmax_cross_entropy_labels": LossCase(losses.softmax_cross_entropy, _labels),
-    "softmax_cross_entropy_onehot": LossCase(losses.softmax_cross_entropy, _onehot),
-    "softmax_cross_entropy_soft": LossCase(losses.softmax_cross_entropy, _soft),
+    "softmax_cross_entropy_onehot": LossCase(
+        losses.softmax_cross_entropy, _onehot, variant_of="softmax_cross_entropy_labels"
+    ),
+    "softmax_cross_entropy_soft": LossCase(
+        losses.softmax_cross_entropy, _soft, variant_of="softmax_cross_entropy_labels"
+    ),
     # 10 rows in chunks of 3: the last chunk padded
     "lm_cross_entropy": LossCase(lambda: lm_cross_entropy(3), _head_inputs),
-    "lm_cross_entropy_one_chunk": LossCase(lambda: lm_cross_entropy(None), _head_inputs),
+    "lm_cross_entropy_one_chunk": LossCase(
+        lambda: lm_cross_entropy(None), _head_inputs, variant_of="lm_cross_entropy"
+    ),
     # networks of dense layers
     "tutorial_net": LayerCase(_tutorial_net, (100,), batch=8, input_scale=1.0, network=True),
     **{
-        f"mlp_{name}": LayerCase(lambda name=name: mlp([6, 5, 3], name), (4,), network=True)
+        f"mlp_{name}": LayerCase(functools.partial(mlp, [6, 5, 3], name), (4,), network=True)
         for name in ACTIVATIONS
         if name != "identity"
     },
@@ -259,43 +205,56 @@ CASES: dict[str, Case] = {
     "conv2d": LayerCase(lambda: conv2d(3, 3), (6, 6, 2)),
     "conv2d_stride2": LayerCase(lambda: conv2d(3, 3, stride=2), (6, 6, 2)),
     "conv2d_valid_stride2_odd": LayerCase(
-        lambda: conv2d(3, 3, stride=2, padding="VALID"), (6, 7, 2)
+        lambda: conv2d(3, 3, stride=2, padding="VALID"), (6, 7, 2), variant_of="conv2d"
     ),
-    "conv2d_dilation2": LayerCase(lambda: conv2d(3, 3, dilation=2), (6, 6, 2)),
+    "conv2d_dilation2": LayerCase(lambda: conv2d(3, 3, dilation=2), (6, 6, 2), variant_of="conv2d"),
     "conv2d_explicit_padding": LayerCase(
-        lambda: conv2d(3, (3, 2), stride=(2, 1), padding=((1, 2), (0, 1))), (6, 6, 2)
+        lambda: conv2d(3, (3, 2), stride=(2, 1), padding=((1, 2), (0, 1))),
+        (6, 6, 2),
+        variant_of="conv2d",
     ),
     "conv2d_valid_no_bias": LayerCase(
-        lambda: conv2d(3, 3, padding="VALID", use_bias=False), (6, 6, 2)
+        lambda: conv2d(3, 3, padding="VALID", use_bias=False), (6, 6, 2), variant_of="conv2d"
     ),
     "conv1d": LayerCase(lambda: conv1d(3, 3), (7, 2)),
     "conv1d_stride2_valid_dilation2": LayerCase(
-        lambda: conv1d(3, 3, stride=2, padding="VALID", dilation=2), (9, 2)
+        lambda: conv1d(3, 3, stride=2, padding="VALID", dilation=2), (9, 2), variant_of="conv1d"
     ),
     "max_pool": LayerCase(lambda: max_pool(2), (6, 6, 2)),
-    "max_pool_3x3_stride1_same": LayerCase(lambda: max_pool(3, 1, "SAME"), (5, 6, 2)),
-    "max_pool_1d": LayerCase(lambda: max_pool((3,), 2, "SAME"), (7, 2)),
+    "max_pool_3x3_stride1_same": LayerCase(
+        lambda: max_pool(3, 1, "SAME"), (5, 6, 2), variant_of="max_pool"
+    ),
+    "max_pool_1d": LayerCase(lambda: max_pool((3,), 2, "SAME"), (7, 2), variant_of="max_pool"),
     "avg_pool": LayerCase(lambda: avg_pool(2), (6, 6, 2)),
-    "avg_pool_3x3_stride2_same": LayerCase(lambda: avg_pool(3, 2, "SAME"), (6, 5, 2)),
+    "avg_pool_3x3_stride2_same": LayerCase(
+        lambda: avg_pool(3, 2, "SAME"), (6, 5, 2), variant_of="avg_pool"
+    ),
     "flatten": LayerCase(flatten, (4, 3, 2)),
     "cnn": LayerCase(
         lambda: cnn(3, channels=(2, 3), strides=(1, 2), hidden=(4,)), (6, 6, 1), network=True
     ),
-    # layer normalisation and skip connections
+    # layer and RMS normalisation and skip connections
     "layer_norm": LayerCase(layer_norm, (5,)),
-    "layer_norm_3d_input": LayerCase(layer_norm, (2, 5)),
+    "layer_norm_3d_input": LayerCase(layer_norm, (2, 5), variant_of="layer_norm"),
     "layer_norm_no_scale_no_bias": LayerCase(
-        lambda: layer_norm(use_scale=False, use_bias=False), (5,)
+        lambda: layer_norm(use_scale=False, use_bias=False), (5,), variant_of="layer_norm"
     ),
+    "rms_norm": LayerCase(rms_norm, (2, 5)),
     "residual_mlp": LayerCase(
         lambda: residual(serial(dense(5), tanh(), dense(5))), (5,), network=True
     ),
     "residual_layer_norm": LayerCase(lambda: residual(layer_norm()), (2, 5)),
     # random and stateful layers, in both modes
     "batch_norm_train": LayerCase(batch_norm, (5,), batch=6, ctx=Ctx(train=True)),
-    "batch_norm_train_nhwc": LayerCase(batch_norm, (3, 3, 2), ctx=Ctx(train=True)),
+    "batch_norm_train_nhwc": LayerCase(
+        batch_norm, (3, 3, 2), ctx=Ctx(train=True), variant_of="batch_norm_train"
+    ),
     "batch_norm_no_scale_train": LayerCase(
-        lambda: batch_norm(use_scale=False), (5,), batch=6, ctx=Ctx(train=True)
+        lambda: batch_norm(use_scale=False),
+        (5,),
+        batch=6,
+        ctx=Ctx(train=True),
+        variant_of="batch_norm_train",
     ),
     "batch_norm_eval": LayerCase(batch_norm, (5,), ctx=_running_stats(batch_norm)),
     "dropout_train": LayerCase(lambda: dropout(0.3), (2, 7), ctx=_training(lambda: dropout(0.3))),
@@ -309,25 +268,33 @@ CASES: dict[str, Case] = {
     "cnn_batch_norm_train": LayerCase(_bn_cnn, (6, 6, 1), ctx=_training(_bn_cnn), network=True),
     # sequences
     "embedding": LayerCase(lambda: embedding(7, 3), (6,), make_input=_token_ids(7)),
-    "embedding_2d_ids": LayerCase(lambda: embedding(5, 4), (2, 3), make_input=_token_ids(5)),
+    "embedding_2d_ids": LayerCase(
+        lambda: embedding(5, 4), (2, 3), make_input=_token_ids(5), variant_of="embedding"
+    ),
     "positional_embedding": LayerCase(positional_embedding, (5, 4)),
     "multi_head_attention": LayerCase(lambda: multi_head_attention(1), (3, 4)),
     "multi_head_attention_causal": LayerCase(lambda: multi_head_attention(2, causal=True), (5, 4)),
     "attention_4_heads_causal_no_bias": LayerCase(
-        lambda: multi_head_attention(4, causal=True, use_bias=False), (3, 8)
+        lambda: multi_head_attention(4, causal=True, use_bias=False),
+        (3, 8),
+        variant_of="multi_head_attention_causal",
     ),
     # blockwise attention in blocks of 2, the last block padded; T = 9: 5 diagonal and
     # 10 lower block pairs, looped (sweeps of up to 4 pairs are unrolled)
     "flash_attention_causal": LayerCase(
         lambda: multi_head_attention(2, causal=True, block_size=2), (9, 4)
     ),
-    "flash_attention": LayerCase(lambda: multi_head_attention(2, block_size=2), (5, 4)),
+    "flash_attention": LayerCase(
+        lambda: multi_head_attention(2, block_size=2), (5, 4), variant_of="flash_attention_causal"
+    ),
     "transformer_block": LayerCase(
         _transformer_block, (5,), make_input=_token_ids(6), network=True
     ),
     # the GPT: one block (each recompute mode), the whole model with its tied head
     "gpt_block": LayerCase(lambda: gpt_block(4, 2, recompute="none"), (5, 4), batch=2),
-    "gpt_block_recompute_all": LayerCase(lambda: gpt_block(4, 2, recompute="all"), (5, 4), batch=2),
+    "gpt_block_recompute_all": LayerCase(
+        lambda: gpt_block(4, 2, recompute="all"), (5, 4), batch=2, variant_of="gpt_block"
+    ),
     "gpt_block_dropout_train": LayerCase(
         _gpt_block_dropout, (5, 4), batch=2, ctx=_training(_gpt_block_dropout)
     ),
@@ -346,11 +313,6 @@ CASES: dict[str, Case] = {
         _tutorial_data,
     ),
 }
-
-
-def layer_cases() -> dict[str, LayerCase]:
-    """The catalogue's layer items (what the shape and dtype tests run on)."""
-    return {name: case for name, case in CASES.items() if isinstance(case, LayerCase)}
 
 
 def run_checks(

@@ -163,6 +163,7 @@ def check_layer(
             else:
                 shapes = jax.eval_shape(lambda k: layer.init(k, in_shape, dt)[1], init_key)
                 params = draw_params(shapes, rng)
+            x: np.ndarray | jax.Array
             if make_input is None:
                 x = (input_scale * rng.standard_normal((batch, *in_shape))).astype(dt)
             else:
@@ -211,9 +212,8 @@ def check_layer(
         if fd:
             jv = (out["outputs"][0] - out["outputs"][1]) / (2 * FD_EPS)  # J·v, central
             verdict = finite_difference_verdict(inner(v, manual), inner(dy, jv))
-        if per_example is None:
-            per_example = tuple(_label(t) for t in out["main"][2])
-        if not ties:
+        pe = per_example if per_example is not None else tuple(_label(t) for t in out["main"][2])
+        if not ties and tie_directions is not None:  # (drawn above, where `ties` was "")
             ties = tie_verdict(out["tie"], tie_directions, dy, out["outputs"][2 if fd else 0 :])
         return result(
             name,
@@ -222,7 +222,7 @@ def check_layer(
             _label(manual),
             _label(reference),
             verdict,
-            per_example=per_example,
+            per_example=pe,
             ties=ties,
         )
 
@@ -237,7 +237,7 @@ def _parts(layer: Layer, ctx: Any, per_example: bool) -> Callable:
     from the vjp's own forward: one forward for both), and with `per_example` the pair
     `(per_example_backward, its reference)` of the module docstring."""
     batch_random = ctx is not None and ctx.train and ctx.key is not None
-    pe_backward = layer.per_example_backward
+    pe_backward = layer.per_example_backward or layer.backward  # (the latter never runs)
 
     def parts(params, x, dy, ctx):
         f = lambda p, x: forward(layer, p, x, ctx)  # noqa: E731

@@ -28,6 +28,7 @@ import ast
 import contextlib
 import copy
 import dataclasses
+import functools
 import types
 import weakref
 from collections.abc import Callable, Iterator
@@ -35,7 +36,9 @@ from pathlib import Path
 
 import jax
 
+from fnn.check import source
 from fnn.check.source import def_line, find_function, functions, mutated_line, parse_file
+from fnn.errors import SettingError
 
 OPERATORS = ("sign", "factor 2", "transpose", "dropped term", "axis")
 TRANSPOSES = {"swapaxes", "transpose", "matrix_transpose", "moveaxis"}
@@ -118,10 +121,10 @@ def _einsum_swapped(call: ast.Call) -> ast.expr | None:
     return ast.Constant(f"{inputs}->{out[:-2]}{out[-1]}{out[-2]}")
 
 
-Make = Callable[[ast.AST], ast.AST]  # the mutated node from (a copy of) the original
+Make = Callable[..., source.Code]  # the mutated node from (a copy of) the original
 
 
-def candidates(fn: ast.AST) -> Iterator[tuple[ast.AST, str, Make]]:
+def candidates(fn: source.Function) -> Iterator[tuple[source.Code, str, Make]]:
     """Every mutation of `fn`'s body: `(node, operator, make)`, `make(copy_of_node)` the
     node that replaces it."""
     body = [fn.body] if isinstance(fn, ast.Lambda) else fn.body
@@ -190,11 +193,11 @@ def candidates(fn: ast.AST) -> Iterator[tuple[ast.AST, str, Make]]:
                     lambda n, s=swapped: ast.Call(n.func, [s, *n.args[1:]], n.keywords),
                 )
             elif attr in {"sum", "mean"}:
-                other = "mean" if attr == "sum" else "sum"
+                swap = "mean" if attr == "sum" else "sum"
                 yield (
                     node,
                     "axis",
-                    lambda n, o=other: ast.Call(
+                    lambda n, o=swap: ast.Call(
                         ast.Attribute(n.func.value, o, ast.Load()), n.args, n.keywords
                     ),
                 )
@@ -242,7 +245,7 @@ def _zeros(node) -> bool:
     float0, which does not multiply)."""
     func = getattr(node, "func", None)
     jnp_call = isinstance(func, ast.Attribute) and getattr(func.value, "id", "") == "jnp"
-    return isinstance(node, ast.Call) and jnp_call and func.attr in ZEROS
+    return isinstance(node, ast.Call) and jnp_call and getattr(func, "attr", None) in ZEROS
 
 
 def _normal(tree: ast.AST) -> str:
@@ -290,7 +293,7 @@ def _replace(root: ast.AST, old: ast.AST, new: ast.AST) -> None:
             if isinstance(value, list) and any(v is old for v in value):
                 value[[i for i, v in enumerate(value) if v is old][0]] = new
                 return
-    raise LookupError("node not found")
+    raise AssertionError("node not found")  # `old` was taken from `root`: unreachable
 
 
 def _future_flags(globals_: dict) -> int:
@@ -321,19 +324,18 @@ def mutants_of(path: str, qualname: str, line: int, globals_: dict, freevars=())
         if dump in seen and dump != original:  # the same mutant as one before
             continue
         seen.add(dump)
-        mutant = dict(
-            file=path, function=qualname, start=line, line=node.lineno, operator=operator,
-            before=lines[node.lineno - 1], after=after, top=top.name,
-        )  # fmt: skip
+        mutant = functools.partial(Mutant, file=path, function=qualname, start=line,
+            line=node.lineno, operator=operator, before=lines[node.lineno - 1], after=after,
+            top=source.name_of(top))  # fmt: skip
         if dump == original:
-            out.append(Mutant(**mutant, equivalent="the same code as the original, normalised"))
+            out.append(mutant(equivalent="the same code as the original, normalised"))
             continue
         try:
             code = _compile(tree, path, qualname, line, globals_, freevars)
         except (SyntaxError, ValueError) as error:
-            out.append(Mutant(**mutant, error=f"{type(error).__name__}: {error}"))
+            out.append(mutant(error=f"{type(error).__name__}: {error}"))
             continue
-        out.append(Mutant(**mutant, code=code))
+        out.append(mutant(code=code))
     return out
 
 
@@ -342,7 +344,7 @@ def _compile(top, path, qualname, line, globals_, freevars) -> types.CodeType:
         fn = next(
             n
             for q, n, _ in functions(ast.Module([top], []))
-            if q == qualname and def_line(n) == line
+            if q == qualname and def_line(n) == line and not isinstance(n, ast.Lambda)
         )
         keep = ast.If(
             ast.Constant(False),
@@ -379,7 +381,7 @@ def applied(mutant: Mutant, top: types.FunctionType, live=()):
     reused; otherwise every trace starts from fresh closures and nothing is cleared (a
     clear makes the next check retrace jax.numpy's own functions too)."""
     if mutant.code is None:
-        raise ValueError(f"the mutant {mutant.key} does not compile: {mutant.error}")
+        raise SettingError(f"the mutant {mutant.key} does not compile: {mutant.error}")
     saved = [(top, top.__code__)] + [(f, f.__code__) for f in live]
 
     def clear_if_seen():

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
+import types
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from fnn.check.backward_code import (
 from fnn.check.checker import CheckResult, check_layer
 from fnn.check.mutants import Mutant, applied, mutants_of
 from fnn.core import Layer, SettingError
+from fnn.errors import ArgumentError
 
 FNN_DIR = Path(__file__).resolve().parents[1]
 
@@ -152,7 +154,7 @@ def _verdict(result: CheckResult) -> tuple[str, str]:
 
 def run_mutant(
     mutant: Mutant,
-    top: Callable,
+    top: types.FunctionType,
     checks: Sequence[tuple[str, Callable[[], CheckResult]]],
     *,
     live: Iterable[Callable] = (),
@@ -185,13 +187,14 @@ def run_mutant(
 
 def _own_functions(layer: Layer) -> list[Callable]:
     """The backward functions of `layer` and its sublayers that are not fnn's own."""
-    found, stack = [], [layer]
+    found: list[Callable] = []
+    stack = [layer]
     while stack:
         one = stack.pop()
         stack.extend(one.sublayers)
         for fn in (one.backward, one.per_example_backward):
             code = getattr(fn, "__code__", None)
-            if code is None or fn in found:
+            if fn is None or code is None or fn in found:
                 continue
             if _yours(code.co_filename):
                 found.append(fn)
@@ -228,7 +231,7 @@ def _build(factory: Callable[[], Any]) -> Layer:
     layer = factory()
     if not isinstance(layer, Layer):
         name = getattr(factory, "__name__", repr(factory))
-        raise TypeError(
+        raise ArgumentError(
             f"mutation_test: {name}() returned {type(layer).__name__}; expected an fnn Layer "
             "(a function with no arguments returning a Layer, or the Layer itself)"
         )
@@ -260,7 +263,7 @@ def mutation_test(
     code while its check runs, then restored: no file is touched.
     """
     factory = None if isinstance(layer, Layer) else layer
-    built = _build(factory) if factory is not None else layer
+    built = layer if isinstance(layer, Layer) else _build(layer)
     own = _own_functions(built)  # its backward functions that are not fnn's
     reachable = [f for f in _closures([built]) if _yours(f.__code__.co_filename)]
     files = {f.__code__.co_filename for f in [*own, *reachable]}
@@ -326,9 +329,7 @@ def builtin_files() -> list[str]:
     names = [
         n for n in sys.modules if n.startswith(("fnn.layers.", "fnn.lm.")) or n == "fnn.losses"
     ]
-    return sorted(
-        {sys.modules[n].__file__ for n in names if getattr(sys.modules[n], "__file__", None)}
-    )
+    return sorted({file for n in names if (file := getattr(sys.modules[n], "__file__", None))})
 
 
 def builtin_mutants(

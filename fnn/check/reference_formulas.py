@@ -24,7 +24,7 @@ from jax import lax
 LayerRef = Callable  # (params, x, ctx) -> y
 LossRef = Callable  # (pred, target) -> value
 
-LN_EPSILON = 1e-5  # layer_norm's and batch_norm's default ε, added to the variance
+LN_EPSILON = 1e-5  # layer_norm's, rms_norm's and batch_norm's default ε
 
 
 def _row(v, ndim: int):
@@ -149,6 +149,12 @@ def layer_norm(scale: bool = True, bias: bool = True) -> LayerRef:
         return _normalise(x, mean, var, params, scale, bias)
 
     return ref
+
+
+def rms_norm(params, x, ctx):
+    """Per example over the last axis: x/√(mean(x²) + ε) ⊙ scale, neither centred nor
+    shifted."""
+    return _normalise(x, 0.0, jnp.mean(x**2, axis=-1, keepdims=True), params, True, False)
 
 
 def residual(inner: LayerRef) -> LayerRef:

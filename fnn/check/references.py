@@ -38,7 +38,10 @@ from fnn.check import reference_formulas as f
 from fnn.check.catalogue import CASES, LayerCase, LossCase
 from fnn.check.point import draw_params, rngs
 from fnn.core import Ctx, Layer, Loss, choose, expect, forward, one_shot_jit
+from fnn.errors import SettingError
 
+# The forward tolerance: fnn's forward against its reference formula, relative (another
+# meaning than the gradient tolerance, `fnn.check.report.DEFAULT_RTOL`).
 FORWARD_RTOL = {"float64": 1e-12, "float32": 1e-5}
 
 
@@ -76,6 +79,7 @@ REFERENCES: dict[str, Callable] = {
     "layer_norm": f.layer_norm(),
     "layer_norm_3d_input": f.layer_norm(),
     "layer_norm_no_scale_no_bias": f.layer_norm(scale=False, bias=False),
+    "rms_norm": f.rms_norm,
     "residual_mlp": f.residual_mlp,
     "residual_layer_norm": f.residual(f.layer_norm()),
     "batch_norm_train": f.batch_norm(),
@@ -185,6 +189,7 @@ def layer_point(case: LayerCase, dtype: str, key: int = 0) -> tuple[Layer, Any, 
     init_key, input_key = jax.random.split(jax_key)
     shapes = jax.eval_shape(lambda k: layer.init(k, in_shape, dt)[1], init_key)
     params = draw_params(shapes, rng)
+    x: np.ndarray | jax.Array
     if case.make_input is None:
         x = (case.input_scale * rng.standard_normal((case.batch, *in_shape))).astype(dt)
     else:
@@ -232,7 +237,9 @@ def _item(
         pred, target = case.inputs(np.random.default_rng(0))
         args = (_cast(pred, jnp.dtype(dtype)), _cast(target, jnp.dtype(dtype)))
         return (lambda a: loss.forward(*a)[0]), (lambda a: ref(*a)), args
+    assert isinstance(case, LayerCase), "REFERENCES holds layer and loss items only"
     built, params, x, ctx = layer_point(case, dtype)
+    assert not isinstance(replacement, Loss), f"{name} is a layer: its replacement is a Layer"
     layer = built if replacement is None else replacement
     return (lambda a: forward(layer, *a)[0]), (lambda a: ref(*a)), (params, x, ctx)
 
@@ -242,7 +249,7 @@ def _known(name: str) -> str:
     if name in REFERENCES:
         return name
     if name in UNREFERENCED:
-        raise ValueError(f"{name!r} has no forward reference: {UNREFERENCED[name]}")
+        raise SettingError(f"{name!r} has no forward reference: {UNREFERENCED[name]}")
     choose("catalogue item with a forward reference", name, REFERENCES)  # raises
     return name
 
@@ -297,6 +304,7 @@ def check_forwards(
             return outputs
 
         args = {name: a for name, (_, _, a) in items.items()}
+        outputs: dict[str, tuple[Any, Any]]  # name -> (fnn's output, the reference's)
         try:
             outputs = jax.device_get(one_shot_jit(program)(args))
         except Exception as error:  # noqa: BLE001  (a program that fails to compile or run)

@@ -12,6 +12,9 @@ from typing import Any
 import jax
 import numpy as np
 
+# The gradient tolerance: a hand-written gradient against JAX's, relative error per leaf.
+# Its keys are the dtypes a check runs in (`fnn.check.checker.DTYPES`); `fnn.bench`'s
+# GRAD_TOLERANCE extends it to the half-precision dtypes.
 DEFAULT_RTOL = {"float64": 1e-10, "float32": 1e-4}
 LEAF_SCALE_FLOOR = 1e-2  # a leaf's error is relative to at least 1e-2 × the largest leaf
 FD_TOL = 1e-5  # the finite-difference tolerance, absolute and relative (check_grads's)
@@ -28,7 +31,7 @@ class CheckResult:
       rtol: the relative tolerance applied.
       passed: whether every leaf is within `rtol`, and no verdict (finite differences,
         per-example, ties) failed.
-      leaves: per leaf path (e.g. "params[0]['W']", "x"): {"abs": ..., "rel": ...}.
+      leaves: per leaf path (e.g. `params[0]['W']`, `x`): `{"abs": ..., "rel": ...}`.
       finite_differences: "passed", "skipped (...)" or "failed: <message>".
       error: a structural problem (a missing or misshapen gradient), else "".
       per_example: the layer's `per_example_backward` against each example's own
@@ -86,9 +89,9 @@ def compare(manual, reference) -> tuple[dict[str, dict[str, float]], str]:
     """Per-leaf errors between two pytrees; a structural problem is returned as text."""
     m_leaves, m_def = jax.tree_util.tree_flatten_with_path(manual)
     r_leaves, r_def = jax.tree_util.tree_flatten_with_path(reference)
-    if m_def != r_def:
+    if m_def != r_def:  # type: ignore[operator]  # jaxlib has no stubs: PyTreeDef unknown
         return {}, f"gradient tree structure {m_def} differs from the expected {r_def}"
-    errors = {}
+    errors: dict[str, dict[str, float]] = {}
     overall = max(
         (float(np.max(np.abs(np.asarray(r, np.float64)))) for _, r in r_leaves if _is_real(r)),
         default=0.0,
@@ -122,7 +125,7 @@ def structure(manual, reference) -> str:
     """A structural difference between two trees of shapes (`jax.eval_shape`), or ""."""
     m_leaves, m_def = jax.tree_util.tree_flatten_with_path(manual)
     r_leaves, r_def = jax.tree_util.tree_flatten_with_path(reference)
-    if m_def != r_def:
+    if m_def != r_def:  # type: ignore[operator]  # jaxlib has no stubs: PyTreeDef unknown
         return f"gradient tree structure {m_def} differs from the expected {r_def}"
     for (path, m), (_, r) in zip(m_leaves, r_leaves, strict=True):
         label = _leaf_label(path)

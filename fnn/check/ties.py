@@ -58,7 +58,8 @@ def not_applicable(layer: Any, custom_input: bool) -> str:
     """Why the tie check does not apply to `layer`, or ""."""
     if custom_input:
         return "n/a (the input comes from make_input)"
-    if layer.sublayers:
+    walk = getattr(layer, "walk", None)
+    if walk is not None and walk.holds == "tuple":  # a chain: serial, a network
         return "n/a (a whole network: its inner ties are not the input's)"
     return ""
 

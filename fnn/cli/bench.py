@@ -12,7 +12,18 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from fnn import bench
-from fnn.cli.messages import describe, flags_of
+from fnn.bench.impls import IMPLS, JAX_IMPLS
+from fnn.bench.problems import make_problem
+from fnn.bench.records import BenchRecord
+from fnn.bench.workloads import (
+    DTYPES,
+    QUICK_REPEATS,
+    QUICK_WORKLOADS,
+    REPEATS,
+    WORKLOADS,
+    choose_all,
+)
+from fnn.cli.messages import flags_of
 from fnn.cli.outputs import check_writable_dir
 from fnn.cli.user_code import UserCodeError, call, input_shape
 from fnn.core import Layer, Loss, SettingError
@@ -46,14 +57,14 @@ def add_parser(subparsers) -> None:
             "difference from autodiff."
         ),
         epilog="workloads: "
-        + ", ".join(f"{w.name} ({w.description})" for w in bench.WORKLOADS.values())
+        + ", ".join(f"{w.name} ({w.description})" for w in WORKLOADS.values())
         + ". impls: "
-        + ", ".join(bench.IMPLS),
+        + ", ".join(IMPLS),
     )
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="a short grid: " + ", ".join(bench.QUICK_WORKLOADS) + " with fewer steps",
+        help="a short grid: " + ", ".join(QUICK_WORKLOADS) + " with fewer steps",
     )
     parser.add_argument(
         "--workloads", type=_names, metavar="A,B", help="comma-separated workload names"
@@ -64,10 +75,13 @@ def add_parser(subparsers) -> None:
         type=_names,
         metavar="D[,D]",
         help="dtypes for every workload (default: float32; float64 too for the tutorial on "
-        "CPU; bfloat16 too on GPU). Known: " + ", ".join(bench.DTYPES),
+        "CPU; bfloat16 too on GPU). Known: " + ", ".join(DTYPES),
     )
     parser.add_argument(
-        "--repeats", type=int, default=None, help="timed rounds (default 7, 3 quick)"
+        "--repeats",
+        type=int,
+        default=None,
+        help=f"timed rounds (default {REPEATS}, {QUICK_REPEATS} quick)",
     )
     parser.add_argument(
         "--steps", type=int, default=None, help="steps per timed unit for every workload"
@@ -101,12 +115,9 @@ def add_parser(subparsers) -> None:
         help="--layer: input shape without batch",
     )
     yours.add_argument("--batch", type=int, metavar="N", help="--layer: batch size (default 256)")
-    parser.set_defaults(run=run, flags=flags_of(parser))
-
-
-def _error(error: BaseException, args: argparse.Namespace) -> int:
-    print(f"fnn bench: error: {describe(error, args.flags)}", file=sys.stderr)
-    return 2
+    # `fnn.bench.compare(net, loss, x, y)` names what --model's FUNCTION gave
+    yours_parts = dict.fromkeys(("net", "loss", "x", "y"), "--model")
+    parser.set_defaults(run=run, flags={**flags_of(parser), **yours_parts})
 
 
 def _yours(obtained, spec: str, flag: str, keys: tuple[str, ...]) -> dict:
@@ -123,14 +134,14 @@ def _yours(obtained, spec: str, flag: str, keys: tuple[str, ...]) -> dict:
                         f"{expected.split(': ', 1)[1]}")  # fmt: skip
 
 
-def _run_model(args: argparse.Namespace) -> list[dict]:
+def _run_model(args: argparse.Namespace) -> list[BenchRecord]:
     got = _yours(call(args.model, "--model"), args.model, "--model", ("net", "loss", "x", "y"))
     if not isinstance(got["net"], Layer) or not isinstance(got["loss"], Loss):
         raise UserCodeError(
             f"--model: {args.model}() must give an fnn Layer and an fnn Loss as net and loss, "
             f"got {type(got['net']).__name__} and {type(got['loss']).__name__}"
         )
-    impls = list(args.impls or bench.JAX_IMPLS) + list(dict(got.get("impls") or {}).items())
+    impls = list(args.impls or JAX_IMPLS) + list(dict(got.get("impls") or {}).items())
     return bench.compare(
         got["net"],
         got["loss"],
@@ -152,7 +163,7 @@ def _aa(args: argparse.Namespace) -> str | None:
     return None if args.aa == "none" else args.aa
 
 
-def _run_layer(args: argparse.Namespace) -> list[dict]:
+def _run_layer(args: argparse.Namespace) -> list[BenchRecord]:
     got = _yours(call(args.layer, "--layer"), args.layer, "--layer", ("layer",))
     in_shape = args.in_shape or got.get("in_shape")
     if in_shape is None:
@@ -189,67 +200,65 @@ def _summaries(args: argparse.Namespace) -> None:
         batch = args.batch or got.get("batch") or 256
         print(bench.summary(got["layer"], tuple(in_shape), batch=batch, dtype=dtype))
     else:
-        names = bench.choose_all("workload", args.workloads or bench.QUICK_WORKLOADS,
-                                 bench.WORKLOADS)  # fmt: skip
+        names = choose_all("workload", args.workloads or QUICK_WORKLOADS,
+                                 WORKLOADS)  # fmt: skip
         for name in names:
-            problem = bench.make_problem(bench.WORKLOADS[name], dtype)
+            problem = make_problem(WORKLOADS[name], dtype)
             print(bench.summary(problem.net, x=problem.x, dtype=dtype), end="\n\n")
 
 
 def run(args: argparse.Namespace) -> int:
+    """Errors (an `fnn.errors.FnnError`) exit 2 in `fnn.cli.main`."""
     if args.list:
-        for w in bench.WORKLOADS.values():
+        for w in WORKLOADS.values():
             print(f"{w.name:<18} {w.description}")
-        print("impls: " + ", ".join(bench.IMPLS))
+        print("impls: " + ", ".join(IMPLS))
         return 0
     start = time.perf_counter()
-    try:
-        if args.summary:  # prints; writes nothing to --out
-            bench.choose_all("dtype", args.dtype or [], bench.DTYPES)
-            _summaries(args)
-            return 0
-        check_writable_dir(args.out, "out")
-        if args.model and args.layer:
-            raise SettingError("give --model or --layer, not both", settings=("model",))
-        if (args.model or args.layer) and args.workloads:
-            raise SettingError("--workloads are the built-in ones; with --model or --layer "
-                               "the case is yours", settings=("workloads",))  # fmt: skip
-        for number, name in (
-            (args.repeats, "repeats"),
-            (args.steps, "steps"),
-            (args.batch, "batch"),
-        ):
-            if number is not None and number < 1:
-                raise SettingError(f"{name} must be positive, got {number}", settings=(name,))
-        if args.dtype:
-            bench.choose_all("dtype", args.dtype, bench.DTYPES)
-        if args.aa != "none":
-            bench.choose_all("aa impl", [args.aa], bench.IMPLS)
-        if args.model:
-            records = _run_model(args)
-        elif args.layer:
-            records = _run_layer(args)
-        else:
-            bench.choose_all("workload", args.workloads or [], bench.WORKLOADS)
-            bench.choose_all("impl", args.impls or [], bench.IMPLS)
-            steps = None
-            if args.steps is not None:
-                steps = dict.fromkeys(args.workloads or bench.WORKLOADS, args.steps)
-            records = bench.run_benchmarks(
-                args.workloads,
-                args.impls,
-                args.dtype,
-                repeats=args.repeats or (3 if args.quick else 7),
-                quick=args.quick,
-                steps=steps,
-                aa=_aa(args),
-                seed=args.seed,
-            )
-    except (UserCodeError, ValueError) as error:
-        return _error(error, args)
+    if args.summary:  # prints; writes nothing to --out
+        choose_all("dtype", args.dtype or [], DTYPES)
+        _summaries(args)
+        return 0
+    check_writable_dir(args.out, "out")
+    if args.model and args.layer:
+        raise SettingError("give --model or --layer, not both", settings=("model",))
+    if (args.model or args.layer) and args.workloads:
+        raise SettingError("--workloads are the built-in ones; with --model or --layer "
+                           "the case is yours", settings=("workloads",))  # fmt: skip
+    for number, name in (
+        (args.repeats, "repeats"),
+        (args.steps, "steps"),
+        (args.batch, "batch"),
+    ):
+        if number is not None and number < 1:
+            raise SettingError(f"{name} must be positive, got {number}", settings=(name,))
+    if args.dtype:
+        choose_all("dtype", args.dtype, DTYPES)
+    if args.aa != "none":
+        choose_all("aa impl", [args.aa], IMPLS)
+    if args.model:
+        records = _run_model(args)
+    elif args.layer:
+        records = _run_layer(args)
+    else:
+        choose_all("workload", args.workloads or [], WORKLOADS)
+        choose_all("impl", args.impls or [], IMPLS)
+        steps = None
+        if args.steps is not None:
+            steps = dict.fromkeys(args.workloads or WORKLOADS, args.steps)
+        records = bench.run_benchmarks(
+            args.workloads,
+            args.impls,
+            args.dtype,
+            repeats=args.repeats,
+            quick=args.quick,
+            steps=steps,
+            aa=_aa(args),
+            seed=args.seed,
+        )
     paths = bench.report(records, args.out)
     print(f"wrote {', '.join(str(p) for p in paths)} in {time.perf_counter() - start:.0f} s")
-    mismatched = [r for r in records if r.get("status") == "mismatch"]
+    mismatched = [r for r in records if r.status == "mismatch"]
     for r in mismatched:
-        print(f"fnn bench: {r['workload']} {r['impl']}: {r['note']}", file=sys.stderr)
+        print(f"fnn bench: {r.workload} {r.impl}: {r.note}", file=sys.stderr)
     return 1 if mismatched else 0

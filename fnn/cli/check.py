@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 
 from fnn.check import CASES, DTYPES, format_table, mutation_test, run_checks
-from fnn.check.references import REFERENCES, check_forwards, format_forward_table
-from fnn.cli.messages import describe, flags_of
+from fnn.check.references import FORWARD_RTOL, REFERENCES, check_forwards, format_forward_table
+from fnn.check.report import DEFAULT_RTOL
+from fnn.cli.messages import flags_of
 from fnn.cli.outputs import check_writable_file
 from fnn.cli.user_code import UserCodeError, input_shape, load_function
 from fnn.core import Layer, SettingError
@@ -26,6 +26,11 @@ MUTATE_HELP = (
 )
 
 
+def _tol(x: float) -> str:
+    """A tolerance as the docs write it: 1e-10, 1e-4."""
+    return f"{x:.0e}".replace("e-0", "e-")
+
+
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "check",
@@ -37,8 +42,10 @@ def add_parser(subparsers) -> None:
             "inputs and cotangents drawn in general position; each declared per-example "
             "backward with each example's own jax.vjp; each layer at integer inputs where "
             "relu and max_pool tie; and each forward with a reference written from its "
-            "formula. Exits 1 when any item fails. Tolerances: relative error <= 1e-10 in "
-            "float64, <= 1e-4 in float32 (forwards: 1e-12 and 1e-5)."
+            "formula. Exits 1 when any item fails. Tolerances: relative error <= "
+            f"{_tol(DEFAULT_RTOL['float64'])} in float64, <= "
+            f"{_tol(DEFAULT_RTOL['float32'])} in float32 (forwards: "
+            f"{_tol(FORWARD_RTOL['float64'])} and {_tol(FORWARD_RTOL['float32'])})."
         ),
     )
     parser.add_argument(
@@ -61,27 +68,20 @@ def add_parser(subparsers) -> None:
     parser.set_defaults(run=run, flags=flags_of(parser))
 
 
-def _error(error: BaseException, args: argparse.Namespace) -> int:
-    print(f"fnn check: error: {describe(error, args.flags)}", file=sys.stderr)
-    return 2
-
-
 def run(args: argparse.Namespace) -> int:
+    """Errors (an `fnn.errors.FnnError`) exit 2 in `fnn.cli.main`."""
     if args.mutate:
         return _mutate(args)
     unknown = [name for name in args.names if name not in CASES]
-    try:
-        if unknown:
-            raise SettingError(
-                f"unknown item(s) {', '.join(unknown)}; known items: {', '.join(CASES)}",
-                settings=("names",),
-            )
-        if args.in_shape or args.batch:
-            raise SettingError("--in-shape and --batch go with --mutate", settings=("mutate",))
-        if args.json:
-            check_writable_file(args.json, "json")
-    except SettingError as error:
-        return _error(error, args)
+    if unknown:
+        raise SettingError(
+            f"unknown item(s) {', '.join(unknown)}; known items: {', '.join(CASES)}",
+            settings=("names",),
+        )
+    if args.in_shape or args.batch:
+        raise SettingError("--in-shape and --batch go with --mutate", settings=("mutate",))
+    if args.json:
+        check_writable_file(args.json, "json")
     results = run_checks(args.names, args.dtype)
     print(format_table(results))
     referenced = [name for name in args.names or CASES if name in REFERENCES]
@@ -115,38 +115,37 @@ def _layer_of(obtained, spec: str) -> tuple[Layer, dict]:
 
 
 def _mutate(args: argparse.Namespace) -> int:
-    try:
-        if args.names:
-            raise SettingError(
-                "--mutate tests your layer, not the built-in items; give one or the other",
-                settings=("mutate",),
-            )
-        if args.batch is not None and args.batch < 1:
-            raise SettingError(f"batch must be positive, got {args.batch}", settings=("batch",))
-        if args.json:
-            check_writable_file(args.json, "json")
-        function = load_function(args.mutate, "--mutate")
+    if args.names:
+        raise SettingError(
+            "--mutate tests your layer, not the built-in items; give one or the other",
+            settings=("mutate",),
+        )
+    if args.batch is not None and args.batch < 1:
+        raise SettingError(f"batch must be positive, got {args.batch}", settings=("batch",))
+    if args.json:
+        check_writable_file(args.json, "json")
+    function = load_function(args.mutate, "--mutate")
 
-        def build() -> Layer:
-            try:
-                obtained = function()
-            except Exception as error:
-                raise UserCodeError(
-                    f"--mutate: {args.mutate}() raised {type(error).__name__}: {error}"
-                ) from error
-            return _layer_of(obtained, args.mutate)[0]
+    def called():
+        try:
+            return function()
+        except Exception as error:
+            raise UserCodeError(
+                f"--mutate: {args.mutate}() raised {type(error).__name__}: {error}"
+            ) from error
 
-        settings = _layer_of(function(), args.mutate)[1]
-        in_shape = args.in_shape or settings.get("in_shape")
-        settings.pop("in_shape", None)
-        if in_shape is None:
-            raise SettingError("--mutate needs the input shape", settings=("in_shape",))
-        if args.batch is not None:
-            settings["batch"] = args.batch
-        print(f"mutation test of {args.mutate}, input shape {tuple(in_shape)}, {args.dtype}")
-        report = mutation_test(build, tuple(in_shape), dtype=args.dtype, **settings)
-    except (UserCodeError, SettingError) as error:
-        return _error(error, args)
+    def build() -> Layer:
+        return _layer_of(called(), args.mutate)[0]
+
+    settings = _layer_of(called(), args.mutate)[1]
+    in_shape = args.in_shape or settings.get("in_shape")
+    settings.pop("in_shape", None)
+    if in_shape is None:
+        raise SettingError("--mutate needs the input shape", settings=("in_shape",))
+    if args.batch is not None:
+        settings["batch"] = args.batch
+    print(f"mutation test of {args.mutate}, input shape {tuple(in_shape)}, {args.dtype}")
+    report = mutation_test(build, tuple(in_shape), dtype=args.dtype, **settings)
     print(report.table())
     if args.json:
         args.json.write_text(json.dumps([r.to_dict() for r in report.results], indent=2) + "\n")

@@ -17,9 +17,10 @@ def flags_of(parser: argparse.ArgumentParser) -> dict[str, str]:
 
 def describe(error: BaseException, flags: dict[str, str]) -> str:
     """`error`'s message and notes, then the flags for the settings it names (the
-    `settings` of a `fnn.core.SettingError`, or of any error that carries them)."""
+    `settings` of a `fnn.errors.FnnError`, each flag once)."""
     text = "\n".join([str(error), *getattr(error, "__notes__", ())])
-    given = [flags[name] for name in getattr(error, "settings", ()) if name in flags]
+    names = getattr(error, "settings", ())
+    given = list(dict.fromkeys(flags[name] for name in names if name in flags))
     if given:
         text += f" ({'set with ' + ' or '.join(given)})"
     return text

@@ -7,8 +7,9 @@ import sys
 import time
 from pathlib import Path
 
-from fnn.cli.messages import describe, flags_of
+from fnn.cli.messages import flags_of
 from fnn.cli.train_flags import non_negative_float, non_negative_int, positive_int
+from fnn.errors import SettingError
 
 
 def add_parser(subparsers) -> None:
@@ -20,7 +21,7 @@ def add_parser(subparsers) -> None:
             "DIR (the --out of `fnn train --dataset text --model gpt`), in one compiled "
             "loop with a key-value cache. The same seed gives the same text."
         ),
-        epilog="exit codes: 0 sampled; 2 bad usage or checkpoint.",
+        epilog="exit codes: 0 sampled; 1 a bug (with its traceback); 2 bad usage or checkpoint.",
     )
     parser.add_argument("--checkpoint", type=Path, required=True, metavar="DIR",
                         help="the run directory holding checkpoint.npz")  # fmt: skip
@@ -47,20 +48,16 @@ def run(args: argparse.Namespace) -> int:
     from fnn import experiment
     from fnn.lm import generate
 
-    prompt = args.prompt.encode("utf-8")
-    try:
-        if not prompt:
-            raise ValueError("--prompt is empty; expected at least one character")
-        model = experiment.load_model(args.checkpoint)
-        context = model.config.context
-        if len(prompt) > context:
-            raise ValueError(
-                f"--prompt is {len(prompt)} bytes, longer than the model's context of "
-                f"{context}; expected at most {context} bytes"
-            )
-    except ValueError as error:  # CheckpointError and SettingError are ValueErrors
-        print(f"fnn sample: error: {describe(error, args.flags)}", file=sys.stderr)
-        return 2
+    prompt = args.prompt.encode("utf-8")  # errors (FnnError) exit 2 in fnn.cli.main
+    if not prompt:
+        raise SettingError("--prompt is empty; expected at least one character")
+    model = experiment.load_model(args.checkpoint)
+    context = model.config.context
+    if len(prompt) > context:
+        raise SettingError(
+            f"--prompt is {len(prompt)} bytes, longer than the model's context of "
+            f"{context}; expected at most {context} bytes"
+        )
     start = time.perf_counter()
     ids = generate(
         model.net, model.params, np.frombuffer(prompt, np.uint8).astype(np.int32),

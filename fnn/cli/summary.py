@@ -5,10 +5,9 @@ params, forward and backward FLOPs, and the residuals the hand-written backward 
 from __future__ import annotations
 
 import argparse
-import sys
 
 from fnn.cli import train_flags
-from fnn.cli.messages import describe, flags_of
+from fnn.cli.messages import flags_of
 
 
 def add_parser(subparsers) -> None:
@@ -28,20 +27,14 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import jax
-
+    """Errors (an `fnn.errors.FnnError`) exit 2 in `fnn.cli.main`; float64 gets 64-bit
+    types from `fnn.cli.config` before this runs."""
     from fnn import bench, experiment
 
     if args.list_datasets:
         return train_flags.list_datasets()
-    try:
-        config = experiment.TrainConfig.for_dataset(**train_flags.config_values(args))
-        if config.dtype == "float64":
-            jax.config.update("jax_enable_x64", True)
-        prepared = experiment.prepare(config)
-    except ValueError as error:
-        print(f"fnn summary: error: {describe(error, args.flags)}", file=sys.stderr)
-        return 2
+    config = experiment.TrainConfig.for_dataset(**train_flags.config_values(args))
+    prepared = experiment.prepare(config)
     x = prepared.data.x_train[: config.batch_size]
     print(f"{config.dataset}: {len(prepared.data.x_train)} training examples, {config.model}")
     print(bench.summary(prepared.net, x=x, dtype=config.dtype))

@@ -1,9 +1,11 @@
 """`fnn train`: train an MLP on a data set, with verified hand-written gradients.
 
 Exit codes: 0 trained; 1 the loss diverged (NaN/inf; the last good checkpoint stays), the
-gradient check failed or a write failed mid-run; 2 bad usage: an unknown choice, a bad
-flag value, a data set that cannot be loaded, an output directory that cannot be written,
-a checkpoint that cannot be resumed. The flags are in fnn/cli/train_flags.py.
+gradient check failed or a write failed mid-run (or a bug: see `fnn.cli`); 2 bad usage:
+an unknown choice, a bad flag value, a data set that cannot be loaded, an output directory
+that cannot be written, a checkpoint that cannot be resumed (an `fnn.errors.FnnError`,
+reported by `fnn.cli.main`). The flags are in fnn/cli/train_flags.py. float64 runs get
+64-bit types from `fnn.cli.config`, before this module runs.
 """
 
 from __future__ import annotations
@@ -18,13 +20,14 @@ from pathlib import Path
 from fnn.cli import train_flags
 from fnn.cli.messages import describe
 from fnn.cli.outputs import check_writable_dir
+from fnn.errors import SettingError
 
 # Flags that may differ from the checkpoint's config on --resume.
 RESUME_FLAGS = {"epochs", "out", "resume", "checkpoint_every", "no_progress", "overwrite"}
 SCALE_FLAGS = ("coordinator", "num_processes", "process_id")
 
 
-def _error(error: BaseException, args: argparse.Namespace, code: int = 2) -> int:
+def _error(error: BaseException, args: argparse.Namespace, code: int) -> int:
     """Prints the library's error with the flags that fix it; returns the exit code."""
     print(f"fnn train: error: {describe(error, args.flags)}", file=sys.stderr)
     return code
@@ -32,15 +35,13 @@ def _error(error: BaseException, args: argparse.Namespace, code: int = 2) -> int
 
 def _start(args: argparse.Namespace, given: dict):
     """Builds the run (fresh or resumed) and its output directory, or raises."""
-    import jax
-
     from fnn import experiment
     from fnn.train.checkpoint import read_metadata
     from fnn.train.distributed import is_main_process
 
     if args.resume:
         if args.out is None:
-            raise ValueError("--resume needs --out DIR, the directory of the run to continue")
+            raise SettingError("--resume needs --out DIR, the directory of the run to continue")
         saved = experiment.TrainConfig.from_dict(
             read_metadata(args.out / experiment.CHECKPOINT)["config"]
         )
@@ -50,24 +51,20 @@ def _start(args: argparse.Namespace, given: dict):
             if name not in RESUME_FLAGS and value != getattr(saved, name)
         ]
         if differing:
-            raise ValueError(
+            raise SettingError(
                 "--resume continues the saved configuration; these flags differ from it: "
                 + "; ".join(differing)
             )
-        if saved.dtype == "float64":
-            jax.config.update("jax_enable_x64", True)
         if is_main_process():  # process 0 alone writes
             check_writable_dir(args.out, "out")
         return experiment.resume(args.out, epochs=given.get("epochs")), args.out
     config = experiment.TrainConfig.for_dataset(**given)  # the data set's recipe, then flags
     out = args.out or Path("runs") / f"{config.dataset}-{datetime.now():%Y%m%d-%H%M%S}"
     if (out / experiment.CHECKPOINT).exists() and not args.overwrite:
-        raise ValueError(
+        raise SettingError(
             f"{out} already holds a run; pass --resume to continue it, --overwrite to "
             "replace it, or another --out"
         )
-    if config.dtype == "float64":
-        jax.config.update("jax_enable_x64", True)
     prepared = experiment.prepare(config)  # the config, the data: before any directory
     if is_main_process():  # process 0 alone writes
         check_writable_dir(out, "out")
@@ -83,7 +80,7 @@ def _mesh(args: argparse.Namespace):
         f"--{name.replace('_', '-')}" for name in SCALE_FLAGS if getattr(args, name) is not None
     ]
     if given and len(given) != len(SCALE_FLAGS):
-        raise ValueError(
+        raise SettingError(
             "several processes need --coordinator, --num-processes and --process-id "
             f"together; got only {', '.join(given)}"
         )
@@ -120,10 +117,8 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from fnn import experiment
-    from fnn.data import DataError
+    from fnn.errors import NonFiniteLossError
     from fnn.tasks import METRIC_LABELS, metric_name
-    from fnn.train import NonFiniteLossError
-    from fnn.train.checkpoint import CheckpointError
     from fnn.train.distributed import is_main_process
     from fnn.train.parallel import check_batch_divisible, describe_mesh
 
@@ -131,13 +126,10 @@ def run(args: argparse.Namespace) -> int:
         return train_flags.list_datasets()
     start = time.perf_counter()
     given = train_flags.config_values(args)
-    try:
-        mesh = _mesh(args)
-        prepared, out = _start(args, given)
-        if mesh is not None:
-            check_batch_divisible(prepared.config.batch_size, mesh)
-    except (DataError, CheckpointError, ValueError, RuntimeError) as error:
-        return _error(error, args)
+    mesh = _mesh(args)  # errors (an fnn.errors.FnnError) exit 2 in fnn.cli.main
+    prepared, out = _start(args, given)
+    if mesh is not None:
+        check_batch_divisible(prepared.config.batch_size, mesh)
 
     if not is_main_process():  # process 0 alone prints and writes
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115
@@ -232,6 +224,5 @@ def run(args: argparse.Namespace) -> int:
     )
     names = [experiment.METRICS, experiment.CURVES, experiment.CHECKPOINT]
     names += [experiment.GRADIENTS] if config.track_gradients else []
-    names = ", ".join(names)
-    print(f"wrote {out}/: {names}")
+    print(f"wrote {out}/: {', '.join(names)}")
     return 0

@@ -75,7 +75,9 @@ def add_parser(subparsers, run) -> None:
     # Defaults are None so that --resume can tell the flags given from those not given.
     add_model_flags(parser)
     _add_training_flags(parser)
-    parser.set_defaults(run=run, flags=flags_of(parser))
+    # the library's names for what a flag sets, where they differ from the flag's own
+    # (`fnn.train.parallel.check_batch_divisible(batch_size, mesh)`: the mesh is --devices)
+    parser.set_defaults(run=run, flags={**flags_of(parser), "mesh": "--devices"})
 
 
 def add_model_flags(parser: argparse.ArgumentParser) -> None:

@@ -11,9 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-
-class UserCodeError(ValueError):
-    """The file or function a flag names cannot be loaded, or returned the wrong thing."""
+from fnn.errors import UserCodeError  # defined there; importable from here as before
 
 
 def load_function(spec: str, flag: str) -> Callable[[], Any]:

@@ -32,8 +32,9 @@ deterministic for a given seed and stratified by class for classification and ha
 targets; MNIST and Fashion-MNIST keep their own 60 000 / 10 000 split.
 
 Every problem a user can cause (unknown name, missing files, a corrupt file, a bad CSV
-cell) raises `DataError`, a `ValueError` (`fnn.core.SettingError`), with a message that says
-what to fix and, in `settings`, the configuration fields that would fix it.
+cell) raises `DataError`, a `ValueError` (`fnn.errors.SettingError`), with a message that
+says what to fix and, in `settings`, the arguments that would fix it (`load_dataset`'s:
+`csv_path`, `data_dir`, ...).
 
 Modules: `registry` (`Dataset`, `DATASETS`, `load_dataset`), `bundled` (scikit-learn's sets,
 the tutorial data), `mnist` (IDX and .npz files), `tabular` (CSV files), `text` (a text

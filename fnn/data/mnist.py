@@ -18,7 +18,7 @@ IDX_FILES = {
     "y_test": "t10k-labels-idx1-ubyte",
 }
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
-_IDX_DTYPES = {
+_IDX_DTYPES: dict[int, np.dtype] = {
     0x08: np.dtype(">u1"),
     0x09: np.dtype(">i1"),
     0x0B: np.dtype(">i2"),
@@ -138,7 +138,8 @@ def _read_files(name: str, data_dir: Path) -> tuple[dict[str, np.ndarray], dict[
             return _read_npz(npz), dict.fromkeys(NPZ_KEYS, npz)
         found = {key: _first_file(folder, stem) for key, stem in IDX_FILES.items()}
         if all(found.values()):
-            return {key: read_idx(path) for key, path in found.items()}, found
+            paths = {key: path for key, path in found.items() if path is not None}  # all
+            return {key: read_idx(path) for key, path in paths.items()}, paths
         if any(found.values()):
             missing = [
                 f"{stem} (or {stem}.gz)" for key, stem in IDX_FILES.items() if not found[key]

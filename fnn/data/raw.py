@@ -10,18 +10,12 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from fnn.core import SettingError
+from fnn.errors import DataError  # defined there; importable from here as before
 
+# The dtypes a data set's features are loaded in (a run's `dtype`): the float widths
+# training runs in. The checker's dtypes (`fnn.check.DTYPES`) are its tolerance table's
+# keys, and `fnn bench` adds bfloat16: other meanings, defined there.
 DTYPES = ("float32", "float64")
-
-
-class DataError(SettingError):
-    """A data set cannot be loaded: unknown name, missing or corrupt file, bad CSV cell.
-
-    A `ValueError`. `settings` names the configuration fields that would fix it
-    (`fnn.experiment.TrainConfig`'s, e.g. `("csv",)` or `("data_dir",)`); it is empty when
-    the fault is in a file's contents rather than in a setting.
-    """
 
 
 class RawData(NamedTuple):

@@ -16,6 +16,7 @@ from fnn.data.raw import DataError, RawData, check_test_fraction, float_dtype, s
 from fnn.data.split import standardize, train_test_split
 from fnn.data.tabular import read_csv
 from fnn.data.text import VOCAB, text_windows
+from fnn.errors import renamed_settings
 
 
 class Dataset(NamedTuple):
@@ -113,9 +114,11 @@ def _csv(request: _Request) -> RawData:
         raise DataError(
             "the csv data set needs a file: set csv_path= to a CSV file with numeric feature "
             "columns and a target column",
-            settings=("csv",),
+            settings=("csv_path",),
         )
-    return read_csv(path, target_column=request.target_column, task=request.task)
+    given = "csv_path" if request.csv_path is not None else "data_dir"
+    with renamed_settings({"path": given}):
+        return read_csv(path, target_column=request.target_column, task=request.task)
 
 
 _SOURCES: dict[str, _Source] = {
@@ -186,23 +189,27 @@ def load_dataset(
 
     Raises:
       DataError: unknown name, missing or corrupt files, a bad CSV, bad arguments. Its
-        `settings` names the configuration fields that fix a bad or missing setting
-        (e.g. `("dataset",)`, `("data_dir",)`, `("csv",)`), and is empty for a corrupt file.
+        `settings` names the arguments above that fix a bad or missing setting (e.g.
+        `("name",)`, `("data_dir",)`, `("csv_path",)`), and is empty for a corrupt file.
     """
     if name == TEXT:
         if text_path is None:
             raise DataError("the text data set needs a file: set text= to a local text file",
-                            settings=("text",))  # fmt: skip
-        splits = text_windows(text_path, context=context, test_fraction=test_fraction,
-                              seed=seed)  # fmt: skip
+                            settings=("text_path",))  # fmt: skip
+        with renamed_settings({"path": "text_path"}):
+            splits = text_windows(text_path, context=context, test_fraction=test_fraction,
+                                  seed=seed)  # fmt: skip
         return Dataset(TEXT, "language_model", *splits, num_classes=VOCAB,
                        feature_shape=(context,))  # fmt: skip
-    with setting_errors("dataset"):
+    with setting_errors("name"):
         source = choose("data set", name, dict.fromkeys(DATASETS) | _SOURCES)
     dtype = float_dtype(dtype)
     check_test_fraction(test_fraction)
     if task is not None and source.task is not None:
-        raise DataError(f"task= is only for the csv data set; {name!r} is always {source.task}")
+        raise DataError(
+            f"task= is only for the csv data set; {name!r} is always {source.task}",
+            settings=("task",),
+        )
     raw = source.load(_Request(seed, data_dir, csv_path, target_column, task))
     return _finish(name, source, raw, test_fraction, seed, dtype, flatten, standardize_features)
 
@@ -226,6 +233,7 @@ def _finish(
             raw.x, raw.y, test_fraction=test_fraction, seed=seed, stratify=hard
         )
     else:
+        assert raw.y_test is not None  # a set's own test split has its targets
         x_train, x_test, y_train, y_test = raw.x, raw.x_test, raw.y, raw.y_test
     n_train, n_test = x_train.shape[0], x_test.shape[0]
     x_train = x_train.reshape(n_train, -1)
@@ -238,7 +246,7 @@ def _finish(
         target_scale = (mean.astype(dtype), std.astype(dtype))
     if raw.task != "classification":
         y_train, y_test = y_train.astype(dtype), y_test.astype(dtype)
-    feature_shape = (x_train.shape[1],)
+    feature_shape: tuple[int, ...] = (x_train.shape[1],)
     if not flatten and source.image_shape is not None:
         feature_shape = source.image_shape
     return Dataset(

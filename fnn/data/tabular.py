@@ -40,7 +40,7 @@ def read_csv(
     Raises:
       DataError: a missing file, a non-numeric cell (with its 1-based line number in the
         file and its column name), a ragged row, an unknown target column, or a target
-        that does not fit the task. `settings` is `("csv",)` when the file cannot be
+        that does not fit the task. `settings` is `("path",)` when the file cannot be
         opened and `("target_column",)` when the target column is unknown or does not
         fit the task.
     """
@@ -52,7 +52,7 @@ def read_csv(
         with path.open(newline="") as f:
             rows = [(line, row) for line, row in enumerate(csv.reader(f), start=1) if row]
     except OSError as error:
-        raise DataError(f"cannot read CSV file {path}: {error}", settings=("csv",)) from None
+        raise DataError(f"cannot read CSV file {path}: {error}", settings=("path",)) from None
     except (UnicodeDecodeError, csv.Error) as error:
         raise DataError(f"cannot read CSV file {path}: {error}") from None
     if not rows:

@@ -25,21 +25,21 @@ VOCAB = 256  # one token per byte
 
 
 def read_text(path: str | Path) -> np.ndarray:
-    """The bytes of the file at `path` as uint8 ids; a DataError (naming the `text`
-    setting) for a missing, unreadable or empty file."""
+    """The bytes of the file at `path` as uint8 ids; a DataError (naming `path`) for a
+    missing, unreadable or empty file."""
     path = Path(path)
     if not path.is_file():
         what = "a directory" if path.is_dir() else "not found"
         raise DataError(f"text file {str(path)!r}: {what}; expected a text file",
-                        settings=("text",))  # fmt: skip
+                        settings=("path",))  # fmt: skip
     try:
         data = path.read_bytes()
     except OSError as error:
         raise DataError(f"text file {str(path)!r} cannot be read: {error.strerror}",
-                        settings=("text",)) from None  # fmt: skip
+                        settings=("path",)) from None  # fmt: skip
     if not data:
         raise DataError(f"text file {str(path)!r} is empty; expected some text",
-                        settings=("text",))  # fmt: skip
+                        settings=("path",))  # fmt: skip
     return np.frombuffer(data, dtype=np.uint8)
 
 
@@ -85,7 +85,7 @@ def text_windows(
             f"text file {str(path)!r} has {len(ids)} bytes: too short for windows of "
             f"context {context} + 1 bytes in both splits (test_fraction {test_fraction}); "
             f"expected at least {needed} bytes, or a shorter context",
-            settings=("text", "context"),
+            settings=("path", "context"),
         )
     rng = np.random.default_rng(seed)
     starts = rng.integers(0, len(train) - context, size=max(len(train) // context, 1))

@@ -76,11 +76,11 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        """A config from `to_dict`'s output; unknown keys are a ValueError."""
+        """A config from `to_dict`'s output; unknown keys are a SettingError (a ValueError)."""
         names = {field.name for field in dataclasses.fields(cls)}
         unknown = sorted(set(values) - names)
         if unknown:
-            raise ValueError(f"unknown config keys {unknown}; known: {sorted(names)}")
+            raise SettingError(f"unknown config keys {unknown}; known: {sorted(names)}")
         values = dict(values)
         if "hidden" in values:
             values["hidden"] = tuple(int(h) for h in values["hidden"])
@@ -170,7 +170,6 @@ def build_network(
             recompute=config.recompute,
             head="fused" if loss == "lm_cross_entropy" else "logits",
         )  # fmt: skip
-    extras = dict(batch_norm=config.batch_norm, dropout=config.dropout)
     output = "sigmoid" if loss == "binary_cross_entropy" else None
     if config.model == "cnn":
         if len(feature_shape) != 3:
@@ -179,8 +178,20 @@ def build_network(
                 f"{config.dataset} has flat features of shape {tuple(feature_shape)}",
                 settings=("model", "dataset"),
             )
-        return cnn(outputs, activation=config.activation, output_activation=output, **extras)
-    return mlp([*config.hidden, outputs], config.activation, output_activation=output, **extras)
+        return cnn(
+            outputs,
+            activation=config.activation,
+            output_activation=output,
+            batch_norm=config.batch_norm,
+            dropout=config.dropout,
+        )
+    return mlp(
+        [*config.hidden, outputs],
+        config.activation,
+        output_activation=output,
+        batch_norm=config.batch_norm,
+        dropout=config.dropout,
+    )
 
 
 def build_loss(name: str) -> Loss:

@@ -1,7 +1,7 @@
 """Each data set's default network and training recipe: what `fnn train --dataset NAME`
-uses unless a flag overrides it. The README's quality table is made with exactly these
-(`python benchmarks/sklearn_compare.py`), scikit-learn's MLP beside them on the same
-splits."""
+uses unless a flag overrides it. The quality table in docs/results/training.md is made
+with exactly these (`python benchmarks/sklearn_compare.py`), scikit-learn's MLP beside
+them on the same splits."""
 
 from __future__ import annotations
 

@@ -16,14 +16,30 @@ from fnn.check import CheckResult, check_model
 from fnn.core import Ctx, Layer, Loss, SettingError, init_state, one_shot_jit
 from fnn.data import Dataset, load_dataset
 from fnn.data.text import VOCAB
+from fnn.errors import renamed_settings
 from fnn.experiment.config import TrainConfig, build_loss, build_network, loss_name
-from fnn.train import FitResult, NonFiniteLossError, TrainState, check_batch_size, fit
+from fnn.train import (
+    EarlyStopping,
+    FitResult,
+    NonFiniteLossError,
+    TrainState,
+    check_batch_size,
+    fit,
+)
 from fnn.train.checkpoint import load_checkpoint, read_metadata, save_checkpoint
 from fnn.train.distributed import is_main_process
 from fnn.train.optim import make_optimizer
 from fnn.train.parallel import local_copy
 
 CHECKPOINT = "checkpoint.npz"
+# The library's parameter names that differ from the config fields that set them: the
+# settings of an error coming back from a library call are renamed to the fields
+# (`fnn.errors.renamed_settings`), so that a front end finds its own spelling of them.
+DATA_FIELDS = {"name": "dataset", "csv_path": "csv", "text_path": "text"}
+NETWORK_FIELDS = {"features": "hidden", "rate": "dropout", "dropout_rate": "dropout",
+                  "block_size": "attention_block"}  # fmt: skip
+OPTIMIZER_FIELDS = {"name": "optimizer", "learning_rate": "lr"}
+DIVERGED_FIELDS = ("lr", "clip_norm", "dtype")  # what may fix a diverging loss
 CHECK_EXAMPLES = 32  # examples in the pre-training gradient check
 CHECK_WINDOWS = (4, 32)  # a language model's check: 4 windows of (up to) 32 tokens
 
@@ -55,18 +71,19 @@ def load_data(config: TrainConfig) -> Dataset:
     target: str | int = config.target_column
     if isinstance(target, str) and target.lstrip("-").isdigit():
         target = int(target)
-    return load_dataset(
-        config.dataset,
-        data_dir=config.data_dir,
-        csv_path=config.csv,
-        target_column=target,
-        test_fraction=config.test_fraction,
-        seed=config.seed,
-        dtype=config.dtype,
-        flatten=config.model != "cnn",  # images stay (height, width, 1) for the cnn
-        text_path=config.text,
-        context=config.context,
-    )
+    with renamed_settings(DATA_FIELDS):
+        return load_dataset(
+            config.dataset,
+            data_dir=config.data_dir,
+            csv_path=config.csv,
+            target_column=target,
+            test_fraction=config.test_fraction,
+            seed=config.seed,
+            dtype=config.dtype,
+            flatten=config.model != "cnn",  # images stay (height, width, 1) for the cnn
+            text_path=config.text,
+            context=config.context,
+        )
 
 
 def prepare(config: TrainConfig, *, data: Dataset | None = None) -> Run:
@@ -75,26 +92,32 @@ def prepare(config: TrainConfig, *, data: Dataset | None = None) -> Run:
 
     Raises:
       SettingError (a ValueError; DataError is one): a bad config, data set, loss, or
-        batch size, naming the settings that fix it.
+        batch size, naming the config fields that fix it; float64 without 64-bit types
+        (fnn does not switch them on for the caller's process: the caller does).
     """
     config.validate()
-    if config.dtype == "float64" and not jax.config.jax_enable_x64:
+    # JAX's Config holds its options as dynamic attributes, which its stubs do not list
+    if config.dtype == "float64" and not jax.config.jax_enable_x64:  # type: ignore[attr-defined]
+        # fnn does not switch 64-bit types on behind the caller's back (it is the whole
+        # process's setting): the caller does, or scopes it with jax.enable_x64(True)
         raise SettingError(
             "dtype float64 needs 64-bit types: call jax.config.update('jax_enable_x64', "
-            "True) first",
+            "True) first, or prepare and train inside `with jax.enable_x64(True):`",
             settings=("dtype",),
         )
     data = load_data(config) if data is None else data
     check_batch_size(config.batch_size, data.num_train)
     loss = loss_name(config, data.task)
-    net = build_network(config, data.feature_shape, data.output_width, loss)
-    optimizer = make_optimizer(
-        config.optimizer,
-        config.lr,
-        schedule=config.schedule,
-        total_steps=config.epochs * (data.num_train // config.batch_size),
-        clip_norm=config.clip_norm,
-    )
+    with renamed_settings(NETWORK_FIELDS):
+        net = build_network(config, data.feature_shape, data.output_width, loss)
+    with renamed_settings(OPTIMIZER_FIELDS):
+        optimizer = make_optimizer(
+            config.optimizer,
+            config.lr,
+            schedule=config.schedule,
+            total_steps=config.epochs * (data.num_train // config.batch_size),
+            clip_norm=config.clip_norm,
+        )
     init_key, data_key = jax.random.split(jax.random.PRNGKey(config.seed))
     # One compiled init (not one compile per eager op), compiled for one run: a faster start
     init = one_shot_jit(net.init, static_argnums=(1, 2))
@@ -167,18 +190,15 @@ def fit_run(run: Run, **overrides: Any) -> FitResult:
     optimiser, params, data splits, key and config (epochs, batch size, grad mode,
     patience, resume state). `overrides` replace or add `fit` keyword arguments, e.g.
     `mode="autodiff"`, `progress=False`, `eval_train=False`."""
-    data, ts = run.data, run.train_state
+    data, ts, patience = run.data, run.train_state, run.config.patience
     kwargs: dict[str, Any] = dict(
         key=run.key,
         epochs=run.config.epochs,
         batch_size=run.config.batch_size,
         mode=run.config.grad,
         task=data.task,
-        opt_state=ts.opt_state,
-        start_epoch=run.start_epoch,
-        history=run.history,
-        patience=run.config.patience,
-        state=ts.state,
+        early_stopping=None if patience is None else EarlyStopping(patience),
+        resume=None if run.history is None else FitResult(ts, run.history, run.start_epoch),
         track_gradients=run.config.track_gradients,
         # a language model's train loss is the epoch's step losses; a second pass over
         # every train window to score them again would cost as much as the epoch itself
@@ -186,7 +206,7 @@ def fit_run(run: Run, **overrides: Any) -> FitResult:
     )
     kwargs.update(overrides)
     train, test = (data.x_train, data.y_train), (data.x_test, data.y_test)
-    return fit(run.net, run.loss, run.optimizer, ts.params, train, test, **kwargs)
+    return fit(run.net, run.loss, run.optimizer, ts, train, test, **kwargs)
 
 
 def save(run: Run, result: FitResult, out_dir: str | Path) -> Path | None:
@@ -194,7 +214,7 @@ def save(run: Run, result: FitResult, out_dir: str | Path) -> Path | None:
     process 0 alone writes (the params are replicated) and the others return None."""
     if not is_main_process():
         return None
-    ts = local_copy(result.train_state)
+    ts = local_copy(result.state)
     return save_checkpoint(
         Path(out_dir) / CHECKPOINT,
         params=ts.params,
@@ -222,8 +242,9 @@ def train(
     devices (see `fnn.train.fit`); in a multi-process run only process 0 writes.
 
     On divergence (`fnn.train.NonFiniteLossError`) the last good state (the epoch before
-    the non-finite loss) is checkpointed and the error re-raised: the checkpoint in
-    `out_dir` is always one with a finite loss.
+    the non-finite loss) is checkpointed and the error re-raised, naming the config
+    fields that may fix it (`lr`, `clip_norm`, `dtype`): the checkpoint in `out_dir` is
+    always one with a finite loss.
     """
     every = max(int(checkpoint_every), 0)
 
@@ -236,6 +257,7 @@ def train(
     except NonFiniteLossError as error:
         if error.last_good.epoch > 0:
             save(run, error.last_good, out_dir)
+        error.settings = DIVERGED_FIELDS
         raise
     save(run, result, out_dir)
     return result

@@ -20,7 +20,13 @@ import jax.numpy as jnp
 from jax.scipy.special import erf
 
 from fnn.core import Array, Layer, check_floating, choose
+from fnn.errors import SettingError
 from fnn.layers.parts import pack_mask, parameter_free_init, unpack_mask
+
+__all__ = [
+    "ACTIVATIONS", "elu", "gelu", "get_activation", "identity", "leaky_relu", "log_softmax",
+    "relu", "sigmoid", "silu", "softmax", "softplus", "tanh",
+]  # fmt: skip
 
 
 def elementwise(
@@ -103,7 +109,10 @@ def leaky_relu(negative_slope: float = 0.01) -> Layer:
     Requires negative_slope ≥ 0 (so that y > 0 exactly where x > 0).
     """
     if negative_slope < 0:
-        raise ValueError(f"leaky_relu: negative_slope must be >= 0, got {negative_slope}")
+        raise SettingError(
+            f"leaky_relu: negative_slope must be >= 0, got {negative_slope}",
+            settings=("negative_slope",),
+        )
 
     def fn(x):
         y = jnp.where(x > 0, x, negative_slope * x)
@@ -119,7 +128,7 @@ def leaky_relu(negative_slope: float = 0.01) -> Layer:
 def elu(alpha: float = 1.0) -> Layer:
     """y = x for x > 0, else α(eˣ − 1); keeps y. Requires α > 0."""
     if alpha <= 0:
-        raise ValueError(f"elu: alpha must be > 0, got {alpha}")
+        raise SettingError(f"elu: alpha must be > 0, got {alpha}", settings=("alpha",))
 
     def fn(x):
         y = jnp.where(x > 0, x, alpha * jnp.expm1(jnp.minimum(x, 0)))
@@ -168,16 +177,17 @@ def gelu(approximate: bool = False) -> Layer:
             return dy * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du)  # y' = ½(1+t) + ½x(1−t²)u'
 
         return elementwise("gelu(tanh)", fn, grad)
+    else:
 
-    def fn(x):
-        return 0.5 * x * (1 + erf(x * _INV_SQRT_2)), x
+        def fn(x):
+            return 0.5 * x * (1 + erf(x * _INV_SQRT_2)), x
 
-    def grad(x, dy):
-        cdf = 0.5 * (1 + erf(x * _INV_SQRT_2))  # Φ(x)
-        pdf = _INV_SQRT_2PI * jnp.exp(-0.5 * x * x)  # φ(x)
-        return dy * (cdf + x * pdf)  # dx = dy ⊙ (Φ(x) + x·φ(x))
+        def grad(x, dy):
+            cdf = 0.5 * (1 + erf(x * _INV_SQRT_2))  # Φ(x)
+            pdf = _INV_SQRT_2PI * jnp.exp(-0.5 * x * x)  # φ(x)
+            return dy * (cdf + x * pdf)  # dx = dy ⊙ (Φ(x) + x·φ(x))
 
-    return elementwise("gelu", fn, grad)
+        return elementwise("gelu", fn, grad)
 
 
 def silu() -> Layer:

@@ -48,9 +48,12 @@ import jax
 import jax.numpy as jnp
 
 from fnn.core import Array, Layer, check_floating, expect
+from fnn.errors import SettingError
 from fnn.initializers import Initializer, get_initializer
 from fnn.layers import flash_attention
 from fnn.layers.flash_attention import FlashAttentionResiduals
+
+__all__ = ["multi_head_attention"]
 
 
 class AttentionResiduals(NamedTuple):
@@ -106,8 +109,9 @@ def multi_head_attention(
     Inputs must be floating point: integer inputs raise a TypeError.
     """
     if not isinstance(num_heads, int) or num_heads < 1:
-        raise ValueError(
-            f"multi_head_attention: num_heads must be a positive int, got {num_heads!r}"
+        raise SettingError(
+            f"multi_head_attention: num_heads must be a positive int, got {num_heads!r}",
+            settings=("num_heads",),
         )
     if block_size is not None:
         flash_attention.check_block_size("multi_head_attention", block_size)
@@ -138,7 +142,7 @@ def multi_head_attention(
     def _width(params):
         """D, after checking that every parameter has the shape it must have for it."""
         D = params["W_o"].shape[-1]
-        expected = {"W_qkv": (D, 3 * D), "W_o": (D, D)}
+        expected: dict[str, tuple[int, ...]] = {"W_qkv": (D, 3 * D), "W_o": (D, D)}
         if use_bias:
             expected.update(b_qkv=(3 * D,), b_o=(D,))
         for key, shape in expected.items():
@@ -224,12 +228,14 @@ def multi_head_attention(
         return {**grads, **grads_qkv}, dx
 
     def blockwise_forward(params, x):
+        assert block_size is not None  # the layer with a block_size only
         q, k, v = project(params, x)
         O, L = flash_attention.blockwise_forward(q, k, v, causal=causal, block_size=block_size)
         return merge(params, O), FlashAttentionResiduals(x, O, L)
 
     def blockwise_backward(params, residuals, dy):
         x, O, L = residuals
+        assert block_size is not None  # the layer with a block_size only
         q, k, v = project(params, x)  # recomputed: [q | k | v] = x·W_qkv + b_qkv
         grads, dO = merge_backward(params, O, dy)
         dq, dk, dv = flash_attention.blockwise_backward(

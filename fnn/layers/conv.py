@@ -40,6 +40,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from fnn.core import Layer, check_floating, expect
+from fnn.errors import SettingError
 from fnn.initializers import Initializer, get_initializer
 from fnn.layers.parts import row
 from fnn.layers.spatial import (
@@ -52,6 +53,8 @@ from fnn.layers.spatial import (
     resolve_padding,
     spatial_out,
 )
+
+__all__ = ["conv1d", "conv2d"]
 
 
 def _conv(
@@ -68,7 +71,10 @@ def _conv(
     """A `rank`-d convolution layer (rank 1: NWC/WIO, rank 2: NHWC/HWIO)."""
     kind = f"conv{rank}d"
     if not isinstance(out_channels, int) or out_channels < 1:
-        raise ValueError(f"{kind}: out_channels must be a positive int, got {out_channels!r}")
+        raise SettingError(
+            f"{kind}: out_channels must be a positive int, got {out_channels!r}",
+            settings=("out_channels",),
+        )
     kernel = ints(kernel_size, rank, "kernel_size", kind)
     strides = ints(stride, rank, "stride", kind)
     dilation = ints(dilation, rank, "dilation", kind)

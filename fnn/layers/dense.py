@@ -6,8 +6,11 @@ import jax
 import jax.numpy as jnp
 
 from fnn.core import Layer, check_floating, expect
+from fnn.errors import SettingError
 from fnn.initializers import Initializer, get_initializer
 from fnn.layers.parts import row
+
+__all__ = ["dense"]
 
 
 def dense(
@@ -30,10 +33,14 @@ def dense(
     without bias), `y: (batch, ..., out)`. Residuals: `x` only. Per-example gradients
     (`fnn.per_example_grads`): the outer products `x_i ⊗ dy_i`.
 
-    Inputs must be floating point: integer inputs raise a TypeError (cast them first).
+    Inputs must be floating point: integer inputs raise a `DTypeError`, a TypeError (cast
+    them first).
     """
     if not isinstance(out_features, int) or out_features < 1:
-        raise ValueError(f"dense: out_features must be a positive int, got {out_features!r}")
+        raise SettingError(
+            f"dense: out_features must be a positive int, got {out_features!r}",
+            settings=("out_features",),
+        )
     w_init = get_initializer(w_init)
     b_init = get_initializer(b_init)
     name = f"dense({out_features})"

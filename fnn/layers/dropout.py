@@ -20,7 +20,10 @@ import jax
 import jax.numpy as jnp
 
 from fnn.core import EVALUATION, Array, Layer, check_floating
+from fnn.errors import SettingError
 from fnn.layers.parts import pack_mask, parameter_free_init, unpack_mask
+
+__all__ = ["dropout"]
 
 
 @functools.partial(jax.tree_util.register_dataclass, data_fields=["keep"], meta_fields=["train"])
@@ -46,7 +49,9 @@ def dropout(rate: float) -> Layer:
     the global batch, so it does not depend on the number of devices.
     """
     if not isinstance(rate, int | float) or not 0 <= rate < 1:
-        raise ValueError(f"dropout: rate must be a float in [0, 1), got {rate!r}")
+        raise SettingError(
+            f"dropout: rate must be a float in [0, 1), got {rate!r}", settings=("rate",)
+        )
     name = f"dropout({rate})"
 
     def forward(params, x, ctx=EVALUATION):
@@ -55,9 +60,10 @@ def dropout(rate: float) -> Layer:
         if not ctx.train or rate == 0:
             return x, DropoutResiduals(None, train=False)  # evaluation (or no drop): y = x
         if ctx.key is None:
-            raise ValueError(
+            raise SettingError(
                 f"{name}: training mode needs a PRNG key: pass fnn.Ctx(train=True, key=key), "
-                "or to a training step, step(train_state, batch, key)"
+                "or to a training step, step(train_state, batch, key)",
+                settings=("ctx",),
             )
         keep = jax.random.bernoulli(ctx.key, 1 - rate, x.shape)
         scale = jnp.asarray(1 / (1 - rate), x.dtype)

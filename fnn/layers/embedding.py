@@ -36,7 +36,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from fnn.core import Layer, check_floating, check_in_range, expect
+from fnn.errors import DTypeError, SettingError
 from fnn.initializers import Initializer, get_initializer
+
+__all__ = ["embedding", "positional_embedding"]
 
 
 def _get_init(init: str | Initializer, stddev: float) -> Initializer:
@@ -62,12 +65,15 @@ def embedding(vocab_size: int, features: int, *, init: str | Initializer = "norm
     the scatter-add described in fnn/layers/embedding.py; the input cotangent is `float0` zeros
     shaped like `x`.
 
-    Floating-point ids raise a TypeError; ids outside `[0, vocab_size)` raise a
-    ValueError when `x` is a concrete array and give NaN rows under `jit`.
+    Floating-point ids raise a `DTypeError` (a TypeError); ids outside `[0, vocab_size)`
+    raise a `DataError` (a ValueError) when `x` is a concrete array and give NaN rows
+    under `jit`.
     """
     for arg, value in (("vocab_size", vocab_size), ("features", features)):
         if not isinstance(value, int) or value < 1:
-            raise ValueError(f"embedding: {arg} must be a positive int, got {value!r}")
+            raise SettingError(
+                f"embedding: {arg} must be a positive int, got {value!r}", settings=(arg,)
+            )
     table_init = _get_init(init, 1.0)
     name = f"embedding({vocab_size}, {features})"
 
@@ -84,7 +90,7 @@ def embedding(vocab_size: int, features: int, *, init: str | Initializer = "norm
         )
         x = jnp.asarray(x)
         if not jnp.issubdtype(x.dtype, jnp.integer):
-            raise TypeError(
+            raise DTypeError(
                 f"{name}: expected integer token ids, got dtype {x.dtype}; "
                 f"cast them first, e.g. x.astype(jnp.int32)"
             )

@@ -82,14 +82,17 @@ O(T): it keeps each loop step's block values, `n(n+1)/2` blocks of `b²` scores,
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from fnn.core import Array
+from fnn.errors import SettingError
 
 
 class FlashAttentionResiduals(NamedTuple):
@@ -102,11 +105,12 @@ class FlashAttentionResiduals(NamedTuple):
 
 
 def check_block_size(name: str, block_size) -> None:
-    """Raises a ValueError naming `name` unless `block_size` is a positive int."""
+    """Raises a SettingError naming `name` unless `block_size` is a positive int."""
     if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
-        raise ValueError(
+        raise SettingError(
             f"{name}: block_size must be a positive int (or None for the dense layer), "
-            f"got {block_size!r}"
+            f"got {block_size!r}",
+            settings=("block_size",),
         )
 
 
@@ -114,13 +118,15 @@ MAX_CAUSAL_BLOCKS = 46340  # i·(i+1) < 2³¹: the pair arithmetic fits int32
 UNROLL_UP_TO = 4  # steps of a sweep unrolled (see _unroll)
 
 
-class Sweep(NamedTuple):
+@dataclasses.dataclass(frozen=True)
+class Sweep:
     """One loop over block pairs: the `p`-th of `count` steps visits the pair `pair(p)`,
     its scores masked or not."""
 
     count: int
     masked: bool
-    pair: Callable[[Array], tuple[Array, Array]]  # p -> (query block i, key block j)
+    # p -> (query block i, key block j), each traced from p or a fixed block number
+    pair: Callable[[Array], tuple[ArrayLike, ArrayLike]]
 
 
 def _below_diagonal(p: Array) -> tuple[Array, Array]:
@@ -140,9 +146,10 @@ def _sweeps(n: int, causal: bool, padded: bool) -> list[Sweep]:
     Otherwise: the `n²` pairs, those with the last key block masked when it is padded."""
     if causal:
         if n > MAX_CAUSAL_BLOCKS:
-            raise ValueError(
+            raise SettingError(
                 f"multi_head_attention: {n} causal blocks exceed {MAX_CAUSAL_BLOCKS}; "
-                "choose a larger block_size"
+                "choose a larger block_size",
+                settings=("block_size",),
             )
         return [Sweep(n, True, lambda p: (p, p)), Sweep(n * (n - 1) // 2, False, _below_diagonal)]
     if padded:
@@ -175,17 +182,17 @@ def _unblocks(a: Array, T: int) -> Array:
     return a[:, :, :T]
 
 
-def _take(blocks: Array, i: Array) -> Array:
+def _take(blocks: Array, i: ArrayLike) -> Array:
     """Block `i` (a traced index) of `blocks: (batch, H, n, ...)`: a dynamic slice."""
     return jax.lax.dynamic_index_in_dim(blocks, i, axis=2, keepdims=False)
 
 
-def _put(blocks: Array, i: Array, block: Array) -> Array:
+def _put(blocks: Array, i: ArrayLike, block: Array) -> Array:
     """`blocks` with block `i` replaced by `block`: a dynamic update, in place in a loop."""
     return jax.lax.dynamic_update_index_in_dim(blocks, block, i, axis=2)
 
 
-def _add(blocks: Array, i: Array, block: Array) -> Array:
+def _add(blocks: Array, i: ArrayLike, block: Array) -> Array:
     """`blocks` with `block` added to block `i`."""
     return _put(blocks, i, _take(blocks, i) + block)
 

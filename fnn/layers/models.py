@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from fnn.core import Layer
+from fnn.errors import SettingError
 from fnn.initializers import Initializer
 from fnn.layers.activations import gelu, get_activation
 from fnn.layers.attention import multi_head_attention
@@ -18,6 +19,8 @@ from fnn.layers.embedding import embedding, positional_embedding
 from fnn.layers.normalization import batch_norm as batch_norm_layer
 from fnn.layers.normalization import layer_norm
 from fnn.layers.reshape import flatten
+
+__all__ = ["cnn", "mlp", "transformer"]
 
 
 def _hidden(linear: Layer, activation: Layer, batch_norm: bool, dropout: float) -> list[Layer]:
@@ -66,7 +69,9 @@ def mlp(
     """
     features = list(features)
     if not features:
-        raise ValueError("mlp: features must name at least one layer width")
+        raise SettingError(
+            "mlp: features must name at least one layer width", settings=("features",)
+        )
     act = get_activation(activation)  # validates the name even for one layer
     layers: list[Layer] = []
     for width in features[:-1]:
@@ -101,9 +106,10 @@ def cnn(
     """
     channels, strides, hidden = list(channels), list(strides), list(hidden)
     if not channels or len(channels) != len(strides):
-        raise ValueError(
+        raise SettingError(
             f"cnn: channels and strides must be non-empty and of the same length, got "
-            f"{channels} and {strides}"
+            f"{channels} and {strides}",
+            settings=("channels", "strides"),
         )
     act = get_activation(activation)
     layers: list[Layer] = []

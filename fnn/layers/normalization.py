@@ -1,5 +1,5 @@
-"""Normalisation layers, each with a hand-written backward pass: `layer_norm` and
-`batch_norm`.
+"""Normalisation layers, each with a hand-written backward pass: `layer_norm`,
+`rms_norm` and `batch_norm`.
 
 `layer_norm` normalises every example over its last (feature) axis, so it keeps no state
 and needs no key: the statistics are those of the example itself, in training and in
@@ -15,6 +15,10 @@ cotangent `dy` and `g = dy ⊙ scale`, the vector-Jacobian product is
 
 The first line follows from `∂x̂_j/∂x_i = (1/σ)·(δ_ij − 1/N − x̂_i·x̂_j/N)`: the `1/N`
 term is the gradient through μ, the `x̂_i·x̂_j/N` term the gradient through σ.
+
+`rms_norm` leaves out the centring: `rms = sqrt(mean(x²) + ε)`, `x̂ = x/rms`, `y = x̂ ⊙
+scale`. Then `∂x̂_j/∂x_i = (1/rms)·(δ_ij − x̂_i·x̂_j/N)`, so `dx = (1/rms)·(g − x̂ ·
+mean(g ⊙ x̂))`: the formula above without the path through μ.
 
 **Zero variance.** `ε` is what keeps a constant row (or, for `batch_norm`, a feature
 constant over the batch, such as any batch of one) finite: there `σ = √ε`, `x̂ = 0`,
@@ -39,7 +43,10 @@ import jax
 import jax.numpy as jnp
 
 from fnn.core import EVALUATION, Array, Layer, check_floating, expect
+from fnn.errors import SettingError
 from fnn.layers.parts import row
+
+__all__ = ["batch_norm", "layer_norm", "rms_norm"]
 
 
 def _affine_init(name: str, use_scale: bool, use_bias: bool):
@@ -92,7 +99,9 @@ def _normalized_backward(g, x_hat, inv_sigma, axes):
 
 def _check_epsilon(name, epsilon):
     if not isinstance(epsilon, int | float) or not epsilon > 0:
-        raise ValueError(f"{name}: epsilon must be a positive float, got {epsilon!r}")
+        raise SettingError(
+            f"{name}: epsilon must be a positive float, got {epsilon!r}", settings=("epsilon",)
+        )
 
 
 class LayerNormResiduals(NamedTuple):
@@ -166,6 +175,63 @@ def layer_norm(*, epsilon: float = 1e-5, use_scale: bool = True, use_bias: bool 
     )
 
 
+class RMSNormResiduals(NamedTuple):
+    """What rms_norm's backward needs."""
+
+    x_hat: Array  # shape=(batch, ..., features): the normalised input x/rms
+    inv_rms: Array  # shape=(batch, ..., 1): 1/rms of each example
+
+
+def _rms_backward(g, x_hat, inv_rms):
+    """dx of `x̂ = x/rms`, rms over the last axis."""
+    gx_mean = jnp.mean(g * x_hat, axis=-1, keepdims=True)  # mean(g ⊙ x̂): the path through rms
+    return inv_rms * (g - x_hat * gx_mean)  # dx = (1/rms)(g − x̂·mean(g ⊙ x̂))
+
+
+def rms_norm(*, epsilon: float = 1e-5, use_scale: bool = True) -> Layer:
+    """Root-mean-square normalisation over the last axis, `y = x/sqrt(mean(x²) + ε) ⊙
+    scale`: layer_norm without the centring and the bias (Zhang and Sennrich, 2019).
+
+    Arguments:
+      epsilon: added to the mean square before the square root (a positive float).
+      use_scale: whether to multiply by a learned `scale` (initialised to ones).
+
+    Shapes: `x: (batch, ..., features)`, params `{"scale": (features,)}` (`{}` without
+    scale), `y` shaped like `x`. Residuals (`RMSNormResiduals`): `x̂` and `1/rms` only.
+    The formulas of the backward are in fnn/layers/normalization.py.
+
+    Inputs must be floating point: integer inputs raise a TypeError (cast them first).
+    """
+    name = "rms_norm"
+    _check_epsilon(name, epsilon)
+
+    def forward(params, x):
+        check_floating(name, x)
+        features = params["scale"].shape[-1] if "scale" in params else None
+        expect(
+            x.ndim >= 2 and (features is None or x.shape[-1] == features),
+            name,
+            f"expected input of shape (batch, ..., {features or 'features'}), got {x.shape}",
+        )
+        mean_square = jnp.mean(x * x, axis=-1, keepdims=True)  # mean(x²)
+        inv_rms = 1 / jnp.sqrt(mean_square + jnp.asarray(epsilon, x.dtype))  # 1/rms
+        x_hat = x * inv_rms  # x̂ = x/rms
+        return _scale_shift(params, x_hat), RMSNormResiduals(x_hat, inv_rms)
+
+    def backward(params, residuals, dy):
+        axes = tuple(range(dy.ndim - 1))  # the batch (and any other) axes
+        grads, g = _scale_shift_backward(params, residuals.x_hat, dy, axes)  # g = dy ⊙ scale
+        return grads, _rms_backward(g, *residuals)
+
+    def per_example_backward(params, residuals, dy):
+        axes = tuple(range(1, dy.ndim - 1))  # every example on its own
+        grads, g = _scale_shift_backward(params, residuals.x_hat, dy, axes)  # g = dy ⊙ scale
+        return grads, _rms_backward(g, *residuals)
+
+    init = _affine_init(name, use_scale, use_bias=False)
+    return Layer(init, forward, backward, name, per_example_backward=per_example_backward)
+
+
 @functools.partial(
     jax.tree_util.register_dataclass,
     data_fields=["x_hat", "inv_sigma", "batch_mean", "batch_var"],
@@ -220,13 +286,17 @@ def batch_norm(
     training (for the state).
     """
     if not isinstance(momentum, int | float) or not 0 <= momentum < 1:
-        raise ValueError(f"batch_norm: momentum must be a float in [0, 1), got {momentum!r}")
+        raise SettingError(
+            f"batch_norm: momentum must be a float in [0, 1), got {momentum!r}",
+            settings=("momentum",),
+        )
     name = "batch_norm"
     _check_epsilon(name, epsilon)
     if not (use_scale or use_bias):
-        raise ValueError(
+        raise SettingError(
             "batch_norm: use_scale and use_bias cannot both be False: the params size the "
-            "running statistics; follow it with no affine map by keeping scale at ones"
+            "running statistics; follow it with no affine map by keeping scale at ones",
+            settings=("use_scale", "use_bias"),
         )
 
     def _vector(params):
@@ -263,20 +333,22 @@ def batch_norm(
         )
         axes = tuple(range(x.ndim - 1))  # the batch and spatial axes
         eps = jnp.asarray(epsilon, x.dtype)
+        batch_mean: Array | None  # the batch's statistics, in training only
+        batch_var: Array | None
         if ctx.train:
             mu = jnp.mean(x, axis=axes, keepdims=True)  # μ = mean over batch (and space)
             centred = x - mu  # x − μ
             var = jnp.mean(centred * centred, axis=axes, keepdims=True)  # mean((x − μ)²)
-            batch = (mu.reshape(-1), var.reshape(-1))
+            batch_mean, batch_var = mu.reshape(-1), var.reshape(-1)
         else:
             mean, var = _running(ctx.state, features)
             centred = x - row(mean.astype(x.dtype), x.ndim)  # x − running mean
             var = row(var.astype(x.dtype), x.ndim)
-            batch = (None, None)
+            batch_mean = batch_var = None
         inv_sigma = 1 / jnp.sqrt(var + eps)  # 1/σ = 1/sqrt(var + ε)
         x_hat = centred * inv_sigma  # x̂ = (x − μ)/σ
         y = _scale_shift(params, x_hat)  # y = x̂ ⊙ scale + bias
-        return y, BatchNormResiduals(x_hat, inv_sigma, *batch, train=ctx.train)
+        return y, BatchNormResiduals(x_hat, inv_sigma, batch_mean, batch_var, train=ctx.train)
 
     def backward(params, residuals, dy):
         axes = tuple(range(dy.ndim - 1))

@@ -29,6 +29,8 @@ from fnn.layers.spatial import (
     spatial_out,
 )
 
+__all__ = ["avg_pool", "max_pool"]
+
 
 def _window_offsets(window: Sequence[int]) -> list[tuple[int, ...]]:
     """Every offset `t` in a window, in row-major order (the order ties are broken in)."""
@@ -61,7 +63,10 @@ class MaxPoolResiduals(NamedTuple):
     in_shape: Array  # shape=(0, *in_spatial, channels): no data, the input's shape
 
 
-def _pool_config(kind, window, stride, padding):
+def _pool_config(
+    kind: str, window: int | Sequence[int], stride: int | Sequence[int] | None, padding: Padding
+) -> tuple[int, tuple[int, ...], tuple[int, ...], str | tuple[tuple[int, int], ...], str]:
+    """`(rank, window, strides, padding, name)` of a pooling layer, checked."""
     window = ints(window, 2, "window", kind) if isinstance(window, int) else window
     rank = len(tuple(window))
     window = ints(window, rank, "window", kind)

@@ -8,6 +8,8 @@ from fnn.core import Layer, check_floating, expect
 from fnn.layers.parts import parameter_free_init
 from fnn.layers.spatial import shape_carrier
 
+__all__ = ["flatten"]
+
 
 def flatten() -> Layer:
     """Flattens every axis but the batch: `(batch, *shape) → (batch, prod(shape))`, in

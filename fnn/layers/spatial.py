@@ -14,12 +14,15 @@ dilation `d`, the effective window `k_eff = (k − 1)·d + 1`, and the explicit 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import jax.numpy as jnp
 
 from fnn.core import Array
+from fnn.errors import SettingError, ShapeError
 
-Padding = str | Sequence[tuple[int, int]]
+# "SAME", "VALID", one (lo, hi) pair per spatial axis, or a 1-d layer's (lo, hi)
+Padding = str | Sequence[tuple[int, int]] | tuple[int, int]
 
 SPATIAL = {1: "W", 2: "HW"}
 AXES = {1: "(batch, width, channels)", 2: "(batch, height, width, channels)"}
@@ -27,10 +30,14 @@ IN_SHAPES = {1: "(width, channels)", 2: "(height, width, channels)"}
 
 
 def ints(value: int | Sequence[int], rank: int, what: str, name: str) -> tuple[int, ...]:
-    """`value` as `rank` positive ints (an int is repeated), or a ValueError."""
+    """`value` as `rank` positive ints (an int is repeated), or a SettingError naming
+    `what`."""
     values = (value,) * rank if isinstance(value, int) else tuple(value)
     if len(values) != rank or not all(isinstance(v, int) and v >= 1 for v in values):
-        raise ValueError(f"{name}: {what} must be a positive int or {rank} of them, got {value!r}")
+        raise SettingError(
+            f"{name}: {what} must be a positive int or {rank} of them, got {value!r}",
+            settings=(what,),
+        )
     return values
 
 
@@ -38,9 +45,12 @@ def parse_padding(padding: Padding, rank: int, name: str) -> str | tuple[tuple[i
     """Padding as "SAME", "VALID" or `rank` (lo, hi) pairs of ints ≥ 0 (one pair for 1-d)."""
     if isinstance(padding, str):
         if padding.upper() not in ("SAME", "VALID"):
-            raise ValueError(f"{name}: padding must be 'SAME', 'VALID' or (lo, hi) pairs")
+            raise SettingError(
+                f"{name}: padding must be 'SAME', 'VALID' or (lo, hi) pairs",
+                settings=("padding",),
+            )
         return padding.upper()
-    pairs = tuple(padding)
+    pairs: tuple[Any, ...] = tuple(padding)  # not validated yet
     if rank == 1 and len(pairs) == 2 and all(isinstance(p, int) for p in pairs):
         pairs = (pairs,)  # conv1d(..., padding=(lo, hi))
     try:
@@ -48,9 +58,10 @@ def parse_padding(padding: Padding, rank: int, name: str) -> str | tuple[tuple[i
     except (TypeError, ValueError):
         pairs = ()
     if len(pairs) != rank or any(p < 0 for pair in pairs for p in pair):
-        raise ValueError(
+        raise SettingError(
             f"{name}: padding must be 'SAME', 'VALID' or {rank} (lo, hi) pairs of "
-            f"non-negative ints, got {padding!r}"
+            f"non-negative ints, got {padding!r}",
+            settings=("padding",),
         )
     return pairs
 
@@ -93,11 +104,11 @@ def output_sizes(
 
 
 def spatial_out(name, in_sizes, window, strides, padding, dilation):
-    """(pads, output sizes) for these input sizes, or a ValueError for too small an input."""
+    """(pads, output sizes) for these input sizes, or a ShapeError for too small an input."""
     pads = resolve_padding(padding, in_sizes, window, strides, dilation)
     out = output_sizes(in_sizes, window, strides, pads, dilation)
     if any(o < 1 for o in out):
-        raise ValueError(
+        raise ShapeError(
             f"{name}: spatial input size {tuple(in_sizes)} is smaller than the window "
             f"{tuple(window)} (dilation {tuple(dilation)}, padding {pads}): no output"
         )

@@ -41,6 +41,7 @@ import jax
 import jax.numpy as jnp
 
 from fnn.core import EVALUATION, Array, Ctx, Layer, choose, expect, forward
+from fnn.errors import SettingError
 from fnn.layers import dense, dropout, gelu, layer_norm, multi_head_attention
 
 RECOMPUTE = ("none", "gelu", "all")  # what a block's backward recomputes (see the docstring)
@@ -101,12 +102,12 @@ def gpt_block(
     for arg, value in (("width", width), ("heads", heads), ("blocks", blocks),
                        ("mlp_ratio", mlp_ratio)):  # fmt: skip
         if not isinstance(value, int) or value < 1:
-            raise ValueError(f"gpt_block: {arg} must be a positive int, got {value!r}")
+            raise SettingError(
+                f"gpt_block: {arg} must be a positive int, got {value!r}", settings=(arg,)
+            )
     choose("recompute mode", recompute, dict.fromkeys(RECOMPUTE))
     ln1, ln2 = layer_norm(), layer_norm()
-    attn = multi_head_attention(
-        heads, causal=True, **({} if block_size is None else {"block_size": block_size})
-    )
+    attn = multi_head_attention(heads, causal=True, block_size=block_size)
     fc, act, proj = dense(mlp_ratio * width), gelu(approximate=True), dense(width)
     drop = dropout(dropout_rate) if dropout_rate else None
     keep_g, keep_ln = recompute == "none", recompute != "all"

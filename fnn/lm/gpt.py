@@ -47,6 +47,7 @@ import jax
 import jax.numpy as jnp
 
 from fnn.core import EVALUATION, Array, Ctx, Layer, expect, forward
+from fnn.errors import SettingError
 from fnn.layers import dropout, embedding, layer_norm, positional_embedding
 from fnn.lm.block import INIT_STD, RECOMPUTE, gpt_block, layer_with_optional_ctx
 from fnn.lm.head import HeadInput
@@ -104,13 +105,18 @@ def gpt(
     for arg, value in (("vocab", vocab), ("context", context), ("width", width),
                        ("heads", heads), ("blocks", blocks)):  # fmt: skip
         if not isinstance(value, int) or value < 1:
-            raise ValueError(f"gpt: {arg} must be a positive int, got {value!r}")
+            raise SettingError(f"gpt: {arg} must be a positive int, got {value!r}", settings=(arg,))
     if head not in HEADS:
-        raise ValueError(f"gpt: head must be one of {HEADS}, got {head!r}")
+        raise SettingError(f"gpt: head must be one of {HEADS}, got {head!r}", settings=("head",))
     if recompute not in RECOMPUTE:
-        raise ValueError(f"gpt: recompute must be one of {RECOMPUTE}, got {recompute!r}")
+        raise SettingError(
+            f"gpt: recompute must be one of {RECOMPUTE}, got {recompute!r}",
+            settings=("recompute",),
+        )
     if width % heads:
-        raise ValueError(f"gpt: width {width} must be divisible by heads {heads}")
+        raise SettingError(
+            f"gpt: width {width} must be divisible by heads {heads}", settings=("width", "heads")
+        )
     L = blocks
     block = gpt_block(
         width, heads, blocks=L, mlp_ratio=mlp_ratio, dropout_rate=dropout_rate,

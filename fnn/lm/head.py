@@ -48,6 +48,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from fnn.core import Array, DType, Loss, check_floating, check_in_range, expect
+from fnn.errors import ArgumentError, DTypeError, SettingError
 
 
 class HeadInput(NamedTuple):
@@ -104,15 +105,17 @@ def lm_cross_entropy(chunk_size: int | None = 1024) -> Loss:
       chunk_size: rows per chunk (the most logits alive at once are `chunk_size·V`);
         `None` for one chunk of all rows.
 
-    Ids outside `[0, V)`: called eagerly this raises a ValueError listing them; under
+    Ids outside `[0, V)`: called eagerly this raises a `DataError` (a ValueError) listing
+    them; under
     `jit` the value is NaN and the backward treats such a row as having no target.
 
     Not in `fnn.losses.LOSSES`: its `pred` is a `HeadInput`, not a network's output.
     """
     whole = isinstance(chunk_size, int) and not isinstance(chunk_size, bool)
     if chunk_size is not None and (not whole or chunk_size < 1):
-        raise ValueError(
-            f"lm_cross_entropy: chunk_size must be a positive int or None, got {chunk_size!r}"
+        raise SettingError(
+            f"lm_cross_entropy: chunk_size must be a positive int or None, got {chunk_size!r}",
+            settings=("chunk_size",),
         )
     name = f"lm_cross_entropy({chunk_size})"
 
@@ -173,7 +176,9 @@ def lm_cross_entropy(chunk_size: int | None = 1024) -> Loss:
 def _checked(name: str, pred, target) -> tuple[Array, Array, Array]:
     """`(h, table, target)` as arrays, after checking their types and shapes."""
     if not isinstance(pred, HeadInput):
-        raise TypeError(f"{name}: pred must be a HeadInput(h, table), got {type(pred).__name__}")
+        raise ArgumentError(
+            f"{name}: pred must be a HeadInput(h, table), got {type(pred).__name__}"
+        )
     h, table, target = jnp.asarray(pred.h), jnp.asarray(pred.table), jnp.asarray(target)
     check_floating(f"{name}: h", h)
     check_floating(f"{name}: table", table)
@@ -185,7 +190,7 @@ def _checked(name: str, pred, target) -> tuple[Array, Array, Array]:
         f"h's width D = {h.shape[-1]} differs from table's {table.shape[-1]} (table is (V, D))",
     )
     if not jnp.issubdtype(target.dtype, jnp.integer):
-        raise TypeError(f"{name}: target must be integer token ids, got dtype {target.dtype}")
+        raise DTypeError(f"{name}: target must be integer token ids, got dtype {target.dtype}")
     expect(
         target.shape == h.shape[:2],
         name,

@@ -30,6 +30,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from fnn.core import Array, SettingError, expect
 from fnn.layers import gelu, layer_norm
@@ -161,7 +162,7 @@ def _generate(params, prompt, key, *, heads, tokens, temperature, top_k, kv_cach
 def generate(
     net,
     params,
-    prompt: Array,
+    prompt: ArrayLike,
     *,
     heads: int,
     tokens: int,

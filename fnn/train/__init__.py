@@ -8,8 +8,10 @@ Innermost first:
   every network; `scan_steps` runs it over stacked batches in one `lax.scan`;
 - `batching` — how an epoch shuffles and cuts the data, and the batch-size rule;
 - `epoch` — `make_epoch_fn` (one epoch as ONE compiled call) and `make_eval_fn`;
-- `fitting` — `fit(...)`: the epoch loop on the host (history, progress bar, early
-  stopping, the non-finite-loss guard, a per-epoch callback);
+- `fitting` — `fit(net, loss, optimizer, state, train, test, ...)`: the epoch loop
+  on the host (history, progress bar, early stopping, the non-finite-loss guard, a
+  per-epoch callback); it returns a `FitResult` whose `state` is the trained `TrainState`;
+- `fit_options` — `EarlyStopping`, `FitResult` and the history's keys;
 - `optim` — optimisers and learning-rate schedules by name (optax);
 - `parallel`, `distributed` — the same step and epoch over a mesh of devices, on one
   process or several;
@@ -19,11 +21,13 @@ Innermost first:
 from fnn.train import checkpoint, distributed, optim, parallel
 from fnn.train.batching import check_batch_size, epoch_order
 from fnn.train.epoch import make_epoch_fn, make_eval_fn
-from fnn.train.fitting import FitResult, NonFiniteLossError, fit, new_history
+from fnn.train.fit_options import EarlyStopping, FitResult, new_history
+from fnn.train.fitting import NonFiniteLossError, fit
 from fnn.train.step import Batch, TrainState, make_train_step, scan_steps, step_key
 
 __all__ = [
     "Batch",
+    "EarlyStopping",
     "FitResult",
     "NonFiniteLossError",
     "TrainState",

@@ -19,15 +19,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fnn.errors import CheckpointError  # defined there; importable from here as before
+
 FORMAT = "fnn.checkpoint"
 VERSION = 1
 METADATA = "metadata"
 TREES = ("params", "opt_state", "state")
 MAX_LISTED = 12  # differences listed in one error message
-
-
-class CheckpointError(ValueError):
-    """A checkpoint cannot be loaded: missing, truncated, corrupt, or not matching."""
 
 
 def storable(leaf: Any) -> tuple[np.ndarray, dict]:
@@ -63,7 +61,7 @@ def json_default(value: Any) -> Any:
         return list(value)
     if isinstance(value, Path):
         return str(value)
-    raise TypeError(f"{type(value).__name__} is not JSON-able")
+    raise CheckpointError(f"{type(value).__name__} is not JSON-able")
 
 
 def atomic_write(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -72,7 +70,7 @@ def atomic_write(path: Path, arrays: dict[str, np.ndarray]) -> None:
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
+            np.savez(f, **arrays)  # type: ignore[arg-type]  # numpy's stub: a key may be allow_pickle
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -14,22 +14,19 @@ import time
 
 import jax
 
-from fnn.core import SettingError
+from fnn.errors import DistributedError, SettingError, renamed_settings
 
 DEFAULT_TIMEOUT_S = 60  # how long a process waits for the coordinator and the others
 
 
-class DistributedError(RuntimeError):
-    """The multi-process runtime could not start (e.g. an unreachable coordinator)."""
-
-
 def parse_address(address: str) -> tuple[str, int]:
-    """Splits "HOST:PORT" into `(host, port)`; a ValueError for anything else."""
+    """Splits "HOST:PORT" into `(host, port)`; a SettingError (a ValueError) naming
+    `address` for anything else."""
     host, sep, port = str(address).rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise SettingError(
             f"coordinator address must be HOST:PORT (e.g. 10.0.0.1:1234), got {address!r}",
-            settings=("coordinator",),
+            settings=("address",),
         )
     return host.strip("[]"), int(port)
 
@@ -76,7 +73,8 @@ def wait_for_coordinator(address: str, timeout_s: float) -> None:
 def check_processes(coordinator: str, num_processes: int, process_id: int) -> None:
     """Raises a SettingError for a malformed coordinator address, a process count below 1
     or a process id outside [0, num_processes)."""
-    parse_address(coordinator)
+    with renamed_settings({"address": "coordinator"}):
+        parse_address(coordinator)
     if not isinstance(num_processes, int) or num_processes < 1:
         raise SettingError(
             f"num_processes must be a positive int, got {num_processes!r}",
@@ -99,7 +97,10 @@ def initialize_distributed(
 ) -> None:
     """Joins this process to a multi-process JAX run (`jax.distributed.initialize`).
 
-    Call it in every process, before any other JAX computation. Process 0 runs the
+    This changes the whole process, by nature: JAX's runtime joins the others, and the
+    CPU collectives are switched to gloo in `jax.config` (the one configuration fnn
+    changes outside its command line, because joining needs it). Call it in every
+    process, before any other JAX computation. Process 0 runs the
     coordinator service at `coordinator` ("HOST:PORT", an address the other processes can
     reach); process `i > 0` first waits up to `timeout_s` seconds for that address to
     accept TCP connections and raises `DistributedError` if it does not. Once connected,
@@ -115,6 +116,7 @@ def initialize_distributed(
     check_processes(coordinator, num_processes, process_id)
     if num_processes > 1 and process_id > 0:
         wait_for_coordinator(coordinator, timeout_s)
+    # process-wide by nature: the collectives of every later computation run over gloo
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(
         coordinator_address=coordinator,

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import optax
 
 from fnn.core import Ctx, Layer, Loss, forward
-from fnn.tasks import metric_name
+from fnn.tasks import binary_threshold, metric_name
 from fnn.train.batching import epoch_order
 from fnn.train.step import TrainState, make_train_step, scan_steps, step_key
 
@@ -55,14 +55,15 @@ def make_eval_fn(net: Layer, loss: Loss, task: str) -> Callable:
 
     - classification (integer labels `(n,)`): accuracy = mean(argmax(pred) == y);
     - binary (targets `(n, k)` in [0, 1]): accuracy = mean((pred > t) == (y > 0.5)) with
-      t = 0.5 for `binary_cross_entropy` (pred holds probabilities), else 0 (logits);
+      t = `fnn.tasks.binary_threshold(loss)`: 0.5 where the loss predicts probabilities
+      (`binary_cross_entropy`), else 0 (logits);
     - regression (`(n, k)`): R² = 1 − Σ(y − pred)²/Σ(y − ȳ)² per output, averaged over
       outputs (scikit-learn's `r2_score`);
     - language_model (next-token ids `(n, T)`, one token a byte): bits per byte = the
       loss in nats / ln 2.
     """
     metric = metric_name(task)
-    threshold = 0.5 if loss.name == "binary_cross_entropy" else 0.0
+    threshold = binary_threshold(loss)
 
     def evaluate(params, x, y, state=()):
         pred = forward(net, params, x, Ctx(False, None, state))[0]

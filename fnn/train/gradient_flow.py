@@ -18,6 +18,8 @@ import optax
 
 from fnn.core import Ctx, Layer, Loss
 from fnn.trace import traced_function
+from fnn.train.step import PROBE_SALT, epoch_key
+from fnn.walk import layer_path
 
 KINDS = ("delta_rms", "grad_rms", "update_ratio")
 
@@ -37,14 +39,14 @@ def make_gradient_probe(
 ) -> Callable[..., dict[str, float]]:
     """Returns `probe(params, opt_state, state, key, epoch, x, y) -> {history key: value}`
     (see the module's docstring): one compiled call and one transfer to the host. The
-    network runs in training mode with the key `fold_in(fold_in(key, epoch), 2)` and
-    `state`, as a training step does. The gradients are the hand-written backward's,
-    whatever the run's grad mode."""
+    network runs in training mode with `state`, as a training step does, and the key
+    `fold_in(fold_in(key, epoch), PROBE_SALT)`. The gradients are the hand-written
+    backward's, whatever the run's grad mode."""
     run, layout = traced_function(net, loss)  # `layout` fills when `values` is traced
 
     @jax.jit
     def values(params, opt_state, state, key, epoch, x, y):
-        key = jax.random.fold_in(jax.random.fold_in(key, epoch), 2)
+        key = epoch_key(key, epoch, PROBE_SALT)
         _, _, records = run(params, x, y, Ctx(True, key, state))
         grads = records[-1][2]  # the last record is the network itself
         updates, _ = optimizer.update(grads, opt_state, params)
@@ -52,7 +54,7 @@ def make_gradient_probe(
         for (_, layer, select), (dy, _, layer_grads, layer_params) in zip(
             layout, records, strict=True
         ):
-            if layer.trace_backward is not None:
+            if layer.walk is not None:
                 continue
             out.append(_norm(dy) / jnp.sqrt(dy.size))
             if _size(layer_params):
@@ -64,9 +66,9 @@ def make_gradient_probe(
         flat = iter(jax.device_get(values(params, opt_state, state, key, epoch, x, y)).tolist())
         named = {}
         for path, layer, select in layout:
-            if layer.trace_backward is not None:
+            if layer.walk is not None:
                 continue  # a combinator: its layers have their own rows
-            label = "net" + "".join(f"[{i}]" for i in path) + f" {layer.name}"
+            label = f"{layer_path(path)} {layer.name}"
             for kind in KINDS if _size(select(params)) else KINDS[:1]:
                 named[f"{kind}/{label}"] = next(flat)
         return named

@@ -27,6 +27,7 @@ from collections.abc import Callable
 import optax
 
 from fnn.core import choose
+from fnn.errors import SettingError
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "exponential", "warmup_cosine")
@@ -44,7 +45,9 @@ def make_schedule(
       warmup_fraction: the share of T spent warming up (warmup_cosine only).
     """
     if not learning_rate > 0:
-        raise ValueError(f"learning rate must be > 0, got {learning_rate}")
+        raise SettingError(
+            f"learning rate must be > 0, got {learning_rate}", settings=("learning_rate",)
+        )
     total_steps = max(int(total_steps), 1)
     builders: dict[str, Callable[[], optax.Schedule]] = {
         "constant": lambda: optax.constant_schedule(learning_rate),
@@ -100,7 +103,7 @@ def make_optimizer(
     optimizer = choose("optimizer", name, builders)()
     if clip_norm is not None:
         if not clip_norm > 0:
-            raise ValueError(f"clip_norm must be > 0, got {clip_norm}")
+            raise SettingError(f"clip_norm must be > 0, got {clip_norm}", settings=("clip_norm",))
         optimizer = optax.chain(optax.clip_by_global_norm(clip_norm), optimizer)
     return optimizer
 

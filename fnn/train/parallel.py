@@ -38,6 +38,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from fnn.core import Layer, Loss, Params, SettingError
+from fnn.errors import ShapeError
 from fnn.train.batching import check_batch_size, epoch_order
 from fnn.train.step import TrainState, make_train_step, scan_steps, step_key
 
@@ -99,7 +100,7 @@ def check_batch_divisible(batch_size: int, mesh: Mesh) -> None:
             f"batch size {batch_size} is not divisible by the {n} devices of the mesh; "
             f"use a multiple of {n}, e.g. {lower} or {lower + n}, or a number of devices "
             f"that divides {batch_size}",
-            settings=("batch_size", "devices"),
+            settings=("batch_size", "mesh"),
         )
 
 
@@ -121,8 +122,10 @@ def process_rows(batch_size: int, mesh: Mesh) -> slice:
     """The rows of every global batch that this process feeds: its devices' shares,
     one contiguous block (`make_data_mesh` orders the devices by process)."""
     index_map = data_sharding(mesh).addressable_devices_indices_map((batch_size,))
-    starts = [index[0].start or 0 for index in index_map.values()]
-    stops = [batch_size if index[0].stop is None else index[0].stop for index in index_map.values()]
+    # JAX types the values `Index | None`; an addressable device always has an index
+    indices: list[tuple[slice, ...]] = [*index_map.values()]  # type: ignore[list-item]
+    starts = [index[0].start or 0 for index in indices]
+    stops = [batch_size if index[0].stop is None else index[0].stop for index in indices]
     return slice(min(starts), max(stops))
 
 
@@ -141,7 +144,7 @@ def shard_batch(local_batch: Any, mesh: Mesh, batch_size: int) -> Any:
 
     def one(a):
         if np.shape(a)[0] != rows.stop - rows.start:
-            raise ValueError(
+            raise ShapeError(
                 f"this process feeds rows {rows.start}:{rows.stop} of every batch of "
                 f"{batch_size}, i.e. {rows.stop - rows.start} examples; got {np.shape(a)[0]}"
             )
@@ -158,7 +161,7 @@ def local_copy(tree: Any) -> Any:
     def one(a):
         if isinstance(a, jax.Array) and len(a.sharding.device_set) > 1:
             if not a.is_fully_replicated:
-                raise ValueError("local_copy: expected replicated arrays, got a sharded one")
+                raise SettingError("local_copy: expected replicated arrays, got a sharded one")
             return jax.device_put(a.addressable_data(0), device)
         return a
 
@@ -200,7 +203,8 @@ def make_sharded_train_step(
         out = compiled(train_state, batch, key)
         return jax.block_until_ready(out) if wait else out
 
-    sharded_step.compiled = compiled  # the jitted function, for lowering and benchmarks
+    # the jitted function, for lowering and benchmarks (an attribute no function type declares)
+    sharded_step.compiled = compiled  # type: ignore[attr-defined]
     return sharded_step
 
 

@@ -102,7 +102,21 @@ def scan_steps(
     return lax.scan(body, train_state, (steps, batches))
 
 
+# The keys of an epoch, all from the run's data-order key: `fold_in(key, epoch)` shuffles
+# the data (`fnn.train.batching`); each other use folds its salt into that key. Changing a
+# salt changes every result of a run with dropout: they are fixed.
+STEP_SALT = 1  # the training steps' random layers (dropout): `step_key`
+PROBE_SALT = 2  # the gradient-flow probe's forward (`fnn.train.gradient_flow`)
+
+
+def epoch_key(key: PRNGKey, epoch: Array, salt: int) -> PRNGKey:
+    """`fold_in(fold_in(key, epoch), salt)`: one use's key in an epoch, different from the
+    data order's `fold_in(key, epoch)` and from the other uses' (`STEP_SALT`,
+    `PROBE_SALT`)."""
+    return jax.random.fold_in(jax.random.fold_in(key, epoch), salt)
+
+
 def step_key(key: PRNGKey, epoch: Array) -> PRNGKey:
-    """The key of an epoch's random layers (dropout): derived from the data-order key
-    `fold_in(key, epoch)`, and different from it; step i then uses `fold_in(·, i)`."""
-    return jax.random.fold_in(jax.random.fold_in(key, epoch), 1)
+    """The key of an epoch's random layers (dropout): `epoch_key(key, epoch, STEP_SALT)`;
+    step i then uses `fold_in(·, i)`."""
+    return epoch_key(key, epoch, STEP_SALT)

@@ -4,6 +4,7 @@ and the `fnn bench` command's flags. No timed assertions: speed goals live in be
 import ast
 import dataclasses
 import importlib.util
+import inspect
 import json
 import math
 from pathlib import Path
@@ -13,9 +14,18 @@ import numpy as np
 import pytest
 
 from fnn import bench
-from fnn.bench.grid import build_all
+from fnn.bench.grid import build_all, build_impl, run_workload
+from fnn.bench.impls import PEER_MODULES, Impl
+from fnn.bench.measure import count_residuals, hlo_counts, machine_info, rel_grad_err
+from fnn.bench.peers import PEER_BUILDERS
+from fnn.bench.problems import gradients, make_problem
+from fnn.bench.records import CSV_FIELDS, BenchRecord, field_list
+from fnn.bench.reference import build_numpy_impl
+from fnn.bench.report import read_results, write_results
+from fnn.bench.workloads import WORKLOADS
 from fnn.cli import main
 
+RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
 FIELDS = (
     "workload",
     "impl",
@@ -105,11 +115,11 @@ PEERS = ("equinox", "flax_nnx", "torch")  # torch_compile: torch.compile, far sl
 def _assert_peer_status(record):
     """A peer whose library is installed runs ("ok", within fnn's gradient); one whose
     library is missing is "skipped"; "error" (it crashed) is never acceptable."""
-    installed = importlib.util.find_spec(bench.PEER_MODULES[record["impl"]]) is not None
+    installed = importlib.util.find_spec(PEER_MODULES[record["impl"]]) is not None
     expected = "ok" if installed else "skipped"
     assert record["status"] == expected, (
         f"{record['impl']}: status {record['status']!r}, expected {expected!r} "
-        f"({bench.PEER_MODULES[record['impl']]} {'is' if installed else 'is not'} installed): "
+        f"({PEER_MODULES[record['impl']]} {'is' if installed else 'is not'} installed): "
         f"{record.get('note')}"
     )
     if installed:
@@ -133,13 +143,13 @@ def test_a_crashing_peer_is_an_error_record_that_the_peer_check_rejects(monkeypa
     def crash(problem):
         raise RuntimeError("the peer's API changed")
 
-    monkeypatch.setitem(bench.PEER_MODULES, "torch", "numpy")
-    monkeypatch.setitem(bench.PEER_BUILDERS, "torch", crash)
-    monkeypatch.setitem(bench.PEER_MODULES, "equinox", "fnn_no_such_module")  # "missing"
-    problem = bench.make_problem(bench.WORKLOADS["tiny"], "float32")
+    monkeypatch.setitem(PEER_MODULES, "torch", "numpy")
+    monkeypatch.setitem(PEER_BUILDERS, "torch", crash)
+    monkeypatch.setitem(PEER_MODULES, "equinox", "fnn_no_such_module")  # "missing"
+    problem = make_problem(WORKLOADS["tiny"], "float32")
     built, records = build_all(
         ["torch", "equinox"], problem, {"workload": "tiny", "dtype": "float32"},
-        bench.build_impl, progress=lambda line: None,
+        build_impl, progress=lambda line: None,
     )  # fmt: skip
     assert built == {}
     crashed, missing = records
@@ -152,7 +162,7 @@ def test_a_crashing_peer_is_an_error_record_that_the_peer_check_rejects(monkeypa
 
 @pytest.mark.slow  # draws the four charts
 def test_writes_json_csv_report_and_charts(records, tmp_path):
-    paths = bench.write_results(records, tmp_path, suffix="-test")
+    paths = write_results(records, tmp_path, suffix="-test")
     names = {p.name for p in paths}
     assert names == {
         "results-test.json",
@@ -172,9 +182,9 @@ def test_writes_json_csv_report_and_charts(records, tmp_path):
 
 
 def test_numpy_transcription_matches_fnn_gradients():
-    problem = bench.make_problem(bench.WORKLOADS["tiny"], "float64")
-    impl = bench.build_numpy_impl(problem)
-    assert bench.rel_grad_err(impl.grads(), bench.gradients(problem, "autodiff")) < 1e-12
+    problem = make_problem(WORKLOADS["tiny"], "float64")
+    impl = build_numpy_impl(problem)
+    assert rel_grad_err(impl.grads(), gradients(problem, "autodiff")) < 1e-12
 
 
 def test_count_residuals_excludes_arguments():
@@ -183,7 +193,7 @@ def test_count_residuals_excludes_arguments():
 
     w = jnp.ones((3, 4), jnp.float32)
     x = jnp.ones((2, 3), jnp.float32)
-    arrays, nbytes = bench.count_residuals(f, w, x)
+    arrays, nbytes = count_residuals(f, w, x)
     assert arrays >= 1 and nbytes >= 2 * 4 * 4
 
 
@@ -195,16 +205,14 @@ def test_hlo_counts_and_rel_grad_err():
             '  ROOT %g = f32[2,2]{1,0} custom-call(%b), custom_call_target="__cublas$gemm"',
         ]
     )
-    assert bench.hlo_counts(text) == {"hlo_gemms": 2, "hlo_fusions": 1, "hlo_ops": 3}
+    assert hlo_counts(text) == {"hlo_gemms": 2, "hlo_fusions": 1, "hlo_ops": 3}
     ref = {"a": np.array([1.0, -2.0]), "b": np.zeros(2)}
-    assert bench.rel_grad_err(ref, ref) == 0
-    assert math.isclose(
-        bench.rel_grad_err({"a": np.array([1.0, -1.0]), "b": np.zeros(2)}, ref), 0.5
-    )
+    assert rel_grad_err(ref, ref) == 0
+    assert math.isclose(rel_grad_err({"a": np.array([1.0, -1.0]), "b": np.zeros(2)}, ref), 0.5)
 
 
 def test_workload_flops():
-    w = bench.WORKLOADS["mlp_b256"]
+    w = WORKLOADS["mlp_b256"]
     assert w.weights == 784 * 1024 + 1024 * 1024 + 1024 * 10
     assert w.flops_per_step == 6 * 256 * w.weights
     assert w.largest_gemm == (256, 1024, 1024)
@@ -260,19 +268,19 @@ def test_cli_runs_a_tiny_grid(tmp_path, capsys):
 def test_sequence_workload_flops_and_a_tiny_run():
     """The transformer workload: FLOPs count the projections and the T×T attention
     products; manual and autodiff run on token ids and agree on the gradient."""
-    w = bench.WORKLOADS["transformer"]
+    w = WORKLOADS["transformer"]
     T, D, _, F = w.sequence
     V = w.features[-1]
     per_example = T * (D * 3 * D + 2 * D * T + D * D + 2 * D * F + D * V)
     assert w.flops_per_step == 6 * w.batch * per_example
     tiny = dataclasses.replace(w, name="tiny_transformer", batch=2, steps=1, sequence=(6, 8, 2, 16))
-    records = bench.run_workload(
+    records = run_workload(
         tiny,
         "float32",
         ["manual", "autodiff", "numpy", "torch"],
         repeats=2,
         square=64,
-        machine=bench.machine_info(),
+        machine=machine_info(),
         progress=lambda line: None,
     )
     assert [r["impl"] for r in records] == ["manual", "autodiff"]  # numpy, peers: MLPs only
@@ -284,10 +292,10 @@ def test_sequence_workload_flops_and_a_tiny_run():
 def test_gpt_workload_counts_its_params_and_flops():
     """gpt_small: `params` equals the size of fnn.gpt's parameter tree; the FLOPs count
     every block and the tied head once."""
-    w = bench.WORKLOADS["gpt_small"]
+    w = WORKLOADS["gpt_small"]
     T, D, _, F = w.sequence
     V, L = w.features[-1], w.blocks
-    assert bench.make_problem(w, "float32").num_params == w.params
+    assert make_problem(w, "float32").num_params == w.params
     per_example = T * (L * (D * 3 * D + 2 * D * T + D * D + 2 * D * F) + D * V)
     assert w.flops_per_step == 6 * w.batch * per_example
 
@@ -296,15 +304,15 @@ def test_gpt_workload_counts_its_params_and_flops():
 def test_gpt_workload_runs_manual_and_autodiff_to_the_same_gradient():
     """A tiny gpt_small: manual (hand-written backward, fused head) and autodiff (jax.grad
     of the same forward) agree on the gradient; the manual backward keeps less."""
-    w = bench.WORKLOADS["gpt_small"]
+    w = WORKLOADS["gpt_small"]
     tiny = dataclasses.replace(w, name="tiny_gpt", batch=2, steps=1, sequence=(8, 8, 2, 32))
-    records = bench.run_workload(
+    records = run_workload(
         tiny,
         "float32",
         ["manual", "autodiff"],
         repeats=1,
         square=64,
-        machine=bench.machine_info(),
+        machine=machine_info(),
         progress=lambda line: None,
     )
     manual, autodiff = records
@@ -313,10 +321,14 @@ def test_gpt_workload_runs_manual_and_autodiff_to_the_same_gradient():
 
 
 def test_package_exports_its_names_and_imports_only_downward():
-    """Every name in `fnn.bench.__all__` exists, and no module of the package imports from
-    the front ends or the data layer (fnn.experiment, fnn.cli, fnn.data)."""
+    """`fnn.bench.__all__` is the few names users call (at most 15), each existing and
+    documented, and no module of the package imports from the front ends or the data
+    layer (fnn.experiment, fnn.cli, fnn.data)."""
+    assert len(bench.__all__) <= 15, bench.__all__
     missing = [name for name in bench.__all__ if not hasattr(bench, name)]
     assert not missing, missing
+    undocumented = [name for name in bench.__all__ if not getattr(bench, name).__doc__]
+    assert not undocumented, undocumented
     forbidden = ("fnn.experiment", "fnn.cli", "fnn.data")
     for path in sorted(Path(bench.__file__).parent.glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
@@ -335,5 +347,41 @@ def test_package_exports_its_names_and_imports_only_downward():
 
 def test_impl_takes_everything_after_state_by_keyword():
     with pytest.raises(TypeError):
-        bench.Impl("flax_nnx", lambda s: s, None, "peer")
-    assert bench.Impl("flax_nnx", lambda s: s, None, kind="peer").grads is None
+        Impl("flax_nnx", lambda s: s, None, "peer")
+    assert Impl("flax_nnx", lambda s: s, None, kind="peer").grads is None
+
+
+def test_a_record_is_typed_and_reads_and_writes_as_results_json_holds_it(records, tmp_path):
+    """A timed record carries its fields in the order of the committed results files
+    (the A/A twin `aa_ratio` too); the JSON round-trips to equal records; the CSV's
+    columns and the documented field list come from the same fields."""
+    manual = _ok(records, "manual")
+    assert isinstance(manual, BenchRecord) and manual.step_ms_median == manual["step_ms_median"]
+    committed = json.loads((RESULTS / "cpu-amd-epyc-2core" / "results.json").read_text())
+    plain = next(r for r in committed if "aa_ratio" not in r)
+    twin = next(r for r in committed if "aa_ratio" in r)
+    assert list(manual) == list(plain) and "aa_ratio" not in manual
+    assert list(_ok(records, "manual_aa")) == list(twin)
+    assert [BenchRecord.from_dict(r).to_dict() for r in (plain, twin)] == [plain, twin]
+    write_results(records, tmp_path)
+    assert read_results(tmp_path / "results.json") == records
+    loaded = json.loads((tmp_path / "results.json").read_text())
+    assert loaded == [r.to_dict() for r in records] == [dict(r, **_lists(r)) for r in records]
+    header = (tmp_path / "results.csv").read_text().splitlines()[0].split(",")
+    assert tuple(header) == CSV_FIELDS
+    assert all(f"- `{name}`: " in field_list() for name in plain)
+    assert field_list() in inspect.cleandoc(BenchRecord.__doc__)
+    with pytest.raises(ValueError, match="not fields of a bench record: speed"):
+        BenchRecord.from_dict({**plain, "speed": 1})
+
+
+def _lists(record):
+    return {k: list(v) for k, v in record.items() if isinstance(v, tuple)}
+
+
+def test_a_record_that_did_not_run_carries_only_what_it_has():
+    skipped = BenchRecord(workload="tiny", dtype="float32", impl="torch", status="skipped",
+                          note="torch is not installed")  # fmt: skip
+    assert skipped.to_dict() == {"workload": "tiny", "dtype": "float32", "impl": "torch",
+                                 "status": "skipped", "note": "torch is not installed"}  # fmt: skip
+    assert skipped.get("step_ms_median") is None and "step_ms_median" not in skipped

@@ -16,13 +16,16 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import doc_figures  # noqa: E402
 import render  # noqa: E402
 
+GPT_PAGE = "docs/gpt.md"  # quotes the text recipe's bits per byte
+SPEED = "docs/results/speed.md"  # renders the GPT race's table
+
 
 def test_the_docs_match_their_results_files(capsys):
     assert render.main(["--check"]) == 0, capsys.readouterr().out
     assert "every figure matches its file" in capsys.readouterr().out
 
 
-def copy_doc(tmp_path, doc="README.md"):
+def copy_doc(tmp_path, doc):
     (tmp_path / doc).parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(ROOT / doc, tmp_path / doc)
     return tmp_path / doc
@@ -37,38 +40,38 @@ def plant(path: Path, old: str, new: str) -> int:
 
 
 def bits_per_byte() -> str:
-    """The text recipe's figure as README.md quotes it, from its results file."""
+    """The text recipe's figure as docs/gpt.md quotes it, from its results file."""
     data = json.loads((render.RESULTS / "text_recipe.json").read_text())
     return doc_figures.f2(data["test_bits_per_byte"])
 
 
 def race_row() -> tuple[str, str]:
-    """The first row of README.md's GPT race table, and the same with its time changed."""
+    """The first row of the GPT race table, and the same with its time changed."""
     fragment = next(f for f in doc_figures.FRAGMENTS if f.name == "gpt-race-readme")
     row = render.render_fragment(fragment, render.Results()).splitlines()[2]
     return row, re.sub(r"\| (\d+) ms \|", lambda m: f"| {int(m[1]) + 100} ms |", row, count=1)
 
 
 def test_a_changed_quoted_figure_fails_naming_document_line_quote_and_file_value(tmp_path):
-    path = copy_doc(tmp_path)
+    path = copy_doc(tmp_path, GPT_PAGE)
     right = bits_per_byte()
     wrong = f"{float(right) + 0.1:.2f}"
     line = plant(path, f"**{right} validation bits", f"**{wrong} validation bits")
-    problems = render.check(root=tmp_path, docs=["README.md"])
+    problems = render.check(root=tmp_path, docs=[GPT_PAGE])
     assert len(problems) == 1, problems
     text = str(problems[0])
-    assert text.startswith(f"README.md:{line}: ")
+    assert text.startswith(f"{GPT_PAGE}:{line}: ")
     assert f"'{wrong}'" in text and f"'{right}'" in text and "text_recipe.json" in text
 
 
 def test_a_changed_table_cell_fails_naming_the_fragment_and_its_line(tmp_path):
-    path = copy_doc(tmp_path)
+    path = copy_doc(tmp_path, SPEED)
     row, wrong = race_row()
     line = plant(path, row, wrong)
-    problems = render.check(root=tmp_path, docs=["README.md"])
+    problems = render.check(root=tmp_path, docs=[SPEED])
     assert len(problems) == 1, problems
     text = str(problems[0])
-    assert text.startswith(f"README.md:{line}: fragment gpt-race-readme differs")
+    assert text.startswith(f"{SPEED}:{line}: fragment gpt-race-readme differs")
     assert render.short(wrong) in text and render.short(row) in text
     assert "gpt_race_cpu.json" in text
 
@@ -82,21 +85,21 @@ def test_an_unbacked_new_figure_fails(tmp_path):
 
 
 def test_render_rewrites_a_wrong_figure_and_a_second_run_changes_nothing(tmp_path):
-    path = copy_doc(tmp_path)
-    original = path.read_text()
-    plant(path, f"**{bits_per_byte()} validation bits", "**9.99 validation bits")
-    plant(path, *race_row())
-    render.run(tmp_path, render.RESULTS, ["README.md"], None, write=True)
-    assert path.read_text() == original
-    render.run(tmp_path, render.RESULTS, ["README.md"], None, write=True)
-    assert path.read_text() == original
-    assert render.check(root=tmp_path, docs=["README.md"]) == []
+    gpt, speed = copy_doc(tmp_path, GPT_PAGE), copy_doc(tmp_path, SPEED)
+    originals = gpt.read_text(), speed.read_text()
+    plant(gpt, f"**{bits_per_byte()} validation bits", "**9.99 validation bits")
+    plant(speed, *race_row())
+    render.run(tmp_path, render.RESULTS, [GPT_PAGE, SPEED], None, write=True)
+    assert (gpt.read_text(), speed.read_text()) == originals
+    render.run(tmp_path, render.RESULTS, [GPT_PAGE, SPEED], None, write=True)
+    assert (gpt.read_text(), speed.read_text()) == originals
+    assert render.check(root=tmp_path, docs=[GPT_PAGE, SPEED]) == []
 
 
 def test_a_missing_results_file_fails_naming_it(tmp_path):
-    copy_doc(tmp_path)
+    copy_doc(tmp_path, GPT_PAGE), copy_doc(tmp_path, SPEED)
     (tmp_path / "results").mkdir()
-    problems = render.check(root=tmp_path, results=tmp_path / "results", docs=["README.md"])
+    problems = render.check(root=tmp_path, results=tmp_path / "results", docs=[GPT_PAGE, SPEED])
     missing = " ".join(p.message for p in problems if "is missing" in p.message)
     assert "gpt_race_cpu.json is missing" in missing and "text_recipe.json is missing" in missing
 

@@ -2,20 +2,28 @@
 against jax.vjp and finite differences in float64, against jax.vjp in float32, its
 per-example backward where it declares one, the tie point (integer inputs: relu's zeros,
 max_pool's tied maxima) where it applies, and its shapes and dtypes. An item added to
-the catalogue is tested here; nothing else to edit.
+the catalogue is tested here; nothing else to edit. Every layer and loss factory fnn
+exports must have an item (a new one without fails here), and every factory a module of
+fnn/layers defines must be exported.
 
 Whole networks (`network=True`) are checked against jax.vjp only: their layers are items
 of their own, checked against finite differences too.
 
 The fast tier (`pytest -m "not slow"`) checks every layer, activation and loss in
 float64 and its shapes in float32; the slow tier adds the whole networks, the variants
-(VARIANTS: the same layer as a fast item, with other settings), the float32 checks and
+(`variant_of=`: the layer of a fast item, with other settings), the float32 checks and
 the float64 and bfloat16 shapes and dtypes.
 """
+
+import importlib
+import inspect
+import pkgutil
+import sys
 
 import jax
 import jax.numpy as jnp
 import pytest
+from helpers.planted import layer_factories, loss_factories, returns
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -27,22 +35,9 @@ LAYERS = [name for name, case in CASES.items() if isinstance(case, LayerCase)]
 PARTS = [name for name, case in CASES.items() if not case.network]
 
 
-# Items whose layer is also an item checked in the fast tier, with other settings (a
-# stride, a padding, no bias, another input rank or target encoding): slow.
-VARIANTS = {
-    "dense_no_bias", "dense_3d_input", "conv2d_valid_stride2_odd", "conv2d_dilation2",
-    "conv2d_explicit_padding", "conv2d_valid_no_bias", "conv1d_stride2_valid_dilation2",
-    "max_pool_3x3_stride1_same", "max_pool_1d", "avg_pool_3x3_stride2_same",
-    "layer_norm_3d_input", "layer_norm_no_scale_no_bias", "batch_norm_train_nhwc",
-    "batch_norm_no_scale_train", "embedding_2d_ids", "attention_4_heads_causal_no_bias",
-    "flash_attention", "gpt_block_recompute_all",
-    "softmax_cross_entropy_onehot", "softmax_cross_entropy_soft", "lm_cross_entropy_one_chunk",
-}  # fmt: skip
-
-
 # Whole networks repeat their layers' items; variants repeat an item's layer.
 FLOAT64_ITEMS = [
-    pytest.param(name, marks=pytest.mark.slow) if case.network or name in VARIANTS else name
+    pytest.param(name, marks=pytest.mark.slow) if case.network or case.variant_of else name
     for name, case in CASES.items()
 ]
 
@@ -145,30 +140,83 @@ def test_shapes_agree_with_init_and_dtypes_pass_through(name, dtype):
         assert g.shape == p.shape and g.dtype == p.dtype == dtype, (name, dtype)
 
 
-def test_the_variants_are_catalogue_items():
-    assert VARIANTS <= set(CASES), VARIANTS - set(CASES)
+def _family(case) -> str:
+    """The name of an item's layer or loss, its hyperparameters left out: "conv2d"."""
+    return case.build().name.split("(")[0]
 
 
-def test_every_builtin_layer_factory_has_a_catalogue_item():
-    """A layer family exported from fnn without a catalogue item would go unchecked."""
-    leaves = set()
+def test_each_variant_repeats_a_fast_item_of_the_same_layer():
+    variants = {name: case.variant_of for name, case in CASES.items() if case.variant_of}
+    assert len(variants) >= 20  # not vacuous
+    for name, of in variants.items():
+        base = CASES.get(of)
+        assert base is not None, f"{name}: variant_of={of!r} is no item"
+        assert not (base.network or base.variant_of), f"{name}: {of} is not a fast item"
+        assert _family(CASES[name]) == _family(base), f"{name} is no {_family(base)}"
 
-    def walk(layer):
-        leaves.add(layer.name.split("(")[0])
-        for sub in layer.sublayers:
-            walk(sub)
 
-    for case in CASES.values():
-        if isinstance(case, LayerCase):
-            walk(case.build())
-    exported = {
-        "dense", "conv1d", "conv2d", "max_pool", "avg_pool", "flatten", "layer_norm",
-        "batch_norm", "dropout", "embedding", "positional_embedding",
-        "multi_head_attention", "residual", "serial",
-    }  # fmt: skip
-    assert exported <= leaves, exported - leaves
+# Exported factories without an item of their own, each with the reason.
+NOT_CATALOGUED = {
+    "transformer": "a network of embedding, positional_embedding, residual, layer_norm, "
+    "multi_head_attention, dense and gelu, each an item; transformer_block is one such",
+}
+# Public functions of fnn/layers that return a Layer and are not exported, with the reason.
+NOT_EXPORTED = {
+    "elementwise": "makes an activation of your own from fn and grad; the built-in "
+    "activations are made with it (fnn.layers.activations.elementwise)",
+}
+
+
+def _called_while_building_the_catalogue(factories) -> set[str]:
+    """The names of `factories` that building every item calls (a profiler watches the
+    builds: nothing is traced or compiled)."""
+    codes = {f.__code__: name for name, f in factories.items()}
+    called = set()
+
+    def profile(frame, event, _arg):
+        if event == "call" and frame.f_code in codes:
+            called.add(codes[frame.f_code])
+
+    previous = sys.getprofile()
+    sys.setprofile(profile)
+    try:
+        for case in CASES.values():
+            case.build()
+            if isinstance(case, ModelCase):
+                case.loss()
+    finally:
+        sys.setprofile(previous)
+    return called
+
+
+def test_every_exported_layer_and_loss_factory_has_a_catalogue_item():
+    """A factory exported from fnn.layers or fnn.losses that no item builds would go
+    unchecked; the built-in activations each have an item of their own name."""
+    factories = {**layer_factories(), **loss_factories()}
+    assert {"dense", "serial", "mlp", "huber"} <= set(factories)  # not vacuous
+    assert set(NOT_CATALOGUED) <= set(factories), set(NOT_CATALOGUED) - set(factories)
+    missing = set(factories) - _called_while_building_the_catalogue(factories)
+    assert missing == set(NOT_CATALOGUED), missing - set(NOT_CATALOGUED)
     for activation in fnn.layers.ACTIVATIONS:
         assert activation in CASES
+
+
+def test_fnn_layers_exports_every_factory_its_modules_define():
+    """fnn.layers exports exactly what its modules list in `__all__`, and every public
+    function a module of fnn/layers defines that returns a Layer is listed there."""
+    listed = []
+    for info in pkgutil.iter_modules(fnn.layers.__path__):
+        module = importlib.import_module(f"{fnn.layers.__name__}.{info.name}")
+        names = getattr(module, "__all__", [])
+        listed += names
+        for name, f in vars(module).items():
+            if name.startswith("_") or name in NOT_EXPORTED or not inspect.isfunction(f):
+                continue
+            if f.__module__ == module.__name__ and returns(f, "Layer"):
+                assert name in names, f"{module.__name__}.{name} is not in its __all__"
+    assert sorted(listed) == sorted(fnn.layers.__all__)
+    assert len(set(listed)) == len(listed)
+    assert all(name in vars(fnn.layers.activations) for name in NOT_EXPORTED)
 
 
 @pytest.mark.slow  # five random shapes, five compiles

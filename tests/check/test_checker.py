@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers.planted import planted_bug
 
 import fnn
 from fnn.cli import main
@@ -53,6 +54,7 @@ def mse_missing_mean() -> fnn.Loss:
     return good._replace(backward=lambda r, dvalue=1.0: dvalue * 2 * r, name="mse[missing_1/m]")
 
 
+@planted_bug("dense")
 @pytest.mark.parametrize(
     "kind", ["sign_flip", "missing_transpose", "dropped_bias_gradient", "factor_of_two"]
 )
@@ -69,12 +71,14 @@ def test_checker_catches_missing_transpose_with_wrong_shape():
     assert "shape" in result.error
 
 
+@planted_bug("sigmoid")
 def test_checker_catches_derivative_at_the_input():
     result = fnn.check_layer(sigmoid_at_input(), (5,))
     assert not result.passed
     assert result.leaves["x"]["rel"] > 0.1
 
 
+@planted_bug("mean_squared_error")
 def test_checker_catches_missing_one_over_m():
     pred, target = jnp.ones((8, 2)), jnp.zeros((8, 2))
     result = fnn.check_loss(mse_missing_mean(), pred, target)
@@ -225,6 +229,7 @@ def test_the_general_point_catches_a_bug_the_initial_params_hide():
     assert not result.passed and result.leaves["x"]["rel"] > 1e-3, str(result)
 
 
+@planted_bug("softmax_cross_entropy")
 def test_unnormalised_soft_targets_catch_a_dropped_sum():
     bug = _soft_targets_without_their_sum()
     rng = np.random.default_rng(0)
@@ -390,6 +395,7 @@ def relu_at_zero(passes_dy: bool) -> fnn.Layer:
     return fnn.Layer(fnn.relu().init, forward, backward, f"relu[at 0: {passes_dy}]")
 
 
+@planted_bug("max_pool")
 @pytest.mark.parametrize(
     "layer, ties",
     [

@@ -99,3 +99,55 @@ def test_a_bad_value_exits_2_with_a_message_and_no_traceback(files, capsys, comm
     assert err.startswith(("fnn: error: ", f"fnn {command}: error: ")), err
     assert "Traceback" not in err, err
     assert not (files / "runs").exists()  # nothing was trained
+
+
+# ------------------------------------------------------- a bug is not the user's mistake
+
+
+@pytest.mark.parametrize("error", [ZeroDivisionError("division by zero"), RuntimeError("boom")])
+def test_an_internal_error_exits_1_with_its_traceback_and_says_it_is_a_bug(
+    files, capsys, monkeypatch, error
+):
+    """An exception fnn did not raise on purpose (here planted in the library function
+    `fnn train` calls first) is no usage error: exit 1, the traceback, then one line."""
+    from fnn import experiment
+
+    def broken(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(experiment, "prepare", broken)
+    code = main(["train", "--dataset", "iris", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert "Traceback" in err and "in broken" in err
+    last = err.strip().splitlines()
+    bug = f"fnn: this is a bug in fnn (or in your code): {type(error).__name__}: {error}"
+    assert bug in last[-2] and "report" in last[-1], last[-2:]
+    assert not (files / "runs").exists()
+
+
+def test_an_fnn_error_from_inside_the_library_exits_2_with_its_flags(files, capsys, monkeypatch):
+    """Any `fnn.errors.FnnError`, wherever it is raised, is the input's fault: exit 2, one
+    line, the flags that fix it."""
+    from fnn import experiment
+    from fnn.errors import SettingError
+
+    def refuse(*args, **kwargs):
+        raise SettingError("planted: the batch does not fit", settings=("batch_size",))
+
+    monkeypatch.setattr(experiment, "prepare", refuse)
+    assert main(["train", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err == "fnn train: error: planted: the batch does not fit (set with --batch-size)\n"
+
+
+def test_fnn_alone_lists_its_commands_and_exits_0(capsys):
+    from fnn.cli import COMMANDS
+
+    assert main([]) == 0
+    out, err = capsys.readouterr()
+    assert not err and out.startswith("usage: fnn COMMAND")
+    section = out.split("commands:\n")[1].split("\n\n")[0].splitlines()
+    listed = [line.split()[0] for line in section if not line.startswith("   ")]
+    assert listed == [command.__name__.rsplit(".", 1)[1] for command in COMMANDS]
+    assert "generate text from a language model" in out  # each with its one-line help

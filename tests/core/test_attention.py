@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from helpers.battery import forward_backward, normal, params_for
+from helpers.planted import planted_bug
 
 import fnn
 from fnn.layers import embedding, multi_head_attention, positional_embedding
@@ -179,6 +180,7 @@ def attention_backward(num_heads, bug=None):
     return backward
 
 
+@planted_bug("multi_head_attention")
 @pytest.mark.parametrize("bug", [None, "no_scale", "no_softmax_subtraction", "untransposed_P"])
 def test_planted_attention_bugs_are_caught(bug):
     good = multi_head_attention(2, causal=True, use_bias=False)
@@ -191,6 +193,7 @@ def test_planted_attention_bugs_are_caught(bug):
         assert result.max_rel_err > 1e-3, str(result)
 
 
+@planted_bug("embedding")
 def test_planted_embedding_bug_assignment_instead_of_accumulation_is_caught():
     good = embedding(3, 2)
 
@@ -205,6 +208,7 @@ def test_planted_embedding_bug_assignment_instead_of_accumulation_is_caught():
     assert not result.passed and result.leaves["params['table']"]["rel"] > 0.1, str(result)
 
 
+@planted_bug("positional_embedding")
 def test_planted_positional_bug_first_example_only_is_caught():
     layer = positional_embedding()
     layer = layer._replace(backward=lambda params, res, dy: ({"table": dy[0]}, dy))

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from helpers.battery import normal, params_for
+from helpers.planted import planted_bug
 from jax import lax
 
 import fnn
@@ -240,6 +241,7 @@ def test_the_planted_bug_harness_is_correct_without_a_bug():
         assert result.passed, str(result)
 
 
+@planted_bug("conv2d")
 @pytest.mark.parametrize(
     "kind, stride",
     [
@@ -258,6 +260,7 @@ def test_checker_catches_planted_conv2d_bugs(kind, stride):
     assert bad == ({"params['b']"} if kind == "dropped_bias_gradient" else {"x"})
 
 
+@planted_bug("max_pool")
 def test_checker_catches_a_max_pool_that_spreads_dy_over_the_window():
     good = fnn.max_pool(2)
     spread = fnn.avg_pool(2)

@@ -83,3 +83,34 @@ def test_binary_cross_entropy_clips_probabilities():
     eps = np.finfo(np.float32).eps
     assert value == pytest.approx(-np.log(eps), rel=1e-5)  # log of the clipped p, finite
     np.testing.assert_array_equal(dp, 0.0)
+
+
+PREDICTS = {
+    "mean_squared_error": None,
+    "huber": None,
+    "binary_cross_entropy": "binary_probabilities",
+    "sigmoid_binary_cross_entropy": "binary_logits",
+    "softmax_cross_entropy": "class_logits",
+}
+
+
+@pytest.mark.parametrize("name", list(LOSS_INPUTS))
+def test_a_loss_declares_what_its_predictions_mean_and_the_task_follows(name):
+    """`Loss.predicts`, not the name, tells binary from regression and picks the binary
+    threshold: 0.5 on probabilities, 0 on logits."""
+    loss = fnn.get_loss(name)
+    assert loss.predicts == PREDICTS[name]
+    floats, labels = np.zeros((4, 1), np.float32), np.zeros(4, np.int32)
+    assert fnn.tasks.infer_task(labels, loss) == "classification"
+    binary = name in ("binary_cross_entropy", "sigmoid_binary_cross_entropy")
+    assert fnn.tasks.infer_task(floats, loss) == ("binary" if binary else "regression")
+    assert fnn.tasks.binary_threshold(loss) == (0.5 if name == "binary_cross_entropy" else 0.0)
+
+
+def test_a_loss_of_your_own_is_recognised_by_what_it_predicts_not_by_its_name():
+    bce = fnn.binary_cross_entropy()
+    named_only = fnn.Loss(bce.forward, bce.backward, "binary_cross_entropy")
+    assert fnn.tasks.infer_task(np.zeros((4, 1), np.float32), named_only) == "regression"
+    mine = fnn.Loss(bce.forward, bce.backward, "my_bce", predicts="binary_probabilities")
+    assert fnn.tasks.infer_task(np.zeros((4, 1), np.float32), mine) == "binary"
+    assert fnn.tasks.binary_threshold(mine) == 0.5

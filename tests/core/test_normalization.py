@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from helpers.battery import normal, params_for
+from helpers.planted import planted_bug
 
 import fnn
 
@@ -40,7 +41,7 @@ def test_layer_norm_known_row():
 def test_residual_adds_the_input_and_keeps_the_inner_params():
     inner = fnn.dense(3)
     layer = fnn.residual(inner)
-    assert layer.name == "residual(dense(3))" and layer.sublayers == ()
+    assert layer.name == "residual(dense(3))" and layer.sublayers == (inner,)
     params = params_for(layer, (3,))
     x = normal((2, 3))
     both = jax.jit(lambda params, x: (fnn.apply(layer, params, x), fnn.apply(inner, params, x)))
@@ -51,6 +52,7 @@ def test_residual_adds_the_input_and_keeps_the_inner_params():
 # ------------------------------------------------------------------------ planted bugs
 
 
+@planted_bug("layer_norm")
 def test_checker_catches_layer_norm_without_the_variance_term():
     """dx = (1/σ)(g − mean(g)) forgets the path through σ (− x̂·mean(g ⊙ x̂))."""
     good = fnn.layer_norm()
@@ -68,6 +70,30 @@ def test_checker_catches_layer_norm_without_the_variance_term():
     assert bad == {"x"} and result.leaves["x"]["rel"] > 0.1
 
 
+@planted_bug("rms_norm")
+@pytest.mark.parametrize("kind", ["mean_term", "no_rms_term"])
+def test_checker_catches_rms_norm_with_layer_norms_mean_term_or_without_its_own(kind):
+    """rms_norm's dx = (1/rms)(g − x̂·mean(g ⊙ x̂)): planted, layer_norm's path through
+    μ (− mean(g)), which rms_norm does not have, or the path through rms forgotten."""
+    good = fnn.rms_norm()
+
+    def backward(params, residuals, dy):
+        x_hat, inv_rms = residuals
+        grads, _ = good.backward(params, residuals, dy)
+        g = dy * params["scale"].reshape((1,) * (dy.ndim - 1) + (-1,))
+        gx_mean = jnp.mean(g * x_hat, axis=-1, keepdims=True)
+        if kind == "mean_term":
+            return grads, inv_rms * (g - jnp.mean(g, axis=-1, keepdims=True) - x_hat * gx_mean)
+        return grads, inv_rms * g
+
+    result = fnn.check_layer(good._replace(backward=backward), (5,))
+    assert not result.passed, str(result)
+    assert result.finite_differences.startswith("failed")
+    bad = {leaf for leaf, e in result.leaves.items() if e["rel"] > 1e-10}
+    assert bad == {"x"} and result.leaves["x"]["rel"] > 0.1
+
+
+@planted_bug("residual")
 def test_checker_catches_residual_without_the_skip_gradient():
     """dx = dx_inner forgets the identity path's dy."""
     inner = fnn.serial(fnn.dense(5), fnn.tanh(), fnn.dense(5))

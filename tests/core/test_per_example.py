@@ -145,6 +145,7 @@ def test_clip_and_noise_clips_each_example_and_adds_noise_from_the_key():
 @pytest.mark.slow
 def test_bench_per_example_case_times_both_and_matches_the_batch_gradient():
     from fnn import bench
+    from fnn.bench.workloads import WORKLOADS
 
     records = bench.run_benchmarks(
         ["per_example", "tiny"],
@@ -168,7 +169,7 @@ def test_bench_per_example_case_times_both_and_matches_the_batch_gradient():
     assert manual["ratio_reference"] == "per_example_vmap" and manual["ratio_vs_autodiff"] > 0
     for r in (manual, vmapped):
         assert r["step_ms_median"] > 0 and r["temp_bytes"] is not None
-        assert r["output_bytes"] >= 128 * bench.WORKLOADS["per_example"].params * 4
+        assert r["output_bytes"] >= 128 * WORKLOADS["per_example"].params * 4
         assert r["rel_grad_err"] < 1e-5
 
 

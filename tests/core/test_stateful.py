@@ -9,6 +9,7 @@ import numpy as np
 import optax
 import pytest
 from helpers.battery import normal, params_for
+from helpers.planted import planted_bug
 
 import fnn
 from fnn.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -140,6 +141,7 @@ def _bn_bug(kind):
     return good._replace(backward=backward)
 
 
+@planted_bug("batch_norm")
 @pytest.mark.parametrize(
     "kind",
     [

@@ -12,6 +12,7 @@ import pytest
 import fnn
 import fnn.cli
 from fnn.bench.measure import count_kept
+from fnn.walk import combinator
 
 # The network as a spec: a Layer, ("serial", *specs) or ("residual", spec). The reference
 # walks the spec (a residual's inner layer is not reachable from the built Layer).
@@ -54,20 +55,19 @@ def _build(spec, plant=None, path=()):
 
 
 def _doubling_first_record(chain):
-    """`chain` with a bug only the trace shows: its first layer is visited with 2·dy, so
-    the trace records 2·dy, 2·dx and 2·grads there, while the true dx and grads (halved
-    back) flow on. The network's gradients and every other layer's record stay right."""
+    """`chain` with a wrong walk: its backward sends its first layer 2·dy and halves the
+    dx that comes back, so that layer's dy, dx and gradients are doubled while the dx
+    handed on is the true one. The trace pins the mistake to that layer; above it, only
+    the gradients of the combinators holding it are off (they hold its gradients)."""
+    walk = chain.walk
 
-    def trace_backward(params, residuals, dy, visit):
-        def visit_wrongly(layer, p, r, dy, index, select):
-            if index != 0:
-                return visit(layer, p, r, dy, index, select)
-            grads, dx = visit(layer, p, r, 2 * dy, index, select)  # recorded doubled
-            return jax.tree.map(lambda g: g / 2, grads), dx / 2  # handed on: the true ones
+    def backward(call, dy):
+        def call_wrongly(i, dy_i):
+            return call(i, 2 * dy_i) / 2 if i == 0 else call(i, dy_i)  # planted: 2·dy
 
-        return chain.trace_backward(params, residuals, dy, visit_wrongly)
+        return walk.backward(call_wrongly, dy)
 
-    return chain._replace(trace_backward=trace_backward)
+    return combinator(walk._replace(backward=backward), chain.name)
 
 
 NET = _build(SPEC)
@@ -180,9 +180,10 @@ def test_trace_matches_jax_vjp_of_the_network_split_at_every_layer_at_every_dept
 
 
 def test_the_comparison_catches_a_trace_wrong_only_at_depth_3(problem, reference):
-    """The planted chain at net[2][0] records its first layer (net[2][0][0], depth 3) with
-    2·dy: the network's gradients, and every record above and beside it, stay right, so a
-    comparison of the top-level layers passes; the comparison at every depth does not."""
+    """The planted chain at net[2][0] walks its first layer (net[2][0][0], depth 3) with
+    2·dy: every dy and dx above and beside it stays right, so only the gradients of the
+    layers holding it say something is off; the comparison at every depth names the
+    layer."""
     params, x, y = problem
     planted = _build(SPEC, plant=(2, 0))
     wrong = fnn.backward_trace(planted, LOSS, params, x, y)
@@ -191,8 +192,12 @@ def test_the_comparison_catches_a_trace_wrong_only_at_depth_3(problem, reference
         ("net[2][0][0]", "dy"),
         ("net[2][0][0]", "dx"),
         ("net[2][0][0]", "grads"),
+        ("net[2][0]", "grads"),  # the chain, its block and the network hold its gradients
+        ("net[2]", "grads"),
+        ("net", "grads"),
     }
-    assert all(error == pytest.approx(1.0, rel=1e-9) for _, _, error in found)  # 2× - 1×
+    at_layer = [error for path, _, error in found if path == "net[2][0][0]"]
+    assert all(error == pytest.approx(1.0, rel=1e-9) for error in at_layer)  # 2× - 1×
     assert wrong["net[2][0][0]"].depth == 3
     assert trace_mismatches(wrong, {**reference[0], "net[9]": ()}, params)[0][0] == "paths"
 
@@ -226,8 +231,9 @@ def test_update_ratio_is_the_sgd_step_over_the_weights(problem, trace):
 def test_fit_tracks_each_layers_gradient_flow(problem):
     params, x, y = problem
     lr = 0.05
-    result = fnn.train.fit(
-        NET, LOSS, optax.sgd(lr), params, (x, y), None, key=jax.random.PRNGKey(0),
+    state = fnn.TrainState.create(NET, params, optax.sgd(lr))
+    result = fnn.fit(
+        NET, LOSS, optax.sgd(lr), state, (x, y), None, key=jax.random.PRNGKey(0),
         epochs=2, batch_size=5, progress=False, track_gradients=True,
     )  # fmt: skip
     history = result.history
@@ -242,7 +248,7 @@ def test_fit_tracks_each_layers_gradient_flow(problem):
         assert len(history[key]) == 2 and np.all(np.isfinite(history[key])), key
     assert "grad_rms/net[1] tanh" not in history  # no params, no gradient row
     # The last epoch's row is the trace of the params that epoch ended with.
-    trace = fnn.backward_trace(NET, LOSS, result.params, x, y)
+    trace = fnn.backward_trace(NET, LOSS, result.state.params, x, y)
     layer = trace["net[3]"]
     assert history["delta_rms/net[3] dense(3)"][-1] == pytest.approx(layer.rms_dy, rel=1e-10)
     assert history["grad_rms/net[3] dense(3)"][-1] == pytest.approx(layer.rms_grads, rel=1e-10)
@@ -318,4 +324,5 @@ def test_cli_summary_takes_fnn_trains_model_flags(capsys):
     out = capsys.readouterr().out
     assert code == 0
     assert "iris" in out and "dense(4)" in out and "batch 8" in out
-    assert fnn.summary is fnn.bench.summary
+    with pytest.warns(DeprecationWarning, match="fnn.bench.summary"):
+        assert fnn.summary is fnn.bench.summary  # a deprecated alias, for one release

@@ -168,7 +168,7 @@ def test_seed_example_deltas_are_the_traces(tmp_path):
     z3 = fnn.apply(net, params, x)
     expected = np.sqrt(np.mean(np.square((1 / (1 + np.exp(-np.asarray(z3))) - y) / 200)))
     assert rms["dZ3"][0] == pytest.approx(expected, rel=1e-10)
-    assert rms["dZ1"][0] < 1e-5 * rms["dZ3"][0]  # the vanishing delta the README quotes
+    assert rms["dZ1"][0] < 1e-5 * rms["dZ3"][0]  # the vanishing delta docs/tutorial.md quotes
 
 
 @pytest.mark.slow

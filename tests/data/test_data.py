@@ -362,10 +362,10 @@ def test_data_error_is_a_setting_error():
 def test_missing_csv_names_the_csv_setting(tmp_path):
     with pytest.raises(DataError) as info:
         load_dataset("csv")
-    assert info.value.settings == ("csv",) and "--" not in str(info.value)
+    assert info.value.settings == ("csv_path",) and "--" not in str(info.value)
     with pytest.raises(DataError) as info:
         load_dataset("csv", csv_path=tmp_path / "nope.csv")
-    assert info.value.settings == ("csv",)
+    assert info.value.settings == ("csv_path",)
 
 
 def test_missing_mnist_directory_names_the_data_dir_setting(tmp_path):
@@ -378,7 +378,7 @@ def test_missing_mnist_directory_names_the_data_dir_setting(tmp_path):
 @pytest.mark.parametrize(
     "arguments, settings",
     [
-        (dict(name="cifar"), ("dataset",)),
+        (dict(name="cifar"), ("name",)),
         (dict(name="iris", dtype="int8"), ("dtype",)),
         (dict(name="iris", test_fraction=0.0), ("test_fraction",)),
     ],

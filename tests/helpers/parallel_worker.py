@@ -155,10 +155,11 @@ def stateful_errors(mesh) -> dict:
         out[f"stateful/{mode}/state_moved"] = float(max(jax.tree.leaves(moved)))
     x, y = batch_of(5, 96, 20, "float64")
     kwargs = dict(key=jax.random.PRNGKey(7), epochs=2, batch_size=16, progress=False)
-    a = fnn.train.fit(net, loss, opt, params, (x, y), (x, y), **kwargs)
-    b = fnn.train.fit(net, loss, opt, params, (x, y), (x, y), mesh=mesh, **kwargs)
-    out["stateful/fit/params"] = tree_rel_err(b.params, a.params)
-    out["stateful/fit/state"] = rel_err(b.state, a.state)
+    start = fnn.TrainState.create(net, params, opt)
+    a = fnn.fit(net, loss, opt, start, (x, y), (x, y), **kwargs)
+    b = fnn.fit(net, loss, opt, start, (x, y), (x, y), mesh=mesh, **kwargs)
+    out["stateful/fit/params"] = tree_rel_err(b.state.params, a.state.params)
+    out["stateful/fit/state"] = rel_err(b.state.state, a.state.state)
     out["stateful/fit/test_loss"] = rel_err(b.history["test_loss"], a.history["test_loss"])
     return out
 
@@ -228,15 +229,16 @@ def main_distributed(port: int, num_processes: int, process_id: int, out_dir: st
     x_all = np.concatenate(xs)
     y_all = np.concatenate(ys)
     common = dict(key=jax.random.PRNGKey(5), epochs=2, batch_size=16, progress=False)
-    fit_mesh = fnn.train.fit(net, loss, opt, params, (x_all, y_all), **common, mesh=mesh)
-    fit_one = fnn.train.fit(net, loss, opt, params, (x_all, y_all), **common)
+    start = fnn.TrainState.create(net, params, opt)
+    fit_mesh = fnn.fit(net, loss, opt, start, (x_all, y_all), **common, mesh=mesh)
+    fit_one = fnn.fit(net, loss, opt, start, (x_all, y_all), **common)
     result = {
         "process": jax.process_index(),
         "processes": jax.process_count(),
         "devices": mesh.size,
         "rows": [rows.start, rows.stop],
         "step_params": rel_err(parallel.local_copy(sharded.params), one.params),
-        "fit_params": rel_err(parallel.local_copy(fit_mesh.params), fit_one.params),
+        "fit_params": rel_err(parallel.local_copy(fit_mesh.state.params), fit_one.state.params),
         "fit_train_loss": rel_err(fit_mesh.history["train_loss"], fit_one.history["train_loss"]),
     }
     Path(out_dir, f"process{process_id}.json").write_text(json.dumps(result))

@@ -19,25 +19,37 @@ PACKAGE = ROOT / "fnn"
 # the same table.
 ALLOWED: dict[str, set[str]] = {
     "version": set(),
-    "core": set(),
-    "initializers": {"core"},
-    "layers": {"core", "initializers"},
-    "losses": {"core"},
-    "lm": {"core", "initializers", "layers"},
-    "tasks": {"core"},
-    "grad": {"core"},
-    "per_example": {"core"},
-    "trace": {"core"},
-    "check": {"core", "initializers", "layers", "losses", "lm", "grad"},
-    "train": {"core", "grad", "tasks", "trace"},
-    "data": {"core", "tasks"},
+    "errors": set(),  # the errors every floor raises (fnn/errors.py)
+    "core": {"errors"},
+    "walk": {"errors", "core"},  # combinators from their walks (fnn/walk.py)
+    "initializers": {"errors", "core"},
+    "layers": {"errors", "core", "walk", "initializers"},
+    "losses": {"errors", "core"},
+    "lm": {"errors", "core", "walk", "initializers", "layers"},
+    "tasks": {"errors", "core"},
+    "grad": {"errors", "core"},
+    "per_example": {"errors", "core", "walk"},
+    "trace": {"errors", "core", "walk"},
+    "check": {"errors", "core", "walk", "initializers", "layers", "losses", "lm", "grad"},
+    "train": {"errors", "core", "walk", "grad", "tasks", "trace"},
+    "data": {"errors", "core", "tasks"},
     "plot": set(),
-    "bench": {"core", "initializers", "layers", "losses", "grad", "per_example", "trace"}
-    | {"lm", "check", "train"},
-    "experiment": {"version", "core", "layers", "losses", "tasks", "grad", "check", "train"}
-    | {"lm", "data", "plot"},
-    "cli": {"core", "layers", "losses", "tasks", "grad", "check", "train", "data", "bench"}
-    | {"lm", "experiment"},
+    "bench": {"errors", "core", "walk", "initializers", "layers", "losses", "grad", "per_example"}
+    | {"trace", "lm", "check", "train"},
+    "experiment": {
+        "errors",
+        "version",
+        "core",
+        "walk",
+        "layers",
+        "losses",
+        "tasks",
+        "grad",
+        "check",
+    }
+    | {"train", "lm", "data", "plot"},
+    "cli": {"errors", "core", "walk", "layers", "losses", "tasks", "grad", "check", "train", "data"}
+    | {"bench", "lm", "experiment"},
 }
 MAX_LINES = 400
 

@@ -289,11 +289,15 @@ def test_fit_over_a_one_device_mesh_equals_plain_fit():
     y = np.arange(40) % 3
     common = dict(key=jax.random.PRNGKey(2), epochs=2, batch_size=8, progress=False)
     opt = optax.adam(1e-2)
-    plain = fnn.train.fit(net, loss, opt, params, (x, y), (x, y), **common)
-    meshed = fnn.train.fit(
-        net, loss, opt, params, (x, y), (x, y), **common, mesh=parallel.make_data_mesh(1)
+    start = fnn.TrainState.create(net, params, opt)
+    plain = fnn.fit(net, loss, opt, start, (x, y), (x, y), **common)
+    meshed = fnn.fit(
+        net, loss, opt, start, (x, y), (x, y), **common, mesh=parallel.make_data_mesh(1)
     )
-    for a, b in zip(jax.tree.leaves(plain.params), jax.tree.leaves(meshed.params), strict=True):
+    pairs = zip(
+        jax.tree.leaves(plain.state.params), jax.tree.leaves(meshed.state.params), strict=True
+    )
+    for a, b in pairs:
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-12, atol=1e-15)
     for name, values in plain.history.items():
         if name != "epoch_s":

@@ -112,7 +112,7 @@ def test_a_public_coordinator_is_warned_about_before_joining(monkeypatch, capsys
     from fnn.train import distributed
 
     def refuse(*args, **kwargs):
-        raise RuntimeError("coordinator unreachable (test)")
+        raise distributed.DistributedError("coordinator unreachable (test)")
 
     monkeypatch.setattr(distributed, "initialize_distributed", refuse)
     argv = ["train", "--coordinator", "8.8.8.8:1234", "--num-processes", "2", "--process-id", "1"]

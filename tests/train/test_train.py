@@ -59,7 +59,10 @@ def problem():
     optimizer = optax.adam(1e-2)
     params = params_for(net, (4,), jnp.float32)
     train, test = (x[:160], y[:160]), (x[160:], y[160:])
-    return dict(net=net, loss=loss, optimizer=optimizer, params=params, train=train, test=test)
+    state = fnn.TrainState.create(net, params, optimizer)
+    return dict(
+        net=net, loss=loss, optimizer=optimizer, params=params, state=state, train=train, test=test
+    )
 
 
 def _fit(problem, **kwargs):
@@ -67,7 +70,7 @@ def _fit(problem, **kwargs):
     args.update(kwargs)
     p = problem
     train, test = args.pop("train", p["train"]), args.pop("test", p["test"])
-    return fit(p["net"], p["loss"], p["optimizer"], p["params"], train, test, **args)
+    return fit(p["net"], p["loss"], p["optimizer"], p["state"], train, test, **args)
 
 
 def test_fit_learns_and_records_history(problem):
@@ -79,8 +82,9 @@ def test_fit_learns_and_records_history(problem):
     assert h["train_loss"][-1] < h["train_loss"][0]
     assert h["test_accuracy"][-1] >= 0.9
     assert 1 <= result.best_epoch <= 4
-    assert jax.tree_util.tree_structure(result.params) == jax.tree_util.tree_structure(
-        problem["params"]
+    assert isinstance(result.state, fnn.TrainState)
+    assert jax.tree_util.tree_structure(result.state) == jax.tree_util.tree_structure(
+        problem["state"]
     )
 
 
@@ -97,13 +101,14 @@ def test_epoch_function_compiles_once():
     loss = fnn.Loss(forward, base.backward, "counting")
     net = fnn.mlp([3], "relu")
     x, y = _blobs(48, seed=1)
-    params = params_for(net, (4,), jnp.float32)
+    optimizer = optax.sgd(0.1)
+    state = fnn.TrainState.create(net, params_for(net, (4,), jnp.float32), optimizer)
     counts = []
     fit(
         net,
         loss,
-        optax.sgd(0.1),
-        params,
+        optimizer,
+        state,
         (x, y),
         (x[:8], y[:8]),
         key=jax.random.PRNGKey(0),
@@ -124,12 +129,13 @@ def test_manual_and_autodiff_give_the_same_trajectory_in_float64():
     loss = fnn.softmax_cross_entropy()
     params = params_for(net, (4,), seed=3)
     results = {}
+    optimizer = optax.adam(1e-2)
     for mode in ("manual", "autodiff"):
         results[mode] = fit(
             net,
             loss,
-            optax.adam(1e-2),
-            params,
+            optimizer,
+            fnn.TrainState.create(net, params, optimizer),
             (x, y),
             key=jax.random.PRNGKey(4),
             epochs=5,
@@ -138,7 +144,7 @@ def test_manual_and_autodiff_give_the_same_trajectory_in_float64():
             progress=False,
             eval_train=False,
         )
-    manual, autodiff = results["manual"].params, results["autodiff"].params
+    manual, autodiff = results["manual"].state.params, results["autodiff"].state.params
     assert jax.tree_util.tree_leaves(manual)[0].dtype == jnp.float64
     moved = jax.tree_util.tree_map(
         lambda a, b: float(np.max(np.abs(np.asarray(a) - np.asarray(b)))), manual, params
@@ -157,21 +163,51 @@ def test_resumed_fit_equals_uninterrupted_fit_bit_for_bit(problem):
         p["net"],
         p["loss"],
         p["optimizer"],
-        first.params,
+        first.state,
         p["train"],
         p["test"],
         key=jax.random.PRNGKey(1),
         epochs=4,
         batch_size=16,
         progress=False,
-        opt_state=first.opt_state,
-        start_epoch=first.epoch,
-        history=first.history,
+        resume=first,
     )
-    _assert_trees_equal(straight.params, resumed.params)
-    _assert_trees_equal(straight.opt_state, resumed.opt_state)
+    _assert_trees_equal(straight.state, resumed.state)  # params, optimiser state, statistics
     assert resumed.history["train_loss"] == straight.history["train_loss"]
     assert resumed.epoch == 4
+    assert len(first.history["train_loss"]) == 2  # resuming extends a copy of the history
+
+
+def test_the_deprecated_call_warns_and_trains_as_the_new_one(problem):
+    """Raw params and the old keywords, kept for one release, run the same training."""
+    p = problem
+    args = dict(key=jax.random.PRNGKey(1), batch_size=16, progress=False)
+    data = (p["net"], p["loss"], p["optimizer"])
+    with pytest.warns(DeprecationWarning, match="TrainState.create") as record:
+        old = fit(*data, p["params"], p["train"], p["test"], epochs=2, **args)
+    assert record[0].filename == __file__  # the warning points at the caller's line
+    _assert_trees_equal(old.state, _fit(problem, epochs=2).state)
+    with pytest.warns(DeprecationWarning):
+        resumed = fit(
+            *data,
+            old.state.params,
+            p["train"],
+            p["test"],
+            epochs=3,
+            opt_state=old.state.opt_state,
+            start_epoch=old.epoch,
+            history=old.history,
+            patience=5,
+            **args,
+        )
+    _assert_trees_equal(resumed.state, _fit(problem, epochs=3).state)
+    assert resumed.epoch == 3 and len(resumed.history["train_loss"]) == 3
+    with pytest.warns(DeprecationWarning, match="FitResult.state.params"):
+        assert old.params is old.state.params
+    with pytest.warns(DeprecationWarning, match="FitResult.state.opt_state"):
+        assert old.opt_state is old.state.opt_state
+    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="not opt_state="):
+        fit(*data, p["state"], p["train"], epochs=1, opt_state=old.state.opt_state, **args)
 
 
 def test_remainder_batch_is_dropped_each_epoch():
@@ -210,13 +246,17 @@ def test_bad_arguments_are_clear_errors(problem):
             problem["net"],
             problem["loss"],
             problem["optimizer"],
-            problem["params"],
+            problem["state"],
             problem["train"],
             key=jax.random.PRNGKey(0),
             epochs=2,
-            patience=2,
+            early_stopping=fnn.EarlyStopping(2),
             progress=False,
         )
+    with pytest.raises(ValueError, match="below the epochs already done"):
+        _fit(problem, epochs=2, resume=FitResult(problem["state"], {}, 3))
+    with pytest.raises(TypeError, match="unexpected keyword argument 'epoch'"):
+        _fit(problem, epoch=2)
     with pytest.raises(ValueError, match="differ in length"):
         _fit(problem, test=(problem["test"][0], problem["test"][1][:3]))
 
@@ -232,13 +272,14 @@ def _jump_optimizer(safe_steps, lr=0.05):
 
 def test_non_finite_loss_stops_with_epoch_learning_rate_and_hint(problem):
     saved = []
+    optimizer = _jump_optimizer(20)
     # 160 examples / 16 = 10 steps per epoch: epochs 1 and 2 are fine, epoch 3 diverges.
     with pytest.raises(NonFiniteLossError) as info:
         fit(
             problem["net"],
             problem["loss"],
-            _jump_optimizer(20),
-            problem["params"],
+            optimizer,
+            fnn.TrainState.create(problem["net"], problem["params"], optimizer),
             problem["train"],
             problem["test"],
             key=jax.random.PRNGKey(0),
@@ -254,9 +295,9 @@ def test_non_finite_loss_stops_with_epoch_learning_rate_and_hint(problem):
     assert [s.epoch for s in saved] == [1, 2]  # no callback for the diverged epoch
     message = str(error)
     assert "epoch 3" in message and "learning rate" in message and "--" not in message
-    assert error.settings == ("lr", "clip_norm", "dtype")  # what fixes it, in library terms
+    assert error.settings == ()  # fit names no setting: lr and clipping live in the optimiser
     assert math.isfinite(error.last_good.history["train_loss"][-1])
-    leaves = jax.tree_util.tree_leaves(error.last_good.params)
+    leaves = jax.tree_util.tree_leaves(error.last_good.state.params)
     assert all(np.all(np.isfinite(leaf)) for leaf in leaves)
 
 
@@ -278,17 +319,20 @@ def test_early_stopping_restores_the_best_params(problem):
         problem,
         test=(x_test, y_test),
         epochs=60,
-        patience=3,
+        early_stopping=fnn.EarlyStopping(patience=3),
         callback=lambda s: states.setdefault(s.epoch, s),
     )
     assert result.stopped_early
     assert result.epoch < 60
     assert result.epoch - result.best_epoch == 3
-    best = states[result.best_epoch].params
-    _assert_trees_equal(result.params, best)
-    kept_last = _fit(problem, test=(x_test, y_test), epochs=60, patience=3, restore_best=False)
-    last = states[kept_last.epoch].params
-    _assert_trees_equal(kept_last.params, last)
+    _assert_trees_equal(result.state, states[result.best_epoch].state)
+    kept_last = _fit(
+        problem,
+        test=(x_test, y_test),
+        epochs=60,
+        early_stopping=fnn.EarlyStopping(patience=3, restore_best=False),
+    )
+    _assert_trees_equal(kept_last.state, states[kept_last.epoch].state)
 
 
 def test_evaluation_metrics_match_their_formulas():
@@ -421,4 +465,4 @@ def test_config_round_trips_and_rejects_bad_values():
         dataclasses.replace(config, activation="swish").validate()
     with pytest.raises(ValueError, match="does not fit the classification"):
         experiment.loss_name(config, "classification")
-    assert isinstance(FitResult((), (), {}, 0), tuple)
+    assert isinstance(FitResult(fnn.TrainState((), ()), {}, 0), tuple)
