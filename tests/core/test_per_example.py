@@ -152,6 +152,7 @@ def test_bench_per_example_case_times_both_and_matches_the_batch_gradient():
         ["autodiff", "per_example", "per_example_vmap"],
         ["float32"],
         repeats=1,
+        quick=True,  # the small square probe
         steps={"per_example": 1, "tiny": 1},
         progress=lambda line: None,
     )

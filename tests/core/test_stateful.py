@@ -279,11 +279,12 @@ def fitted():
     x, y = _blobs()
     x = np.asarray(x, np.float32)
     params = fnn.init(NET, KEY, (6,), jnp.float32)
-    return fnn.train.fit(
+    optimizer = optax.adam(1e-2)
+    return fnn.fit(
         NET,
         fnn.softmax_cross_entropy(),
-        optax.adam(1e-2),
-        params,
+        optimizer,
+        fnn.TrainState.create(NET, params, optimizer),
         (x, y),
         (x, y),
         key=KEY,
@@ -296,17 +297,19 @@ def fitted():
 @pytest.mark.slow  # a whole training run (the fixture)
 def test_fit_learns_carries_the_state_and_evaluates_on_it(fitted):
     assert fitted.history["test_accuracy"][-1] >= 0.9
-    bn = fitted.state[1]  # mlp: dense, batch_norm, relu, dropout, dense
+    bn = fitted.state.state[1]  # mlp: dense, batch_norm, relu, dropout, dense
     assert set(bn) == {"mean", "var"} and not np.allclose(bn["mean"], 0)
     x, y = _blobs()
     evaluate = jax.jit(lambda p, x, state: fnn.apply(NET, p, x, fnn.Ctx(state=state)))
-    logits = np.asarray(evaluate(fitted.params, np.asarray(x, np.float32), fitted.state))
+    trained = fitted.state  # a TrainState: params, opt_state, state
+    logits = np.asarray(evaluate(trained.params, np.asarray(x, np.float32), trained.state))
     accuracy = float(np.mean(np.argmax(logits, -1) == np.asarray(y)))
     assert accuracy == pytest.approx(fitted.history["test_accuracy"][-1], abs=1e-6)
 
 
 @pytest.mark.slow  # the fixture's training run
 def test_checkpoint_round_trips_the_state_and_rejects_a_mismatch(fitted, tmp_path):
+    fitted = fitted.state  # the TrainState
     path = save_checkpoint(
         tmp_path / "c.npz",
         params=fitted.params,
