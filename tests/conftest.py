@@ -35,3 +35,29 @@ import jax  # noqa: E402  (after XLA_FLAGS: the backend reads them when it start
 
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")
+
+
+# The longest test files, handed out first: with pytest-xdist (`--dist loadfile`, a file per
+# worker), a long file handed out last leaves the other worker idle until it ends. A
+# scheduling hint only (a file missing here runs in its place, after these).
+LONGEST_FIRST = (
+    "train/test_parallel.py",
+    "project/test_docs.py",
+    "check/test_catalogue.py",
+    "project/test_types.py",
+    "core/test_robustness.py",
+    "bench/test_bench.py",
+    "cli/test_cli_train.py",
+    "lm/test_gpt.py",
+    "check/test_mutation.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    here = os.path.dirname(__file__)
+
+    def order(item):
+        return rank.get(os.path.relpath(item.path, here).replace(os.sep, "/"), len(rank))
+
+    items.sort(key=order)  # stable: every other file keeps its place

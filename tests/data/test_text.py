@@ -107,6 +107,7 @@ def text_run(tmp_path_factory, text_file):
     return code, stdout, stderr, out
 
 
+@pytest.mark.slow  # the text_run fixture: a whole training run
 def test_text_run_checks_trains_and_reports_bits_per_byte(text_run):
     code, stdout, stderr, out = text_run
     assert code == 0, stderr
@@ -135,6 +136,7 @@ def test_text_run_resumes_from_its_checkpoint(text_run):
     assert len(history["test_bits_per_byte"]) == 3
 
 
+@pytest.mark.slow  # the text_run fixture: a whole training run
 def test_sample_is_deterministic_per_seed_and_starts_with_the_prompt(text_run):
     out = text_run[3]
     argv = ["sample", "--checkpoint", str(out), "--prompt", "def ", "--tokens", "20"]
@@ -171,6 +173,7 @@ def test_bad_text_runs_exit_2_before_any_work(tmp_path, text_file, argv, message
     assert not (tmp_path / "run" / "checkpoint.npz").exists()
 
 
+@pytest.mark.slow  # the text_run fixture: a whole training run
 def test_sample_bad_inputs_exit_2(text_run, tmp_path, capsys):
     out = str(text_run[3])
     cases = [

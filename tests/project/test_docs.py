@@ -1,16 +1,11 @@
 """The documentation: README.md and the site under docs/ (mkdocs.yml).
 
 Every ```python block of a page runs, the page's blocks in order in one namespace, as a
-reader would run them one after another; the site builds with `mkdocs build --strict`
-without a warning; every page is in the site's navigation; README.md stays a front door
-of at most 150 lines.
+reader would run them one after another; every page is in the site's navigation; README.md
+stays a front door of at most 150 lines. The strict build: tests/project/test_site.py.
 """
 
-import importlib.util
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import jax
@@ -58,38 +53,6 @@ def test_every_python_block_of_a_page_runs(page, tmp_path, monkeypatch):
 def test_python_blocks_are_found():
     assert len(python_blocks(README)) >= 3  # the three examples
     assert {page.name for page in PAGES_WITH_CODE} >= {"README.md", "getting-started.md"}
-
-
-MKDOCS_PACKAGES = ("mkdocs", "material", "mkdocstrings", "mkdocstrings_handlers.python")
-
-
-def missing_mkdocs() -> list[str]:
-    missing = []
-    for name in MKDOCS_PACKAGES:
-        try:
-            found = importlib.util.find_spec(name) is not None
-        except ModuleNotFoundError:
-            found = False
-        if not found:
-            missing.append(name)
-    return missing
-
-
-@pytest.mark.slow  # a subprocess that reads every docstring of fnn: about 10 s
-def test_the_site_builds_strict_without_a_warning(tmp_path):
-    missing = missing_mkdocs()
-    if missing:
-        pytest.skip(f"{', '.join(missing)} not installed: pip install -e '.[docs]'")
-    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}  # mkdocs-material's notice about mkdocs 2
-    run = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site"),
-         "--config-file", str(ROOT / "mkdocs.yml")],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    output = run.stdout + run.stderr
-    assert run.returncode == 0, output
-    assert "WARNING" not in output, output
-    assert (tmp_path / "site" / "api" / "fnn" / "index.html").is_file()
 
 
 def nav_pages(nav) -> list[str]:
