@@ -1,3 +1,3 @@
 """The version of fnn: one definition, read by pyproject.toml and the package."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

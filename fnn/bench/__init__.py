@@ -40,3 +40,94 @@ __all__ = [
     "run_benchmarks",
     "summary",
 ]
+
+
+# What `fnn.bench` exported before 0.2, now importable from the module that defines it: still
+# resolved here for one release, with a DeprecationWarning (docs/changes.md).
+_OLD_NAMES = frozenset(
+    {
+        "CPU_WORKLOADS",
+        "CSV_FIELDS",
+        "DTYPES",
+        "GPU_WORKLOADS",
+        "GRAD_TOLERANCE",
+        "IMPLS",
+        "Impl",
+        "JAX_IMPLS",
+        "PEER_BUILDERS",
+        "PEER_IMPLS",
+        "PEER_MODULES",
+        "PER_EXAMPLE_IMPLS",
+        "Problem",
+        "QUICK_STEPS",
+        "QUICK_WORKLOADS",
+        "REFERENCE",
+        "Skip",
+        "VJPProblem",
+        "VJP_IMPLS",
+        "WORKLOADS",
+        "bridge_objective",
+        "build_custom_impl",
+        "build_impl",
+        "build_jax_impl",
+        "build_numpy_impl",
+        "build_per_example_impl",
+        "build_vjp_impl",
+        "choose_all",
+        "count_residuals",
+        "cpu_model",
+        "default_dtypes",
+        "dispatch_unit",
+        "format_report",
+        "gradients",
+        "hlo_conv_count",
+        "hlo_counts",
+        "machine_info",
+        "make_problem",
+        "make_vjp_problem",
+        "matmul_unit",
+        "matmul_units",
+        "measure_impls",
+        "median_iqr",
+        "memory_figures",
+        "numpy_forward_backward",
+        "peak_bytes_in_use",
+        "peak_probes",
+        "rel_grad_err",
+        "repeat_calls",
+        "repeat_step",
+        "run_problem",
+        "run_workload",
+        "scaled",
+        "square_peak_size",
+        "time_rotation",
+        "timed_compile",
+        "user_problem",
+        "write_charts",
+        "write_csv",
+        "write_json",
+        "write_results",
+    }
+)
+_HOMES = ("grid", "impls", "measure", "problems", "records", "reference", "report",
+          "workloads", "vjp", "yours", "peers")  # fmt: skip
+
+
+def __getattr__(name: str):
+    """An old `fnn.bench.NAME` (before 0.2) resolves from the module that defines it, with a
+    DeprecationWarning naming where it lives now."""
+    import importlib
+    import warnings
+
+    if name in _OLD_NAMES:
+        for home in _HOMES:
+            module = importlib.import_module(f"fnn.bench.{home}")
+            if name in vars(module):
+                warnings.warn(
+                    f"fnn.bench.{name} is deprecated and goes in the next release: use "
+                    f"fnn.bench.{home}.{name}",
+                    DeprecationWarning,
+                    stacklevel=2,
+                )
+                return vars(module)[name]
+    raise AttributeError(f"module 'fnn.bench' has no attribute {name!r}")

@@ -385,3 +385,17 @@ def test_a_record_that_did_not_run_carries_only_what_it_has():
     assert skipped.to_dict() == {"workload": "tiny", "dtype": "float32", "impl": "torch",
                                  "status": "skipped", "note": "torch is not installed"}  # fmt: skip
     assert skipped.get("step_ms_median") is None and "step_ms_median" not in skipped
+
+
+def test_names_fnn_bench_exported_before_0_2_resolve_with_a_warning():
+    """The old surface stays for one release (docs/changes.md): each old name resolves to
+    the object its module defines, with a DeprecationWarning saying where it lives."""
+    from fnn.bench import measure
+
+    with pytest.warns(DeprecationWarning, match=r"use fnn\.bench\.measure\.cpu_model"):
+        assert bench.cpu_model is measure.cpu_model
+    for name in sorted(bench._OLD_NAMES):
+        with pytest.warns(DeprecationWarning):
+            getattr(bench, name)
+    with pytest.raises(AttributeError, match="no attribute 'no_such_name'"):
+        bench.no_such_name  # noqa: B018
