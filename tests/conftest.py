@@ -31,10 +31,21 @@ os.environ["XLA_FLAGS"] = " ".join(
 os.environ["FNN_CACHE_DIR"] = tempfile.mkdtemp(prefix="fnn-test-cache-")
 atexit.register(shutil.rmtree, os.environ["FNN_CACHE_DIR"], True)
 
-import jax  # noqa: E402  (after XLA_FLAGS: the backend reads them when it starts)
 
-jax.config.update("jax_enable_x64", True)
-jax.config.update("jax_numpy_rank_promotion", "raise")
+def pytest_configure(config):
+    """JAX's switches, in each process that runs tests: not in pytest-xdist's controller,
+    which only hands out files (importing JAX there cost ~2.5 s of the two cores)."""
+    controller = (
+        not hasattr(config, "workerinput")
+        and bool(getattr(config.option, "numprocesses", 0))
+        and not config.getvalue("collectonly")
+    )
+    if controller:
+        return
+    import jax  # after XLA_FLAGS: the backend reads them when it starts
+
+    jax.config.update("jax_enable_x64", True)
+    jax.config.update("jax_numpy_rank_promotion", "raise")
 
 
 # The longest test files, handed out first: with pytest-xdist (`--dist loadfile`, a file per

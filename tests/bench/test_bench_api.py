@@ -1,5 +1,5 @@
 """Benchmarking your own network and layer: `fnn.bench.compare`, `compare_layer`,
-`report`, `fnn bench --model/--layer`, and the peers where they are installed. Tiny
+`report` and `fnn bench --model/--layer` (the peers: tests/bench/test_bench.py). Tiny
 shapes, one timed round, a small matmul probe: these test what is recorded and refused,
 not how fast anything is (the benchmarks say that)."""
 
@@ -27,11 +27,13 @@ FIELDS = (
 QUICK = dict(repeats=1, quick=True)
 
 
-@pytest.fixture(autouse=True)
-def small_peak_probe(monkeypatch):
+@pytest.fixture(scope="module", autouse=True)
+def small_peak_probe():
     """A 64³ matmul probe instead of 1024³: these tests time nothing that matters."""
-    for module in (bench.yours, bench.grid):
-        monkeypatch.setattr(module, "square_peak_size", lambda platform, quick: 64)
+    with pytest.MonkeyPatch.context() as patch:
+        for module in (bench.yours, bench.grid):
+            patch.setattr(module, "square_peak_size", lambda platform, quick: 64)
+        yield
 
 
 def _example(name):
@@ -51,7 +53,10 @@ def _by_impl(records):
     return {r["impl"]: r for r in records}
 
 
-def test_compare_times_the_built_ins_and_your_own_against_autodiff():
+@pytest.fixture(scope="module")
+def compared(small_peak_probe):
+    """The built-ins and three of your own on one batch, one `compare` run: the test
+    below checks it; the report tests write what manual and autodiff recorded."""
     net, loss, x, y = _mlp_batch()
     manual = fnn.value_and_grad(net, loss, "manual")
 
@@ -59,12 +64,16 @@ def test_compare_times_the_built_ins_and_your_own_against_autodiff():
         value, grads = manual(params, x, y)
         return value, jax.tree.map(lambda g: 2 * g, grads)
 
-    records = bench.compare(
+    return bench.compare(
         net, loss, x, y, steps=2, impls=["manual", "autodiff", "custom_vjp",
         ("mine", lambda problem: manual), ("variant", lambda problem: fnn.mlp([12, 3])),
         ("doubled", lambda problem: doubled)], **QUICK,
     )  # fmt: skip
-    found = _by_impl(records)
+
+
+def test_compare_times_the_built_ins_and_your_own_against_autodiff(compared):
+    net = _mlp_batch()[0]
+    found = _by_impl(compared)
     assert list(found) == ["manual", "autodiff", "custom_vjp", "mine", "variant", "doubled"]
     for name in ("manual", "autodiff", "custom_vjp", "mine", "variant"):
         r = found[name]
@@ -80,10 +89,10 @@ def test_compare_times_the_built_ins_and_your_own_against_autodiff():
     assert "differs from autodiff" in wrong["note"]
 
 
-def test_report_writes_the_files_and_flags_a_wrong_gradient(tmp_path):
+def test_report_writes_the_files_and_flags_a_wrong_gradient(compared, tmp_path):
     records = [
         {**r, "status": "mismatch", "note": "gradient differs"} if r["impl"] == "manual" else r
-        for r in json.loads((_fixture_records(tmp_path)).read_text())
+        for r in json.loads((_fixture_records(compared, tmp_path)).read_text())
     ]
     paths = bench.report(records, tmp_path / "out")
     assert {p.name for p in paths} == {
@@ -93,10 +102,11 @@ def test_report_writes_the_files_and_flags_a_wrong_gradient(tmp_path):
     assert "| manual ⚠ gradient mismatch |" in text and "## Gradient mismatches" in text
 
 
-def _fixture_records(tmp_path):
-    net, loss, x, y = _mlp_batch()
+def _fixture_records(compared, tmp_path):
+    """manual's and autodiff's records (both "ok"), as a results.json holds them."""
     path = tmp_path / "records.json"
-    records = bench.compare(net, loss, x, y, steps=1, impls=["manual", "autodiff"], **QUICK)
+    records = [r for r in compared if r["impl"] in ("manual", "autodiff")]
+    assert [(r["impl"], r["status"]) for r in records] == [("manual", "ok"), ("autodiff", "ok")]
     path.write_text(json.dumps([r.to_dict() for r in records]))
     return path
 
@@ -173,26 +183,10 @@ def test_cli_model_and_layer_from_a_file_and_its_errors(tmp_path, capsys, monkey
         assert expected in err and "Traceback" not in err, (argv, err)
 
 
-@pytest.mark.slow  # each peer imports its library (seconds)
-@pytest.mark.parametrize("peer, module", [("equinox", "equinox"), ("flax_nnx", "flax"),
-                                          ("torch", "torch")])  # fmt: skip
-def test_each_installed_peer_trains_the_same_network(peer, module):
-    """A peer starts from fnn's initial params and its gradient there matches fnn's
-    autodiff; skipped, saying why, where the peer is not installed."""
-    pytest.importorskip(module, reason=f"{module} is not installed (pip install '.[peers]')")
-    records = bench.run_benchmarks(
-        ["tiny"], ["autodiff", peer], ["float32"], repeats=1, quick=True, steps={"tiny": 2},
-        progress=lambda line: None,
-    )  # fmt: skip
-    record = _by_impl(records)[peer]
-    assert record["status"] == "ok", record
-    assert record["rel_grad_err"] < 1e-5 and record["kind"] == "peer"
-
-
 @pytest.mark.slow  # draws its charts
-def test_report_without_an_autodiff_reference_draws_what_it_can(tmp_path):
+def test_report_without_an_autodiff_reference_draws_what_it_can(compared, tmp_path):
     """`fnn bench --impls manual,torch`: no ratio to draw, the other charts still come."""
-    records = [r for r in json.loads(_fixture_records(tmp_path).read_text())
+    records = [r for r in json.loads(_fixture_records(compared, tmp_path).read_text())
                if r["impl"] == "manual"]  # fmt: skip
     for r in records:
         r["ratio_vs_autodiff"] = None

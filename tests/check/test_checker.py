@@ -1,5 +1,6 @@
 """The checker must catch wrong backward passes: bugs are planted and must be reported."""
 
+import functools
 import json
 
 import jax
@@ -105,24 +106,30 @@ def test_checker_catches_a_bug_inside_a_network():
     assert bad == {"params[2]['W']"}  # the report points at the wrong leaf
 
 
+@functools.cache
+def _dense_checked():
+    """The correct dense(3)'s check at (3,): two tests read it, one compile."""
+    return fnn.check_layer(fnn.dense(3), (3,))
+
+
 def test_checker_passes_the_correct_versions_of_the_same_layers():
-    assert fnn.check_layer(fnn.dense(3), (3,)).passed
+    assert _dense_checked().passed
     assert fnn.check_layer(fnn.sigmoid(), (5,)).passed
     assert fnn.check_loss(fnn.mean_squared_error(), jnp.ones((8, 2)), jnp.zeros((8, 2))).passed
 
 
 def test_check_result_serialises_and_reads_well():
-    result = fnn.check_layer(fnn.dense(2), (3,))
+    result = _dense_checked()
     record = result.to_dict()
     assert {"name", "dtype", "max_abs_err", "max_rel_err", "passed"} <= set(record)
     assert {"per_example", "per_example_rel_err", "ties"} <= set(record)
-    assert record["name"] == "dense(2)" and record["dtype"] == "float64"
+    assert record["name"] == "dense(3)" and record["dtype"] == "float64"
     assert set(record["leaves"]) == {"params['W']", "params['b']", "x"}
     assert record["per_example"] == "passed" and record["per_example_rel_err"] <= 1e-10
     assert record["ties"] == "passed"
     assert "passed" in str(result)
     assert "per-example passed (max rel err" in str(result) and "ties passed" in str(result)
-    bad = str(fnn.check_layer(dense_per_example_bug("factor_of_two"), (3,)))
+    bad = str(_per_example_bug_checked("factor_of_two"))
     assert "FAILED" in bad and "per-example failed: over tolerance" in bad
 
 
@@ -311,11 +318,17 @@ def dense_per_example_bug(kind: str) -> fnn.Layer:
     return good._replace(per_example_backward=per_example_backward, name=f"dense[pe {kind}]")
 
 
+@functools.cache
+def _per_example_bug_checked(kind: str):
+    """The check of `dense_per_example_bug(kind)` at (3,) (two tests read factor_of_two's)."""
+    return fnn.check_layer(dense_per_example_bug(kind), (3,))
+
+
 @pytest.mark.parametrize(
     "kind", ["factor_of_two", "batch_mean", "summed", "dx_sign_flip", "raises"]
 )
 def test_checker_catches_planted_per_example_bugs(kind):
-    result = fnn.check_layer(dense_per_example_bug(kind), (3,))
+    result = _per_example_bug_checked(kind)
     assert not result.passed, str(result)
     assert result.per_example.startswith("failed"), result.per_example
     # the batch backward is right: only the per-example comparison fails

@@ -1,4 +1,4 @@
-"""`fnn train`, in process through `fnn.cli.main` (plus two subprocess runs of the entry
+"""`fnn train`, in process through `fnn.cli.main` (plus one subprocess run of the entry
 point). Every in-process run costs its compiles (gradient check, init, epoch, evaluation)
 and a PNG whatever its size, so runs whose point is the CLI's behaviour (messages, exit
 codes, files, resume) train iris (120 training examples) with 8 hidden units for a few
@@ -241,43 +241,32 @@ def test_diverging_run_exits_1_naming_epoch_and_learning_rate(tmp_path, capsys):
     assert metrics["status"] == "diverged" and "error" in metrics
 
 
-@pytest.mark.slow
-def test_float64_run_keeps_float64_params(tmp_path, capsys):
-    out = tmp_path / "run"
-    code, stdout, err = _train(
-        capsys,
-        *IRIS,
-        "--no-progress",
-        "--dtype",
-        "float64",
-        "--grad",
-        "autodiff",
-        "--epochs",
-        "1",
-        "--out",
-        str(out),
-    )
+@pytest.fixture(scope="module")
+def diabetes_run(tmp_path_factory):
+    """`fnn train` on diabetes (regression), 8 hidden units, 2 epochs, in float64 with
+    autodiff gradients: one run for the two tests below (the dtype and the grad mode
+    change nothing of what a regression run reports, nor the task what float64 keeps)."""
+    out = tmp_path_factory.mktemp("diabetes") / "run"
+    argv = ["train", "--dataset", "diabetes", "--hidden", "8", "--no-progress", "--epochs", "2"]
+    argv += ["--dtype", "float64", "--grad", "autodiff", "--out", str(out)]
+    code, stdout, stderr = _main_captured(argv)
+    return code, stdout, stderr, out
+
+
+@pytest.mark.slow  # the diabetes_run fixture: a whole run
+def test_float64_run_keeps_float64_params(diabetes_run):
+    code, stdout, err, out = diabetes_run
     assert code == 0, err
     assert "float64" in stdout and "autodiff gradients" in stdout
     params = _params(out / "checkpoint.npz")
-    assert all(v.dtype == np.float64 for k, v in params.items() if k.startswith("params/"))
-
-
-@pytest.mark.slow
-def test_regression_run_reports_r2(tmp_path, capsys):
-    out = tmp_path / "run"
-    code, stdout, err = _train(
-        capsys,
-        "--dataset",
-        "diabetes",
-        "--hidden",
-        "8",
-        "--no-progress",
-        "--epochs",
-        "2",
-        "--out",
-        str(out),
+    assert params and all(
+        v.dtype == np.float64 for k, v in params.items() if k.startswith("params/")
     )
+
+
+@pytest.mark.slow  # the diabetes_run fixture: a whole run
+def test_regression_run_reports_r2(diabetes_run):
+    code, stdout, err, out = diabetes_run
     assert code == 0, err
     assert "diabetes: test R²" in stdout
     metrics = json.loads((out / "metrics.json").read_text())
@@ -296,30 +285,21 @@ def _fnn_command():
     return [sys.executable, "-c", "import sys; from fnn.cli import main; sys.exit(main())"]
 
 
-@pytest.mark.slow
-def test_entry_point_help_and_a_wrong_flag():
-    """Both commands run at once (each mostly imports jax and fnn)."""
-    procs = [
-        subprocess.Popen(
-            [*_fnn_command(), "train", flag],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for flag in ("--help", "--bogus")
-    ]
-
-    def finish(proc):
-        stdout, stderr = proc.communicate(timeout=120)
-        return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
-
-    helped, wrong = (finish(proc) for proc in procs)
-    assert helped.returncode == 0
-    text = " ".join(helped.stdout.split())  # argparse wraps the epilog at the terminal width
-    for flag in ("--dataset", "--hidden", "--grad", "--resume", "--checkpoint-every", "exit codes"):
-        assert flag in text
+@pytest.mark.slow  # a subprocess (it mostly imports jax and fnn)
+def test_entry_point_help_and_a_wrong_flag(capsys):
+    """The installed entry point, in a process of its own, given a wrong flag: exit status
+    2 and argparse's message. Its help, in this process (the same parser and epilog)."""
+    wrong = subprocess.run(
+        [*_fnn_command(), "train", "--bogus"], capture_output=True, text=True, timeout=120
+    )
     assert wrong.returncode == 2
     assert "unrecognized arguments: --bogus" in wrong.stderr
+    with pytest.raises(SystemExit) as helped:
+        main(["train", "--help"])
+    assert helped.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps at the terminal width
+    for flag in ("--dataset", "--hidden", "--grad", "--resume", "--checkpoint-every", "exit codes"):
+        assert flag in text
 
 
 def test_a_write_that_fails_mid_run_names_the_path_keeps_the_checkpoint_and_exits_1(

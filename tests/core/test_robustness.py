@@ -717,10 +717,10 @@ def test_blockwise_attention_at_t_512_in_blocks_of_64_is_finite_and_agrees():
 CORE = [(causal, scale) for causal in (False, True) for scale in (10.0, 100.0)]
 
 
-def run_core(backward=flash_attention.blockwise_backward):
+def run_core(backwards=(flash_attention.blockwise_backward,)):
     """For each `(causal, scale)` of `CORE`: q, k (scaled), v, dO, T = 9 in blocks of 4;
-    the core's O and `backward`'s (dq, dk, dv), and float64 dense attention's: ONE
-    compiled program."""
+    the core's O and each of `backwards`' (dq, dk, dv), and float64 dense attention's: ONE
+    compiled program. One `{config: (inputs, (core's, float64's))}` per backward."""
     inputs = {}
     for n, (causal, scale) in enumerate(CORE):
         q, k, v, dO = (normal((1, H, 9, 4), F32, seed=40 + 4 * n + i) for i in range(4))
@@ -737,17 +737,33 @@ def run_core(backward=flash_attention.blockwise_backward):
                 return swap(O)
 
             O, L = flash_attention.blockwise_forward(q, k, v, causal=causal, block_size=4)
-            grads = backward(q, k, v, O, L, dO, causal=causal, block_size=4)
-            out[(causal, scale)] = ((O, grads), _vjp(dense, up(q), up(k), up(v), dy=up(dO)))
+            ref = _vjp(dense, up(q), up(k), up(v), dy=up(dO))
+            for i, backward in enumerate(backwards):
+                grads = backward(q, k, v, O, L, dO, causal=causal, block_size=4)
+                out[(i, causal, scale)] = ((O, grads), ref)
         return out
 
     out = jax.device_get(run(inputs))
-    return {config: (inputs[config], out[config]) for config in CORE}
+    return [
+        {config: (inputs[config], out[(i, *config)]) for config in CORE}
+        for i in range(len(backwards))
+    ]
+
+
+def _backward_without_D(q, k, v, O, L, dO, **kwargs):
+    """The planted core bug: the softmax VJP's row term `D_i = rowsum(dO ⊙ O)` dropped
+    (the core reads O only for it)."""
+    return flash_attention.blockwise_backward(q, k, v, 0 * O, L, dO, **kwargs)
 
 
 @functools.cache
+def blockwise_cores():
+    """`run_core` of the core's backward and of `_backward_without_D`: ONE program."""
+    return run_core((flash_attention.blockwise_backward, _backward_without_D))
+
+
 def blockwise_core():
-    return run_core()
+    return blockwise_cores()[0]
 
 
 def core_problems(inputs, outputs):
@@ -782,13 +798,9 @@ def test_blockwise_core_at_large_scores_is_accurate_in_each_gradient(config):
 
 @pytest.mark.slow
 def test_planted_core_bug_is_caught_at_large_scores():
-    """The softmax VJP's row term `D_i = rowsum(dO ⊙ O)` dropped (the core reads O only
-    for it): `core_problems` reports dq and dk at every config of `CORE`."""
-
-    def no_D(q, k, v, O, L, dO, **kwargs):
-        return flash_attention.blockwise_backward(q, k, v, 0 * O, L, dO, **kwargs)
-
-    for config, (inputs, outputs) in run_core(no_D).items():
+    """The softmax VJP's row term `D_i = rowsum(dO ⊙ O)` dropped (`_backward_without_D`):
+    `core_problems` reports dq and dk at every config of `CORE`."""
+    for config, (inputs, outputs) in blockwise_cores()[1].items():
         problems = core_problems(inputs, outputs)
         assert any(p.startswith("dq") for p in problems), config
         assert any(p.startswith("dk") for p in problems), config
@@ -797,14 +809,16 @@ def test_planted_core_bug_is_caught_at_large_scores():
 @pytest.mark.slow
 def test_planted_padding_without_its_mask_is_caught(monkeypatch):
     """The padded keys of the last block left unmasked (zeros, so scores of 0 that take a
-    share of every row): the comparison of the padded configs fails."""
+    share of every row): the comparison of the padded configs fails against float64, and
+    only the blockwise layer's (jax.vjp, of the planted forward itself, is left out: it is
+    most of the compile, and not the reference that the plant must fail)."""
     scores = flash_attention._scores
 
     def unmasked(*args, masked, causal, **kwargs):
         return scores(*args, masked=masked and causal, causal=causal, **kwargs)
 
     monkeypatch.setattr(flash_attention, "_scores", unmasked)
-    result = run_attention([(5, 4, False, 1.0)])[(5, 4, False, 1.0)]
+    result = run_attention([(5, 4, False, 1.0)], jax_vjp_for=())[(5, 4, False, 1.0)]
     problems = attention_problems(result)
     assert any(p.startswith("blockwise vs float64") for p in problems)
     assert not any(p.startswith("dense") for p in problems)
@@ -845,7 +859,10 @@ def run_head(losses):
 
 @functools.cache
 def head_losses():
-    return run_head({str(chunk): fnn.lm_cross_entropy(chunk) for chunk in HEAD_CHUNKS})
+    """Every chunking of `HEAD_CHUNKS` and the planted `textbook_head`, in ONE program: the
+    planted head shares the references' compile."""
+    heads = {str(chunk): fnn.lm_cross_entropy(chunk) for chunk in HEAD_CHUNKS}
+    return run_head({**heads, "textbook": textbook_head()})
 
 
 def textbook_head(chunk_size=4):
@@ -893,21 +910,21 @@ def test_lm_cross_entropy_at_logits_of_1e4_is_finite_and_agrees(chunk):
 
 @pytest.mark.slow
 def test_planted_textbook_head_is_caught():
-    out, scale = run_head({"textbook": textbook_head()})
+    out, scale = head_losses()
     assert any("not finite" in p for p in head_problems(out["textbook"], scale))
 
 
 # ------------------------------------------------------------------------ the GPT's head
-def run_gpt(head):
+def run_gpt(heads):
     """A GPT (V 11, width 8, 2 heads, 1 block) with params N(0, 0.5²) and its final
     layer_norm's scale 1e3, so that its tied logits reach ~1e4, on 2 sequences of 6
-    tokens: `value_and_grad` of the fused model with the loss `head` and of the logits
-    model with softmax_cross_entropy (by hand, float32), of the fused model by jax.grad
-    (float32) and of the logits model by jax.grad in float64, and the largest logit: ONE
-    compiled program."""
-    V, C, width, heads = 11, 8, 8, 2
-    fused = fnn.gpt(V, C, width, heads, 1, head="fused")
-    logits_net = fnn.gpt(V, C, width, heads, 1)
+    tokens: `value_and_grad` of the fused model with each loss of `heads` (`{name: head}`,
+    under its name) and of the logits model with softmax_cross_entropy (by hand, float32),
+    of the fused model with `heads["fused"]` by jax.grad (float32) and of the logits model
+    by jax.grad in float64, and the largest logit: ONE compiled program."""
+    V, C, width, n_heads = 11, 8, 8, 2
+    fused = fnn.gpt(V, C, width, n_heads, 1, head="fused")
+    logits_net = fnn.gpt(V, C, width, n_heads, 1)
     shapes = jax.eval_shape(lambda k: fused.init(k, (C,), F32)[1], jax.random.key(0))
     rng = np.random.default_rng(7)
     params = jax.tree.map(lambda s: (0.5 * rng.standard_normal(s.shape)).astype(s.dtype), shapes)
@@ -919,9 +936,9 @@ def run_gpt(head):
     @jax.jit
     def run(params):
         return {
-            "fused": fnn.value_and_grad(fused, head)(params, x, y),
+            **{name: fnn.value_and_grad(fused, head)(params, x, y) for name, head in heads.items()},
             "logits": fnn.value_and_grad(logits_net, sce)(params, x, y),
-            "jax.grad fused": fnn.value_and_grad(fused, head, "autodiff")(params, x, y),
+            "jax.grad fused": fnn.value_and_grad(fused, heads["fused"], "autodiff")(params, x, y),
             "float64": fnn.value_and_grad(logits_net, sce, "autodiff")(up(params), x, y),
             "max |z|": jnp.max(jnp.abs(tied_logits(fused.forward(params, x)[0]))),
         }
@@ -929,14 +946,22 @@ def run_gpt(head):
     return jax.device_get(run(params))
 
 
-def gpt_problems(out):
-    """Mismatches of both hand-written models' value and gradients against jax.grad of
-    the fused model (float32) and of the logits model (float64). Tolerance as for the LM
-    head: 8ε·(1 + max|z|) of each gradient's largest entry."""
+@functools.cache
+def gpt_heads():
+    """`run_gpt` of the fused head (`lm_cross_entropy`, chunks of 4 rows, one padded) and,
+    in the same program, of the planted `textbook_head` (under "textbook")."""
+    return run_gpt({"fused": fnn.lm_cross_entropy(4), "textbook": textbook_head()})
+
+
+def gpt_problems(out, fused="fused"):
+    """Mismatches of both hand-written models' value and gradients (the fused model's:
+    `out[fused]`) against jax.grad of the fused model (float32) and of the logits model
+    (float64). Tolerance as for the LM head: 8ε·(1 + max|z|) of each gradient's largest
+    entry."""
     of_max = 8 * EPS32 * (1 + float(out["max |z|"]))
     return [
-        f"{kind} vs {what}: {p}"
-        for kind in ("fused", "logits")
+        f"{'fused' if kind == fused else kind} vs {what}: {p}"
+        for kind in (fused, "logits")
         for what in ("jax.grad fused", "float64")
         for p in tree_mismatches(out[kind], out[what], of_max=of_max)
     ]
@@ -946,7 +971,7 @@ def gpt_problems(out):
 def test_gpt_head_at_large_logits_is_finite_and_agrees():
     """The fused head (`lm_cross_entropy`, chunks of 4 rows, one padded) and the logits
     head with `softmax_cross_entropy` of a GPT whose logits reach ~1e4 (`run_gpt`)."""
-    out = run_gpt(fnn.lm_cross_entropy(4))
+    out = gpt_heads()
     assert out["max |z|"] > 1e3
     assert all_finite(out["fused"]) and all_finite(out["logits"])
     assert not gpt_problems(out)
@@ -954,5 +979,5 @@ def test_gpt_head_at_large_logits_is_finite_and_agrees():
 
 @pytest.mark.slow
 def test_planted_textbook_head_in_the_gpt_is_caught():
-    problems = gpt_problems(run_gpt(textbook_head()))
+    problems = gpt_problems(gpt_heads(), fused="textbook")
     assert any(p.startswith("fused vs float64") and "not finite" in p for p in problems)

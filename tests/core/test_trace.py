@@ -146,10 +146,11 @@ def trace_mismatches(trace, reference, params, rtol=1e-12):
 
 @pytest.fixture(scope="module")
 def problem():
-    """Params in general position (not init's zeros and ones), float64."""
+    """Params in general position (not init's zeros and ones), float64; numpy arrays (an
+    eager jax add would compile once per shape)."""
     rng = np.random.default_rng(0)
     params = fnn.init(NET, jax.random.PRNGKey(1), (4,), jnp.float64)
-    params = jax.tree.map(lambda p: p + 0.3 * rng.standard_normal(p.shape), params)
+    params = jax.tree.map(lambda p: np.asarray(p) + 0.3 * rng.standard_normal(p.shape), params)
     x = rng.standard_normal((5, 4))
     y = rng.standard_normal((5, 3))
     return params, x, y
@@ -173,7 +174,7 @@ def test_trace_matches_jax_vjp_of_the_network_split_at_every_layer_at_every_dept
     assert max(layer.depth for layer in trace.layers) == 6 and len(rows) == 15
     assert trace_mismatches(trace, rows, params) == []
     assert trace.loss == pytest.approx(float(value), rel=1e-14)
-    _, net_grads = fnn.value_and_grad(NET, LOSS)(params, x, y)
+    _, net_grads = jax.jit(fnn.value_and_grad(NET, LOSS))(params, x, y)  # one compile
     mine_ref = zip(jax.tree.leaves(trace["net"].grads), jax.tree.leaves(net_grads), strict=True)
     for mine, ref in mine_ref:
         np.testing.assert_allclose(mine, ref, rtol=1e-14)
@@ -218,7 +219,7 @@ def test_trace_reaches_layers_inside_combinators(trace):
 def test_update_ratio_is_the_sgd_step_over_the_weights(problem, trace):
     params, _, _ = problem
     lr = 0.1
-    updates = jax.tree.map(lambda g: -lr * g, trace["net"].grads)
+    updates = jax.tree.map(lambda g: -lr * np.asarray(g), trace["net"].grads)
     rows = {row["path"]: row for row in trace.summaries(updates)}
     w, g = params[0], trace["net[0]"].grads
     expected = lr * np.sqrt(sum(np.sum(np.square(leaf)) for leaf in jax.tree.leaves(g)))
@@ -252,7 +253,7 @@ def test_fit_tracks_each_layers_gradient_flow(problem):
     layer = trace["net[3]"]
     assert history["delta_rms/net[3] dense(3)"][-1] == pytest.approx(layer.rms_dy, rel=1e-10)
     assert history["grad_rms/net[3] dense(3)"][-1] == pytest.approx(layer.rms_grads, rel=1e-10)
-    updates = jax.tree.map(lambda g: -lr * g, trace["net"].grads)
+    updates = jax.tree.map(lambda g: -lr * np.asarray(g), trace["net"].grads)
     ratio = layer.update_ratio(trace["net[3]"].select(updates))
     assert history["update_ratio/net[3] dense(3)"][-1] == pytest.approx(ratio, rel=1e-6)
 

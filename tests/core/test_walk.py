@@ -43,8 +43,13 @@ def test_a_users_combinator_is_checked_against_jax_vjp():
 
 def test_the_derived_backward_equals_jax_grad(problem):
     params, x, y = problem
-    value, grads = fnn.value_and_grad(NET, LOSS)(params, x, y)
-    ref_value, ref = jax.value_and_grad(lambda p: LOSS.forward(fnn.apply(NET, p, x), y)[0])(params)
+
+    @jax.jit  # both in one program (run eagerly, every op would compile on its own)
+    def run(params, x, y):
+        reference = jax.value_and_grad(lambda p: LOSS.forward(fnn.apply(NET, p, x), y)[0])
+        return fnn.value_and_grad(NET, LOSS)(params, x, y), reference(params)
+
+    (value, grads), (ref_value, ref) = run(params, x, y)
     np.testing.assert_allclose(value, ref_value, rtol=1e-14)
     for mine, theirs in zip(jax.tree.leaves(grads), jax.tree.leaves(ref), strict=True):
         np.testing.assert_allclose(mine, theirs, rtol=1e-12, atol=1e-14)
@@ -71,12 +76,16 @@ def test_the_summary_has_a_row_per_leaf_inside_a_users_combinator():
 
 def test_per_example_gradients_come_with_the_walk(problem):
     params, x, y = problem
-    grads = fnn.per_example_grads(NET, LOSS, params, x, y)
 
     def one(p, xi, yi):
         return jax.grad(lambda p: LOSS.forward(fnn.apply(NET, p, xi[None]), yi[None])[0])(p)
 
-    ref = jax.vmap(one, in_axes=(None, 0, 0))(params, x, y)
+    @jax.jit  # both in one program
+    def run(params, x, y):
+        reference = jax.vmap(one, in_axes=(None, 0, 0))(params, x, y)
+        return fnn.per_example_grads(NET, LOSS, params, x, y), reference
+
+    grads, ref = run(params, x, y)
     for mine, theirs in zip(jax.tree.leaves(grads), jax.tree.leaves(ref), strict=True):
         np.testing.assert_allclose(mine, theirs, rtol=1e-12, atol=1e-14)
 
@@ -95,8 +104,12 @@ def test_state_and_keys_reach_the_layers_of_a_users_combinator():
 def test_a_walk_that_skips_or_repeats_a_layer_is_refused():
     f, g = fnn.dense(3), fnn.dense(3)
     skips = combinator(fnn.core.Walk((f, g), lambda call, x: call(0, x), lambda call, dy: dy), "s")
+    # under jit: the walk is refused as it is traced (run eagerly, the layers it did call
+    # would compile op by op before the refusal)
     with pytest.raises(ValueError, match="call each layer exactly once; layer 1 0 times"):
-        fnn.apply(skips, params_for(skips, (3,), jnp.float64), normal((2, 3)))
+        jax.jit(lambda p, x: fnn.apply(skips, p, x))(
+            params_for(skips, (3,), jnp.float64), normal((2, 3))
+        )
     twice = combinator(
         fnn.core.Walk(
             (f, g),
@@ -107,7 +120,7 @@ def test_a_walk_that_skips_or_repeats_a_layer_is_refused():
     )
     params = params_for(twice, (3,), jnp.float64)
     with pytest.raises(ValueError, match="backward walk must call each layer exactly once"):
-        fnn.value_and_grad(twice, LOSS)(params, normal((2, 3)), normal((2, 3), seed=1))
+        jax.jit(fnn.value_and_grad(twice, LOSS))(params, normal((2, 3)), normal((2, 3), seed=1))
 
 
 def test_a_walk_must_say_how_it_holds_its_layers():

@@ -3,27 +3,32 @@ devices) or as one of several `jax.distributed` processes, and prints one JSON l
 measured differences for the test to judge.
 
     python tests/helpers/parallel_worker.py mesh OUT_DIR             # 8 forced devices
-    python tests/helpers/parallel_worker.py distributed PORT N I OUT  # process I of N
+    python tests/helpers/parallel_worker.py distributed N I OUT train ARGS...  # process I of N
+
+A distributed process first runs `fnn train ARGS...` (`fnn.cli.main`, in this process, with
+64-bit types still off, as in a fresh `fnn` process): its --coordinator flags join the
+processes, and the measurements after it run over the processes it joined (one pair of
+processes for both, each importing jax once).
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import sys
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
 
-jax.config.update("jax_enable_x64", True)
+import fnn
+from fnn.check import draw_params
+from fnn.train import parallel
+
 jax.config.update("jax_numpy_rank_promotion", "raise")
-
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
-
-import fnn  # noqa: E402
-from fnn.check import draw_params  # noqa: E402
-from fnn.train import distributed, parallel  # noqa: E402
 
 
 def rel_err(a, b) -> float:
@@ -166,11 +171,12 @@ def stateful_errors(mesh) -> dict:
 
 def cli_errors(out_dir: Path) -> dict:
     """`fnn train` for 2 epochs on the tutorial's data (bundled: no scikit-learn to import;
-    8 hidden units, 5 steps of 32 an epoch) over 8 devices and over 1, in both dtypes."""
+    8 hidden units, 5 steps of 32 an epoch) over 8 devices and over 1, in float64 (the
+    float32 sharded step is compared with the one-device step by `step_errors`)."""
     from fnn.cli import main
 
     out = {}
-    for dtype in ("float32", "float64"):
+    for dtype in ("float64",):
         runs = {}
         for devices in (8, 1):
             run_dir = out_dir / f"{dtype}-{devices}"
@@ -192,6 +198,7 @@ def cli_errors(out_dir: Path) -> dict:
 
 
 def main_mesh(out_dir: str) -> dict:
+    jax.config.update("jax_enable_x64", True)
     mesh = parallel.make_data_mesh()
     result = {"devices": mesh.size}
     result.update(step_errors(mesh))
@@ -207,8 +214,22 @@ def global_batches(k: int, batch: int):
     return [x for x, _ in pairs], [y for _, y in pairs]
 
 
-def main_distributed(port: int, num_processes: int, process_id: int, out_dir: str) -> dict:
-    distributed.initialize_distributed(f"127.0.0.1:{port}", num_processes, process_id, timeout_s=60)
+def cli_run(argv: list[str]) -> dict:
+    """`fnn train ARGS...` in this process (it joins the processes): its exit code and what
+    it printed on stdout (captured here, so that this worker's own RESULT line stays apart;
+    process i > 0 sends stdout to os.devnull itself, undone when the capture ends)."""
+    from fnn.cli import main
+
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(argv)
+    return {"cli_code": code, "cli_stdout": printed.getvalue()}
+
+
+def main_distributed(num_processes: int, process_id: int, out_dir: str, argv) -> dict:
+    cli = cli_run(argv)  # joins the processes: before any other computation
+    assert jax.process_count() == num_processes, cli
+    jax.config.update("jax_enable_x64", True)  # the measurements below are float64
     mesh = parallel.make_data_mesh()
     net, loss, params, _, _ = problem("float64")
     opt = optax.adam(1e-2)
@@ -233,6 +254,7 @@ def main_distributed(port: int, num_processes: int, process_id: int, out_dir: st
     fit_mesh = fnn.fit(net, loss, opt, start, (x_all, y_all), **common, mesh=mesh)
     fit_one = fnn.fit(net, loss, opt, start, (x_all, y_all), **common)
     result = {
+        **cli,
         "process": jax.process_index(),
         "processes": jax.process_count(),
         "devices": mesh.size,
@@ -250,7 +272,7 @@ if __name__ == "__main__":
     if command == "mesh":
         result = main_mesh(args[0])
     elif command == "distributed":
-        result = main_distributed(int(args[0]), int(args[1]), int(args[2]), args[3])
+        result = main_distributed(int(args[0]), int(args[1]), args[2], args[3:])
     else:
         raise SystemExit(f"unknown command {command!r}")
     print("RESULT " + json.dumps(result), flush=True)

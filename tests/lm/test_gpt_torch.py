@@ -12,10 +12,13 @@ float64: every comparison within 1e-10 (measured: ~2e-15); float32: within 1e-5 
 ≤ 6.6e-7; see F32_TOL). llm.c's test_gpt2.c, float32: 1e-2 logits and loss, 2e-2
 gradients, 1e-2 AdamW losses.
 
-Skipped when PyTorch is not installed (CI does not install it).
+Skipped when PyTorch is not installed (CI does not install it). PyTorch is imported by the
+tests that use it, not at collection: importing it costs every pytest worker 2–3 s of CPU,
+even one that runs none of these tests.
 """
 
 import functools
+import importlib.util
 import math
 
 import jax
@@ -23,12 +26,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-F = torch.nn.functional
-optax = pytest.importorskip("optax")
+import fnn
+from fnn.lm.head import tied_logits
 
-import fnn  # noqa: E402
-from fnn.lm.head import tied_logits  # noqa: E402
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("torch") is None, reason="PyTorch is not installed"
+)
+optax = pytest.importorskip("optax")
 
 V, CONTEXT, D, H, L = 13, 8, 8, 2, 2  # vocab, context, width, heads, blocks
 B, T = 3, 7  # batch·T = 21 rows
@@ -56,6 +60,8 @@ def one_torch_thread():
     """Torch on one thread: these tensors are tiny, and on a busy 2-core machine two
     threads made some calls (F.scaled_dot_product_attention's) ~500x slower (measured:
     0.9 s against 2 ms a forward and backward)."""
+    import torch
+
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -92,6 +98,9 @@ def mismatches(got, want, tol) -> dict[str, float]:
 def torch_gpt(p, ids, attention):
     """logits (B, T, V) of the GPT in plain PyTorch, from a dict of tensors shaped as
     fnn.gpt's params (the blocks stacked along a leading axis)."""
+    import torch
+    import torch.nn.functional as F
+
     T_ = ids.shape[1]
     Dm = p["wte"].shape[1]
     dh = Dm // H
@@ -117,16 +126,23 @@ def torch_gpt(p, ids, attention):
 
 
 def to_torch(tree, requires_grad=False):
+    import torch
+
     return jax.tree.map(lambda a: torch.from_numpy(np.array(a)).requires_grad_(requires_grad), tree)
 
 
 def to_numpy(tree):
+    import torch
+
     return jax.tree.map(lambda t: t.detach().numpy(), tree, is_leaf=torch.is_tensor)
 
 
 @functools.cache
 def torch_reference(dtype, attention):
     """(logits, loss, grads) of the torch GPT, as numpy."""
+    import torch
+    import torch.nn.functional as F
+
     params, ids, targets = problem(dtype)
     p = to_torch(params, requires_grad=True)
     logits = torch_gpt(p, torch.from_numpy(ids), attention)
@@ -141,7 +157,9 @@ def torch_reference(dtype, attention):
 def problem(dtype):
     """(params, ids, targets): params in general position, N(0, 0.3²) (layer norms'
     scales 1 + N(0, 0.3²)), not the tiny GPT-2 init, so that no term is negligible."""
-    shapes = fnn.init(fnn.gpt(V, CONTEXT, D, H, L), jax.random.key(0), (T,), jnp.float64)
+    net = fnn.gpt(V, CONTEXT, D, H, L)
+    # the shapes alone, traced: an eager init would compile each of its operations
+    shapes = jax.eval_shape(lambda k: net.init(k, (T,), jnp.float64)[1], jax.random.key(0))
     rng = np.random.default_rng(0)
 
     def draw(path, leaf):
@@ -154,10 +172,16 @@ def problem(dtype):
     return params, ids, targets
 
 
-@functools.cache
 def fnn_run(dtype, head="logits", recompute="gelu", block_size=None):
     """(logits, loss, grads) from fnn: ONE jitted program a configuration; the gradients
     are the hand-written backward's (`value_and_grad(..., "manual")`)."""
+    # every argument passed on: fnn_run(d, "fused", "gelu") and fnn_run(d, "fused", "gelu",
+    # None) are one configuration, which functools.cache would key (and compile) twice
+    return _fnn_run(dtype, head, recompute, block_size)
+
+
+@functools.cache
+def _fnn_run(dtype, head, recompute, block_size):
     net = fnn.gpt(V, CONTEXT, D, H, L, recompute=recompute, block_size=block_size, head=head)
     loss = fnn.softmax_cross_entropy() if head == "logits" else fnn.lm_cross_entropy(CHUNK)
 
@@ -246,6 +270,8 @@ def planted_untied_head_grads():
 def test_optax_adamw_and_torch_adamw_decay_the_same_way():
     """Both decay p by lr·wd·p in each step (optax.adamw's weight_decay is multiplied by
     the learning rate too), so the same numbers give the same steps."""
+    import torch
+
     rng = np.random.default_rng(1)
     p0, grads = rng.normal(size=(3, 5)), rng.normal(size=(2, 3, 5))
     opt = optax.adamw(ADAM["lr"], ADAM["b1"], ADAM["b2"], ADAM["eps"],
@@ -263,6 +289,8 @@ def test_optax_adamw_and_torch_adamw_decay_the_same_way():
 
 
 def torch_adamw(params):
+    import torch
+
     return torch.optim.AdamW(
         params, lr=ADAM["lr"], betas=(ADAM["b1"], ADAM["b2"]), eps=ADAM["eps"],
         weight_decay=ADAM["weight_decay"],
@@ -273,6 +301,9 @@ def torch_adamw(params):
 def adamw_losses(dtype):
     """(fnn + optax losses, torch losses, fnn's final params, torch's): 10 AdamW steps,
     decay on every param, the loss before each step."""
+    import torch
+    import torch.nn.functional as F
+
     params, ids, targets = problem(dtype)
     net = fnn.gpt(V, CONTEXT, D, H, L)
     opt = optax.adamw(ADAM["lr"], ADAM["b1"], ADAM["b2"], ADAM["eps"],

@@ -18,11 +18,13 @@ BATCH, T, D, V = 2, 5, 4, 7  # 10 rows: every size below but 10 leaves a padded 
 CHUNKS = [1, 3, 10, 11, None]  # one row, padded chunks, the rows, more than the rows, one
 
 
-def inputs(dtype=jnp.float64, seed=0):
+def inputs(dtype=np.float64, seed=0):
+    """(HeadInput(h, table), ids), numpy arrays: drawn and cast on the host (a cast of a
+    device array compiles a program per shape and dtype)."""
     rng = np.random.default_rng(seed)
-    h = jnp.asarray(rng.normal(size=(BATCH, T, D)), dtype)
-    table = jnp.asarray(rng.normal(size=(V, D)), dtype)
-    ids = jnp.asarray(rng.permutation(np.arange(BATCH * T) % V).reshape(BATCH, T))
+    h = rng.normal(size=(BATCH, T, D)).astype(dtype)
+    table = rng.normal(size=(V, D)).astype(dtype)
+    ids = rng.permutation(np.arange(BATCH * T) % V).reshape(BATCH, T)
     return HeadInput(h, table), ids
 
 
@@ -31,21 +33,23 @@ def unfused(pred, ids):
     return fnn.softmax_cross_entropy().forward(tied_logits(pred), ids)[0]
 
 
+@jax.jit
+def fused_and_unfused_program(pred, ids):
+    """For every chunk size in CHUNKS' order: the fused value and hand-written gradients
+    (for dvalue 1 and 2), and the unfused value and jax.grad of it; ONE compiled program
+    for float64 inputs of these shapes, run again by the test that changes only the ids."""
+    out = []
+    for chunk in CHUNKS:
+        loss = fnn.lm_cross_entropy(chunk)
+        value, residuals = loss.forward(pred, ids)
+        out.append((value, loss.backward(residuals), loss.backward(residuals, 2.0)))
+    return out, jax.value_and_grad(unfused)(pred, ids)
+
+
 @functools.cache
 def fused_and_unfused():
-    """For every chunk size: the fused value and hand-written gradients, from ONE compiled
-    program, and the unfused value and jax.grad of it."""
-
-    @jax.jit
-    def program(pred, ids):
-        out = []
-        for chunk in CHUNKS:
-            loss = fnn.lm_cross_entropy(chunk)
-            value, residuals = loss.forward(pred, ids)
-            out.append((value, loss.backward(residuals), loss.backward(residuals, 2.0)))
-        return out, jax.value_and_grad(unfused)(pred, ids)
-
-    fused, reference = jax.device_get(program(*inputs()))
+    """The program's results at `inputs()`: ({chunk: fused results}, unfused results)."""
+    fused, reference = jax.device_get(fused_and_unfused_program(*inputs()))
     return dict(zip(CHUNKS, fused, strict=True)), reference
 
 
@@ -125,8 +129,11 @@ def test_compiled_value_and_grad_keeps_less_than_one_logits_array():
     """Compiled, not run: the fused head's temporaries stay below one (rows, V) float32
     array, which the unfused head's jax.grad needs at least."""
     rows, vocab, chunk = 512, 2048, 64
-    pred = HeadInput(jnp.zeros((1, rows, D), jnp.float32), jnp.zeros((vocab, D), jnp.float32))
-    ids = jnp.zeros((1, rows), jnp.int32)
+    pred = HeadInput(
+        jax.ShapeDtypeStruct((1, rows, D), jnp.float32),
+        jax.ShapeDtypeStruct((vocab, D), jnp.float32),
+    )
+    ids = jax.ShapeDtypeStruct((1, rows), jnp.int32)
     loss = fnn.lm_cross_entropy(chunk)
 
     def fused(pred, ids):
@@ -151,15 +158,15 @@ def bad(pred=None, ids=None, **change):
 @pytest.mark.parametrize(
     "args, error, match",
     [
-        (bad(pred=jnp.zeros((BATCH, T, V))), TypeError, "pred must be a HeadInput"),
-        (bad(h=jnp.zeros((BATCH, T, D), jnp.int32)), TypeError, "h: expected a floating"),
-        (bad(table=jnp.zeros((V, D), jnp.int32)), TypeError, "table: expected a floating"),
-        (bad(h=jnp.zeros((BATCH * T, D))), ValueError, r"h must have shape \(batch, T, D\)"),
-        (bad(table=jnp.zeros((V, D + 1))), ValueError, "h's width D = 4 differs from"),
-        (bad(ids=jnp.zeros((BATCH, T))), TypeError, "target must be integer token ids"),
-        (bad(ids=jnp.zeros((BATCH * T,), jnp.int32)), ValueError, r"target must have shape"),
-        (bad(ids=jnp.full((BATCH, T), V)), ValueError, r"target ids must lie in \[0, 7\)"),
-        (bad(ids=jnp.full((BATCH, T), -1)), ValueError, r"got \[-1\]"),
+        (bad(pred=np.zeros((BATCH, T, V))), TypeError, "pred must be a HeadInput"),
+        (bad(h=np.zeros((BATCH, T, D), np.int32)), TypeError, "h: expected a floating"),
+        (bad(table=np.zeros((V, D), np.int32)), TypeError, "table: expected a floating"),
+        (bad(h=np.zeros((BATCH * T, D))), ValueError, r"h must have shape \(batch, T, D\)"),
+        (bad(table=np.zeros((V, D + 1))), ValueError, "h's width D = 4 differs from"),
+        (bad(ids=np.zeros((BATCH, T))), TypeError, "target must be integer token ids"),
+        (bad(ids=np.zeros((BATCH * T,), np.int32)), ValueError, r"target must have shape"),
+        (bad(ids=np.full((BATCH, T), V)), ValueError, r"target ids must lie in \[0, 7\)"),
+        (bad(ids=np.full((BATCH, T), -1)), ValueError, r"got \[-1\]"),
     ],
     ids=[
         "plain_logits",
@@ -186,32 +193,29 @@ def test_a_chunk_size_must_be_a_positive_int_or_none(chunk_size):
 
 def test_out_of_range_ids_under_jit_give_a_nan_value_and_no_target_in_the_gradient():
     pred, ids = inputs()
-    loss = fnn.lm_cross_entropy(3)
-
-    @jax.jit
-    def run(pred, ids):
-        value, residuals = loss.forward(pred, ids)
-        return value, loss.backward(residuals)
-
-    value, grads = run(pred, ids.at[0, 0].set(V))
+    ids[0, 0] = V
+    fused, _ = fused_and_unfused_program(pred, ids)  # lm_cross_entropy(3) among them, jitted
+    value, grads, _ = jax.device_get(fused[CHUNKS.index(3)])
     assert np.isnan(value)
     assert all(np.isfinite(g).all() for g in grads)
-    p = jax.nn.softmax(tied_logits(pred)[0, 0])  # the row without a target: dz = p/N
+    z = pred.table @ pred.h[0, 0]  # the row without a target: dz = p/N, p = softmax(z)
+    p = np.exp(z - z.max()) / np.sum(np.exp(z - z.max()))
     np.testing.assert_allclose(grads.h[0, 0], p @ pred.table / ids.size, rtol=1e-12)
+
+
+@jax.jit  # shared: the float32 program compiles once for both table dtypes
+def value_lse_and_grads(pred, ids):
+    loss = fnn.lm_cross_entropy(3)
+    value, residuals = loss.forward(pred, ids)
+    return value, residuals.lse, loss.backward(residuals)
 
 
 @pytest.mark.parametrize("table_dtype", [jnp.float32, jnp.bfloat16])
 def test_bfloat16_h_gives_float32_logits_and_results_close_to_float32(table_dtype):
-    pred, ids = inputs(jnp.float32)
-    half = HeadInput(pred.h.astype(jnp.bfloat16), pred.table.astype(table_dtype))
-    loss = fnn.lm_cross_entropy(3)
-
-    @jax.jit
-    def run(pred, ids):
-        value, residuals = loss.forward(pred, ids)
-        return value, residuals.lse, loss.backward(residuals)
-
-    (value, lse, grads), (value32, _, grads32) = run(half, ids), run(pred, ids)
+    pred, ids = inputs(np.float32)
+    half = HeadInput(pred.h.astype(jnp.bfloat16), pred.table.astype(table_dtype))  # numpy
+    value, lse, grads = value_lse_and_grads(half, ids)
+    value32, _, grads32 = value_lse_and_grads(pred, ids)
     assert value.dtype == lse.dtype == jnp.float32  # logits and L in float32
     assert grads.h.dtype == jnp.bfloat16 and grads.table.dtype == table_dtype
     assert np.isfinite(value) and all(np.isfinite(np.asarray(g, np.float32)).all() for g in grads)
