@@ -127,11 +127,9 @@ def test_diabetes_target_standardised_with_train_scale():
     # the targets as scikit-learn's load_diabetes reads them (np.loadtxt of its bundled
     # file), found without importing scikit-learn (seconds of scipy): the slow test below
     # compares fnn's reader with scikit-learn's loaders themselves
-    import importlib.util
+    from fnn.data.bundled import _sklearn_files
 
-    spec = importlib.util.find_spec("sklearn")
-    data = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data"
-    original = np.sort(np.loadtxt(data / "diabetes_target.csv.gz"))
+    original = np.sort(np.loadtxt(_sklearn_files() / "diabetes_target.csv.gz"))
     restored = np.sort(np.concatenate([ds.y_train, ds.y_test])[:, 0] * std[0] + mean[0])
     np.testing.assert_allclose(restored, original, rtol=1e-12)
 
