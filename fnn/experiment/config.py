@@ -107,6 +107,7 @@ class TrainConfig:
             (self.epochs >= 1, "epochs", "epochs must be >= 1"),
             (self.batch_size >= 1, "batch_size", "batch size must be >= 1"),
             (self.lr > 0, "lr", "learning rate must be > 0"),
+            (0 <= self.seed < 2**31, "seed", "seed must be in [0, 2**31)"),
             *(
                 (getattr(self, f) >= 1, f, f"{f} must be a positive int")
                 for f in ("context", "width", "heads", "blocks")
@@ -127,6 +128,14 @@ class TrainConfig:
                 raise SettingError(
                     f"{message}, got {list(value) if setting == 'hidden' else value}",
                     settings=(setting,),
+                )
+        for field, dataset in (("csv", "csv"), ("target_column", "csv"), ("text", "text")):
+            default = TrainConfig.__dataclass_fields__[field].default
+            if getattr(self, field) != default and self.dataset != dataset:
+                raise SettingError(
+                    f"{field} is for the {dataset} data set; got data set {self.dataset!r} "
+                    f"(choose dataset {dataset!r})",
+                    settings=(field, "dataset"),
                 )
         if (self.model == "gpt") != (self.dataset == "text"):
             raise SettingError(

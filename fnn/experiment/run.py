@@ -118,11 +118,16 @@ def prepare(config: TrainConfig, *, data: Dataset | None = None) -> Run:
             total_steps=config.epochs * (data.num_train // config.batch_size),
             clip_norm=config.clip_norm,
         )
-    init_key, data_key = jax.random.split(jax.random.PRNGKey(config.seed))
-    # One compiled init (not one compile per eager op), compiled for one run: a faster start
-    init = one_shot_jit(net.init, static_argnums=(1, 2))
-    _, params = init(init_key, tuple(data.feature_shape), jnp.dtype(config.dtype))
-    train_state = TrainState.create(net, params, optimizer)
+    shape, dtype = tuple(data.feature_shape), jnp.dtype(config.dtype)
+
+    def start(seed):
+        init_key, data_key = jax.random.split(jax.random.PRNGKey(seed))
+        _, params = net.init(init_key, shape, dtype)
+        return TrainState.create(net, params, optimizer), data_key
+
+    # The keys, params and optimiser state in one program compiled for one run (eagerly,
+    # each operation would compile its own: 14-17 programs): a faster start, the same bits
+    train_state, data_key = one_shot_jit(start)(config.seed)
     return Run(config, data, net, build_loss(loss), optimizer, train_state, data_key)
 
 

@@ -193,7 +193,7 @@ def generate(
       SettingError: tokens < 1, a negative temperature or top_k, an empty prompt or one
         longer than the context, ids outside the vocabulary.
     """
-    prompt = jnp.asarray(prompt)
+    prompt = np.asarray(prompt)  # checked on the host: no program compiled per prompt shape
     squeeze = prompt.ndim == 1
     prompt = prompt[None] if squeeze else prompt
     V, context, _, _, _ = _shape(params, heads)
@@ -210,7 +210,7 @@ def generate(
     ):  # fmt: skip
         if not ok:
             raise SettingError(message, settings=(setting,))
-    low, high = int(jnp.min(prompt)), int(jnp.max(prompt))
+    low, high = int(prompt.min()), int(prompt.max())
     if low < 0 or high >= V:
         raise SettingError(f"prompt ids must lie in [0, {V}), got {low if low < 0 else high}",
                            settings=("prompt",))  # fmt: skip
