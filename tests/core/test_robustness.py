@@ -1,10 +1,10 @@
 """Numerical robustness of the built-ins at extreme float32 inputs.
 
 Every activation (`fnn.layers.ACTIVATIONS`), the losses, `lm_cross_entropy`, `layer_norm`,
-`batch_norm` in training, `multi_head_attention` (dense and blockwise) and the GPT's head
+`rms_norm`, `batch_norm` in training, `multi_head_attention` (dense and blockwise) and the GPT's head
 run on the inputs where stable and naive formulas part ways: logits of ±80 (e^±80 is near
 the ends of float32's normal range) and ±1e4 (e^1e4 overflows), probabilities exactly 0
-and 1, constant rows and batches (zero variance), blockwise attention whose last block
+and 1, constant rows and batches (zero variance; a row of zeros for rms_norm), blockwise attention whose last block
 is mostly padding, and T = 512 in blocks of 64. Each hand-written forward and backward,
 in float32, is compared with
 
@@ -424,20 +424,32 @@ def _norm_reference(params, x, axes, epsilon=1e-5):
     return (x - mu) / jnp.sqrt(var + epsilon) * scale + bias
 
 
-def run_norms(ln, bn):
-    """layer_norm on constant rows (and a mixed row), batch_norm in training on constant
-    features (a mixed one among them) and on a batch of one: fnn's `(y, grads, dx)`,
-    jax.vjp's of fnn's forward and the float64 reference's, ONE compiled program."""
+def _rms_reference(params, x, epsilon=1e-5):
+    """The definition, in float64: x/sqrt(mean(x²) + ε) ⊙ scale over the last axis."""
+    scale = params["scale"].reshape(1, -1)  # x: (batch, F)
+    return x / jnp.sqrt(jnp.mean(x**2, axis=-1, keepdims=True) + epsilon) * scale
+
+
+def run_norms(ln, bn, rms):
+    """layer_norm and rms_norm on constant rows (and a mixed row; rms_norm's degenerate
+    row is the zero one), batch_norm in training on constant features (a mixed one among
+    them) and on a batch of one: fnn's `(y, grads, dx)`, jax.vjp's of fnn's forward and
+    the float64 reference's, ONE compiled program."""
     width = len(MIXED)
     x_ln = np.array([[c] * width for c in CONSTANTS] + [MIXED], np.float32)
     x_bn = np.array([CONSTANTS + [c] for c in MIXED[:4]], np.float32)  # features: 5 constant
     x_bn1 = np.array([MIXED], np.float32)  # one example: every feature's variance is 0
     train = fnn.Ctx(train=True)
+    by_rows = functools.partial(_norm_reference, axes=(-1,))
+    by_features = functools.partial(_norm_reference, axes=(0,))
     cases = {
-        "layer_norm": (ln, lambda p, x: ln.forward(p, x), x_ln, (-1,)),
-        "batch_norm": (bn, lambda p, x: bn.forward(p, x, ctx=train), x_bn, (0,)),
-        "batch_norm(batch of 1)": (bn, lambda p, x: bn.forward(p, x, ctx=train), x_bn1, (0,)),
-    }
+        "layer_norm": (ln, lambda p, x: ln.forward(p, x), x_ln, by_rows),
+        "rms_norm": (rms, lambda p, x: rms.forward(p, x), x_ln, _rms_reference),
+        "batch_norm": (bn, lambda p, x: bn.forward(p, x, ctx=train), x_bn, by_features),
+        "batch_norm(batch of 1)": (
+            bn, lambda p, x: bn.forward(p, x, ctx=train), x_bn1, by_features
+        ),
+    }  # fmt: skip
     inputs = {
         name: (params_for(layer, x.shape[1:], F32, seed=5), x, normal(x.shape, F32, seed=6))
         for name, (layer, _, x, _) in cases.items()
@@ -447,11 +459,10 @@ def run_norms(ln, bn):
     def run(inputs):
         out = {}
         for name, (params, x, dy) in inputs.items():
-            layer, fwd, _, axes = cases[name]
+            layer, fwd, _, ref = cases[name]
             y, residuals = fwd(params, x)
             fnn_ = (y, *layer.backward(params, residuals, dy))
             jax_y, (jax_g, jax_dx) = _vjp(lambda p, x, fwd=fwd: fwd(p, x)[0], params, x, dy=dy)
-            ref = functools.partial(_norm_reference, axes=axes)
             ref_y, (ref_g, ref_dx) = _vjp(ref, up(params), up(x), dy=up(dy))
             out[name] = (fnn_, (jax_y, jax_g, jax_dx), (ref_y, ref_g, ref_dx))
         return out
@@ -461,7 +472,7 @@ def run_norms(ln, bn):
 
 @functools.cache
 def norms():
-    return run_norms(fnn.layer_norm(), fnn.batch_norm())
+    return run_norms(fnn.layer_norm(), fnn.batch_norm(), fnn.rms_norm())
 
 
 def norm_problems(out, dy):
@@ -482,7 +493,7 @@ def norm_problems(out, dy):
     return problems
 
 
-@pytest.mark.parametrize("name", ["layer_norm", "batch_norm", "batch_norm(batch of 1)"])
+@pytest.mark.parametrize("name", ["layer_norm", "rms_norm", "batch_norm", "batch_norm(batch of 1)"])
 def test_normalisation_of_zero_variance_is_finite_and_agrees(name):
     inputs, outs = norms()
     assert all_finite(outs[name][2]) and all_finite(outs[name][0])
@@ -515,7 +526,8 @@ def test_planted_unstable_forms_are_caught():
     """Each comparison above fails on a planted, textbook implementation: a sigmoid whose
     backward is e^−x/(1 + e^−x)² (NaN at −1e4), a tanh whose backward forgets the square
     (finite, wrong), a softmax cross-entropy without the max shift (∞ at 1e4), a
-    layer_norm without ε (NaN on a constant row)."""
+    layer_norm without ε (NaN on a constant row), an rms_norm without ε (NaN on a row of
+    zeros)."""
 
     def sigmoid_textbook(x):
         return 1 / (1 + jnp.exp(-x)), x
@@ -560,9 +572,21 @@ def test_planted_unstable_forms_are_caught():
         y = x_hat * params["scale"].reshape(1, -1) + params["bias"].reshape(1, -1)
         return y, residuals._replace(x_hat=x_hat, inv_sigma=inv_sigma)
 
-    inputs, outs = run_norms(ln._replace(forward=no_epsilon), fnn.batch_norm())
-    problems = norm_problems(outs["layer_norm"], inputs["layer_norm"][2])
-    assert any("not finite" in p for p in problems)
+    rms = fnn.rms_norm()
+
+    def rms_no_epsilon(params, x):
+        inv_rms = 1 / jnp.sqrt(jnp.mean(x**2, axis=-1, keepdims=True))  # no ε: 1/0 on zeros
+        x_hat = x * inv_rms
+        return x_hat * params["scale"].reshape(1, -1), rms.forward(params, x)[1]._replace(
+            x_hat=x_hat, inv_rms=inv_rms
+        )
+
+    inputs, outs = run_norms(
+        ln._replace(forward=no_epsilon), fnn.batch_norm(), rms._replace(forward=rms_no_epsilon)
+    )
+    for name in ("layer_norm", "rms_norm"):
+        problems = norm_problems(outs[name], inputs[name][2])
+        assert any("not finite" in p for p in problems), name
 
 
 @pytest.mark.slow
