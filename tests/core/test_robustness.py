@@ -6,8 +6,7 @@ GPT's head run on the inputs where stable and naive formulas part ways: logits o
 (e^±80 is near the ends of float32's normal range) and ±1e4 (e^1e4 overflows),
 probabilities exactly 0 and 1, constant rows and batches (zero variance; a row of zeros
 for rms_norm), blockwise attention whose last block is mostly padding, and T = 512 in
-blocks of 64. Each hand-written forward and backward,
-in float32, is compared with
+blocks of 64. Each hand-written forward and backward, in float32, is compared with
 
 - `jax.vjp` (or `jax.grad`) of the same forward, in float32: the same formulas,
   differentiated by JAX;
