@@ -9,6 +9,7 @@ run), which also tells which checks run each function.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import dataclasses
 import re
@@ -171,6 +172,11 @@ def top_function(site_: Site, globals_: Mapping[str, Any]):
     """The module-level function holding `site_` (unwrapped of decorators), or a
     NotFoundError (a LookupError) when the module's name for it is not that function."""
     _, top = find_function(site_.file, site_.function, site_.start)
+    if isinstance(top, ast.Lambda):  # no name of its own: nothing to swap its code into
+        raise NotFoundError(
+            f"{site_.file}:{site_.start}: a lambda at module level cannot be mutated; write "
+            "it with def, or inside the function that builds the layer"
+        )
     obj: Any = globals_.get(name_of(top))  # a function, maybe wrapped by decorators
     while hasattr(obj, "__wrapped__"):
         obj = obj.__wrapped__

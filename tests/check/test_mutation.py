@@ -206,6 +206,13 @@ def weak():  # zero inputs: the check point cannot see da's mistakes
 
 def not_a_layer():
     return 3
+
+
+halve_back = lambda params, y, dy: ({}, dy / 2)  # y = x/2: dL/dx = dy/2
+
+
+def module_lambda():  # its backward a lambda at module level: no name to swap code into
+    return fnn.Layer(lambda k, s, d: (s, {}), lambda p, x: (x / 2, None), halve_back, "h")
 """
 
 
@@ -232,6 +239,7 @@ def test_a_check_point_that_hides_a_mistake_leaves_survivors(capsys, tmp_path):
         ("missing.py:scale", ["--in-shape", "3"], "there is no file"),
         ("{here}:nothing", ["--in-shape", "3"], "has no function 'nothing'"),
         ("{weak}:not_a_layer", ["--in-shape", "3"], "returned int; expected an fnn Layer"),
+        ("{weak}:module_lambda", ["--in-shape", "3"], "a lambda at module level cannot be"),
         ("{here}:scale", [], "needs the input shape (set with --in-shape)"),
         ("{here}:scale", ["dense", "--in-shape", "3"], "not the built-in items"),
         ("{here}", ["--in-shape", "3"], "takes FILE.py:FUNCTION"),
