@@ -10,7 +10,13 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from fnn.check import CASES, DTYPES, format_table, mutation_test, run_checks
-from fnn.check.references import FORWARD_RTOL, REFERENCES, check_forwards, format_forward_table
+from fnn.check.references import (
+    FORWARD_RTOL,
+    REFERENCES,
+    UNREFERENCED,
+    check_forwards,
+    format_forward_table,
+)
 from fnn.check.report import DEFAULT_RTOL
 from fnn.cli.messages import flags_of
 from fnn.cli.outputs import check_writable_file
@@ -88,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
     forwards = {r.name: r for r in check_forwards(referenced, args.dtype)} if referenced else {}
     if forwards:
         print(f"\nforwards against independent references ({args.dtype}):")
-        print(format_forward_table(list(forwards.values())))
+        unreferenced = sum(name in UNREFERENCED for name in args.names or CASES)
+        print(format_forward_table(list(forwards.values()), unreferenced))
     if args.json:
         records = [
             {**r.to_dict(), "forward": forwards[r.name].to_dict() if r.name in forwards else None}

@@ -148,6 +148,7 @@ def test_cli_check_writes_json_and_exits_zero(tmp_path, capsys):
     assert [(r["per_example"], r["ties"]) for r in records] == [("passed",) * 2, ("n/a",) * 2]
     out = capsys.readouterr().out
     assert "2 passed, 0 failed" in out
+    assert "without a reference" not in out  # both items asked for have one
     header, _, dense, loss = out.splitlines()[:4]
     assert header.split()[-4:] == ["fd", "per-ex", "ties", "result"]
     assert dense.split()[-4:] == ["passed", "passed", "passed", "ok"]

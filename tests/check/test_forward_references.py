@@ -169,6 +169,9 @@ def test_planted_wrong_forwards_fail_and_the_others_still_pass():
     assert results["identity"].error.startswith("fnn's forward raised TypeError: ")
     table = format_forward_table(list(results.values()))
     assert table.count(" FAIL") == len(PLANTED) and f"0 passed, {len(PLANTED)} failed" in table
+    assert "without a reference" not in table  # none of the items asked for lacks one
+    table = format_forward_table(list(results.values()), unreferenced=3)
+    assert table.endswith("; 3 whole networks without a reference (their layers have one)")
 
 
 def _fails_when_run(x):
