@@ -35,6 +35,8 @@ REFERENCE = {  # the impl each one's ratio is taken against; autodiff where not 
     "autodiff_scan": "autodiff_scan",
     "per_example": "per_example_vmap",
 }
+# the references other than autodiff, in words (the record's field list, the report)
+REFERENCE_NOTE = ", ".join(f"{ref} for {name}" for name, ref in REFERENCE.items() if name != ref)
 
 
 @dataclasses.dataclass

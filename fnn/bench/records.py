@@ -10,7 +10,7 @@ import textwrap
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from fnn.bench.impls import REFERENCE, Impl
+from fnn.bench.impls import REFERENCE, REFERENCE_NOTE, Impl
 from fnn.bench.measure import (
     hlo_conv_count,
     hlo_counts,
@@ -106,8 +106,7 @@ class BenchRecord(Mapping):
         "The median over rounds of this unit's time over the reference's in the same round."
     )
     ratio_reference: str | None = _field(
-        'The reference of the ratio: "autodiff" ("autodiff_scan" for "manual_scan"); None '
-        "where it did not run."
+        f'The reference of the ratio: "autodiff" ({REFERENCE_NOTE}); None where it did not run.'
     )
     compile_s: float | None = _field("`lower` + `compile` of the jitted function, timed alone.")
     flops_per_s: float | None = _field("The FLOPs of a step over the median step time.")
@@ -311,6 +310,8 @@ _NO_HLO = dict.fromkeys(("hlo_gemms", "hlo_fusions", "hlo_ops"))
 def progress_line(r: BenchRecord) -> str:
     """A timed record in one line."""
     ratio = f"{r.ratio_vs_autodiff:.3f}" if r.ratio_vs_autodiff is not None else "  -  "
+    if r.ratio_reference not in (None, "autodiff"):
+        ratio += f" vs {r.ratio_reference}"
     temp = "-" if r.temp_bytes is None else f"{r.temp_bytes / 2**20:.2f} MiB"
     peak = "  -  " if r.peak_fraction is None else f"{r.peak_fraction * 100:5.1f}"
     err = "" if r.rel_grad_err is None else f"  err {r.rel_grad_err:.1e}"

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from fnn.bench.impls import IMPLS
+from fnn.bench.impls import IMPLS, REFERENCE_NOTE
 from fnn.bench.records import CSV_FIELDS, TIMED, BenchRecord
 
 Record = Mapping[str, Any]  # a BenchRecord, or one as results.json holds it
@@ -74,7 +74,7 @@ def format_report(records: Sequence[Record], title: str = "fnn bench") -> str:
             "",
             "Step = time per training step (median over alternated rounds, IQR after ±). "
             "ratio = this impl's unit time over autodiff's in the same round, median "
-            "(manual_scan against autodiff_scan). % peak = the step's FLOP/s over the best "
+            f"(the reference is {REFERENCE_NOTE}). % peak = the step's FLOP/s over the best "
             "matmul rate any library present reached in the same rotation (the machine's "
             "limit, not one framework's); floor × = step time over FLOPs ÷ peak. FLOPs "
             "are 6·B·P for the built-in workloads, XLA's cost analysis for yours. "

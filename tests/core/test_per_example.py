@@ -154,7 +154,7 @@ def test_bench_per_example_case_times_both_and_matches_the_batch_gradient():
         repeats=1,
         quick=True,  # the small square probe
         steps={"per_example": 1, "tiny": 1},
-        progress=lambda line: None,
+        progress=(lines := []).append,
     )
     ran = {(r["workload"], r["impl"]) for r in records if r["status"] == "ok"}
     assert ran == {  # per-example impls run on the per-example case only
@@ -168,6 +168,9 @@ def test_bench_per_example_case_times_both_and_matches_the_batch_gradient():
     by_impl = {r["impl"]: r for r in records if r["workload"] == "per_example"}
     manual, vmapped = by_impl["per_example"], by_impl["per_example_vmap"]
     assert manual["ratio_reference"] == "per_example_vmap" and manual["ratio_vs_autodiff"] > 0
+    said = {line.split()[2]: line for line in lines if line.startswith("  per_example ")}
+    assert " vs per_example_vmap " in said["per_example"]  # the progress line names it
+    assert " vs " not in said["per_example_vmap"]  # against autodiff, as every other
     for r in (manual, vmapped):
         assert r["step_ms_median"] > 0 and r["temp_bytes"] is not None
         assert r["output_bytes"] >= 128 * WORKLOADS["per_example"].params * 4
