@@ -52,10 +52,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _subparsers(parser: argparse.ArgumentParser) -> argparse._SubParsersAction:
+    """The parser's commands (argparse has no public way to them)."""
+    (subparsers,) = (a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return subparsers
+
+
 def command_list(parser: argparse.ArgumentParser) -> str:
     """What `fnn` alone prints: the commands, each with its one-line help."""
-    (subparsers,) = (a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    helps = [(a.dest, a.help or "") for a in subparsers._choices_actions]  # no public list
+    helps = [(a.dest, a.help or "") for a in _subparsers(parser)._choices_actions]  # no public list
     width = max(len(name) for name, _ in helps)
     indent = " " * (width + 4)
     lines = [
@@ -78,7 +83,10 @@ def command_list(parser: argparse.ArgumentParser) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)  # a usage error exits 2 here
+    args, unknown = parser.parse_known_args(argv)  # a usage error exits 2 here
+    if unknown:  # said by the command's own parser, which lists its flags
+        said_by = _subparsers(parser).choices.get(args.command, parser)
+        said_by.error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.command is None:
         print(command_list(parser))
         return 0

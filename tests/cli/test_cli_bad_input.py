@@ -5,7 +5,7 @@ trains or benchmarks anything first."""
 
 import pytest
 
-from fnn.cli import main
+from fnn.cli import COMMANDS, main
 
 
 @pytest.fixture
@@ -100,7 +100,7 @@ def test_a_bad_value_exits_2_with_a_message_and_no_traceback(files, capsys, comm
     out, err = capsys.readouterr()
     assert code == 2, (argv, out, err)
     assert message in err, (argv, err)
-    assert err.startswith(("fnn: error: ", f"fnn {command}: error: ")), err
+    assert err.startswith(f"fnn {command}: error: "), err  # the command says it, not fnn
     assert "Traceback" not in err, err
     assert not (files / "runs").exists()  # nothing was trained
 
@@ -155,3 +155,18 @@ def test_fnn_alone_lists_its_commands_and_exits_0(capsys):
     listed = [line.split()[0] for line in section if not line.startswith("   ")]
     assert listed == [command.__name__.rsplit(".", 1)[1] for command in COMMANDS]
     assert "generate text from a language model" in out  # each with its one-line help
+
+
+@pytest.mark.parametrize("command", [c.__name__.rsplit(".", 1)[1] for c in COMMANDS])
+def test_an_unknown_flag_is_said_by_its_command(command, capsys):
+    """argparse leaves flags no parser knows to the top-level parser; fnn has the command
+    say it, with the help that lists its flags."""
+    argv = [command, "--bogus", *(["--checkpoint", "run"] if command == "sample" else [])]
+    with pytest.raises(SystemExit) as done:
+        main(argv)
+    err = capsys.readouterr().err
+    assert done.value.code == 2
+    assert err == (
+        f"fnn {command}: error: unrecognized arguments: --bogus\n"
+        f"(`fnn {command} --help` lists the flags)\n"
+    )
