@@ -294,6 +294,14 @@ def choose(kind: str, name: str, table: dict[str, Any], *, setting: str | None =
         ) from None
 
 
+def as_array(x: Any) -> Array:
+    """`jnp.asarray(x)`, with a numpy array copied to the device by `jax.device_put`:
+    `jnp.asarray` of a numpy array compiles a small program for each new shape and dtype
+    (about 15 ms on a 2-core CPU), `jax.device_put` none. The same array either way (the
+    same canonical dtype, not weakly typed, uncommitted)."""
+    return jax.device_put(x) if isinstance(x, np.ndarray) else jnp.asarray(x)
+
+
 # A program that runs once (a check, an init) costs its compile. On the CPU it is compiled
 # without XLA's backend optimisations and with the loop emitters instead of the fusion
 # emitters: the same operations, in a fraction of the compile time (on a 2-core CPU, the

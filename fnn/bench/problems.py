@@ -15,7 +15,7 @@ import optax
 
 from fnn import initializers
 from fnn.bench.workloads import Workload
-from fnn.core import Layer, Loss, SettingError, Shape, forward
+from fnn.core import Layer, Loss, SettingError, Shape, as_array, forward
 from fnn.grad import as_custom_vjp, loss_as_custom_vjp, value_and_grad
 from fnn.layers import cnn, mlp, transformer
 from fnn.lm import gpt
@@ -153,7 +153,7 @@ def user_problem(
       SettingError: a network that does not take `x`'s shape, or a loss that does not take
         the network's output and `y`, naming both shapes.
     """
-    x, y = jnp.asarray(x), jnp.asarray(y)
+    x, y = as_array(x), as_array(y)
     if x.ndim < 1 or y.ndim < 1 or x.shape[0] != y.shape[0]:
         raise SettingError(
             f"x and y must be batches of the same length, got shapes {x.shape} and {y.shape}",

@@ -22,7 +22,7 @@ import numpy as np
 from fnn.bench.measure import count_vjp_residuals, memory_figures
 from fnn.bench.vjp import autodiff_vjp, manual_vjp
 from fnn.check.point import draw_params
-from fnn.core import Ctx, Layer, SettingError, forward, init_state
+from fnn.core import Ctx, Layer, SettingError, as_array, forward, init_state
 from fnn.trace import walk_backward
 from fnn.walk import layer_path
 
@@ -148,7 +148,7 @@ def summary(
         dt = jnp.dtype(dtype)
         x = jnp.asarray(rng.standard_normal((batch, *in_shape)), dt)
     else:
-        x = jnp.asarray(x)
+        x = as_array(x)
         dt = x.dtype if jnp.issubdtype(x.dtype, jnp.floating) else jnp.dtype(dtype)
         batch, in_shape = x.shape[0], x.shape[1:]
     shapes = jax.eval_shape(lambda k: net.init(k, tuple(in_shape), dt)[1], jax.random.PRNGKey(key))

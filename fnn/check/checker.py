@@ -82,7 +82,7 @@ from fnn.check.report import (
     structure,
 )
 from fnn.check.ties import draw_tie_point, not_applicable, shift, stack, tie_points, tie_verdict
-from fnn.core import Ctx, Layer, Loss, choose, forward, one_shot_jit
+from fnn.core import Ctx, Layer, Loss, as_array, choose, forward, one_shot_jit
 from fnn.grad import value_and_grad
 
 DTYPES = tuple(DEFAULT_RTOL)
@@ -300,7 +300,7 @@ def check_loss(
     with _x64(dtype):
         rng = np.random.default_rng(key)
         pred = _cast_pred(pred, jnp.dtype(dtype))
-        target = jnp.asarray(target)
+        target = as_array(target)
         if jnp.issubdtype(target.dtype, jnp.floating):
             target = target.astype(jnp.dtype(dtype))
         fd = finite_differences and dtype == "float64"
@@ -335,7 +335,7 @@ def _cast_pred(pred: Any, dtype: Any) -> Any:
         return jnp.asarray(pred, dtype)
 
     def one(leaf):
-        leaf = jnp.asarray(leaf)
+        leaf = as_array(leaf)
         return leaf.astype(dtype) if jnp.issubdtype(leaf.dtype, jnp.floating) else leaf
 
     return jax.tree.map(one, pred)
@@ -365,10 +365,10 @@ def check_model(
     dtype = _check_dtype(dtype)
     with _x64(dtype):
         rng, jax_key = rngs(key)
-        x = jnp.asarray(x)
+        x = as_array(x)
         if not jnp.issubdtype(x.dtype, jnp.integer):  # token ids stay integers
             x = x.astype(jnp.dtype(dtype))
-        y = jnp.asarray(y)
+        y = as_array(y)
         if jnp.issubdtype(y.dtype, jnp.floating):
             y = y.astype(jnp.dtype(dtype))
         in_shape, dt = tuple(x.shape[1:]), jnp.dtype(dtype)

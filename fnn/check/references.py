@@ -37,7 +37,7 @@ import numpy as np
 from fnn.check import reference_formulas as f
 from fnn.check.catalogue import CASES, LayerCase, LossCase
 from fnn.check.point import draw_params, rngs
-from fnn.core import Ctx, Layer, Loss, choose, expect, forward, one_shot_jit
+from fnn.core import Ctx, Layer, Loss, as_array, choose, expect, forward, one_shot_jit
 from fnn.errors import SettingError
 
 # The forward tolerance: fnn's forward against its reference formula, relative (another
@@ -174,7 +174,7 @@ def _cast(tree: Any, dtype: Any) -> Any:
     (what `check_loss` does with its inputs)."""
 
     def one(leaf):
-        leaf = jnp.asarray(leaf)
+        leaf = as_array(leaf)
         return leaf.astype(dtype) if jnp.issubdtype(leaf.dtype, jnp.floating) else leaf
 
     return jax.tree.map(one, tree)

@@ -47,7 +47,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from fnn.core import Array, DType, Loss, check_floating, check_in_range, expect
+from fnn.core import Array, DType, Loss, as_array, check_floating, check_in_range, expect
 from fnn.errors import ArgumentError, DTypeError, SettingError
 
 
@@ -179,7 +179,7 @@ def _checked(name: str, pred, target) -> tuple[Array, Array, Array]:
         raise ArgumentError(
             f"{name}: pred must be a HeadInput(h, table), got {type(pred).__name__}"
         )
-    h, table, target = jnp.asarray(pred.h), jnp.asarray(pred.table), jnp.asarray(target)
+    h, table, target = as_array(pred.h), as_array(pred.table), as_array(target)
     check_floating(f"{name}: h", h)
     check_floating(f"{name}: table", table)
     expect(h.ndim == 3, name, f"h must have shape (batch, T, D), got {h.shape}")

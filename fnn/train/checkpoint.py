@@ -47,6 +47,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fnn.core import as_array
 from fnn.train.checkpoint_file import (
     FORMAT,
     MAX_LISTED,
@@ -274,7 +275,7 @@ def _rebuild(
         if array.dtype != got_dtype:
             array = array.view(got_dtype)
         host = isinstance(like_leaf, np.ndarray | np.generic | int | float | complex | bool)
-        leaves.append(array if host else jnp.asarray(array))
+        leaves.append(array if host else as_array(array))
     if len(leaves) != len(expected):
         return None
     return jax.tree_util.tree_unflatten(treedef, leaves)
@@ -291,5 +292,5 @@ def _key_from_json(entry: dict, path: Path) -> jax.Array:
     except (KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"{path} is corrupt: bad PRNG key entry: {error}") from None
     if impl is None:
-        return jnp.asarray(data)
-    return jax.random.wrap_key_data(jnp.asarray(data), impl=impl)
+        return as_array(data)
+    return jax.random.wrap_key_data(as_array(data), impl=impl)

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import optax
 from jax.typing import ArrayLike
 
-from fnn.core import Array, Layer, Loss, Params, PRNGKey, choose
+from fnn.core import Array, Layer, Loss, Params, PRNGKey, as_array, choose
 from fnn.errors import DataError, NonFiniteLossError, SettingError, ShapeError
 from fnn.grad import GRAD_MODES
 from fnn.tasks import infer_task, metric_name
@@ -67,7 +67,7 @@ def _cached(cached, *args):
 
 def _check_split(split, name: str) -> tuple[Array, Array]:
     """`(x, y)` as arrays, or a ValueError for a shape that cannot be a split."""
-    x, y = (jnp.asarray(a) for a in split)
+    x, y = (as_array(a) for a in split)
     if x.ndim < 2:
         raise ShapeError(f"{name} inputs must have shape (n, ...features), got {x.shape}")
     if x.shape[0] != y.shape[0]:

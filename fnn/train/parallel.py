@@ -37,7 +37,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from fnn.core import Layer, Loss, Params, SettingError
+from fnn.core import Layer, Loss, Params, SettingError, as_array
 from fnn.errors import ShapeError
 from fnn.train.batching import check_batch_size, epoch_order
 from fnn.train.step import TrainState, make_train_step, scan_steps, step_key
@@ -265,7 +265,7 @@ def make_sharded_epoch_fn(
         n = int(np.shape(x)[0])
         check_batch_size(batch_size, n)
         order = _epoch_order(key, epoch, n, batch_size)[:, rows]  # this process's rows
-        x, y = jnp.asarray(x), jnp.asarray(y)
+        x, y = as_array(x), as_array(y)
         n_batches = order.shape[0]
         xs = _global(_take(x, order), batches, (n_batches, batch_size, *x.shape[1:]))
         ys = _global(_take(y, order), batches, (n_batches, batch_size, *y.shape[1:]))
