@@ -288,7 +288,7 @@ def load_model(out_dir: str | Path) -> Model:
     config = TrainConfig.from_dict(read_metadata(path)["config"])
     if config.model != "gpt":
         raise SettingError(
-            f"the checkpoint in {out_dir} holds a {config.model} trained on "
+            f"the checkpoint in {out_dir} holds the {config.model} model trained on "
             f"{config.dataset}, not a language model (fnn train --dataset text --model gpt)",
             settings=("checkpoint",),
         )

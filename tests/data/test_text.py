@@ -200,4 +200,4 @@ def test_sample_refuses_a_checkpoint_that_is_not_a_language_model(tmp_path, caps
                     opt_state=(), epoch=1, key=np.zeros(2, np.uint32),
                     config=config.to_dict(), history={})  # fmt: skip
     assert main(["sample", "--checkpoint", str(tmp_path)]) == 2
-    assert "not a language model" in capsys.readouterr().err
+    assert "holds the mlp model trained on iris, not a language model" in capsys.readouterr().err
