@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 from fnn import bench
-from fnn.bench import grid
 from fnn.bench.grid import build_all, build_impl, run_workload
 from fnn.bench.impls import PEER_MODULES, Impl
 from fnn.bench.measure import count_residuals, hlo_counts, machine_info, rel_grad_err
@@ -59,15 +58,6 @@ def _grid(impls):
     return bench.run_benchmarks(
         ["tiny"], impls, ["float32"], repeats=2, quick=True, progress=lambda line: None
     )
-
-
-@pytest.fixture(scope="module", autouse=True)
-def small_peak_probe():
-    """A 64³ matmul peak probe instead of 1024³ (2048³ without quick): these tests time
-    nothing that matters."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(grid, "square_peak_size", lambda platform, quick: 64)
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -27,15 +27,6 @@ FIELDS = (
 QUICK = dict(repeats=1, quick=True)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def small_peak_probe():
-    """A 64³ matmul probe instead of 1024³: these tests time nothing that matters."""
-    with pytest.MonkeyPatch.context() as patch:
-        for module in (bench.yours, bench.grid):
-            patch.setattr(module, "square_peak_size", lambda platform, quick: 64)
-        yield
-
-
 def _example(name):
     sys.path.insert(0, str(EXAMPLES))
     try:

@@ -71,12 +71,6 @@ def test_what_a_unit_leaves_behind_falls_on_the_warm_call_not_the_timed_one():
     assert min(paid) > 0.02
 
 
-@pytest.fixture(autouse=True)
-def small_peak_probe(monkeypatch):
-    for module in (bench.yours, bench.grid):
-        monkeypatch.setattr(module, "square_peak_size", lambda platform, quick: 64)
-
-
 TINY = dict(repeats=1, steps={"tutorial": 2})
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import jax
 import pytest
+from helpers.bench import small_peak_probe
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
@@ -35,9 +36,7 @@ def page_id(page: Path) -> str:
 def test_every_python_block_of_a_page_runs(page, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # what a block writes lands in a temporary directory
     monkeypatch.syspath_prepend(str(tmp_path))
-    # fnn.bench's matmul peak probe at 64³, not 1024³: the blocks run, timing nothing here
-    for module in ("fnn.bench.grid", "fnn.bench.yours"):
-        monkeypatch.setattr(f"{module}.square_peak_size", lambda platform, quick: 64)
+    small_peak_probe(monkeypatch)  # the blocks run, timing nothing here
     namespace = {"__name__": "__main__"}
     # user code runs with JAX's default rank promotion ("allow"), not the suite's "raise"
     with jax.numpy_rank_promotion("allow"):
